@@ -1,0 +1,77 @@
+"""Matryoshka primitives: validate vectors and dims, truncate and re-normalise."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+
+def check_vectors(vectors, dim: int | None = None, *, what: str = "vectors") -> np.ndarray:
+    """Return `vectors` as a C-contiguous float32 matrix, or raise naming the bad value.
+
+    Accepts one vector (1-D) or a batch (2-D). Rejects the wrong width, NaN/inf
+    and all-zero rows, which have no direction to search with.
+    """
+    array = np.asarray(vectors)
+    if array.dtype == object or not (
+        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+    ):
+        raise InvalidInputError(f"{what} must be numeric, got dtype {array.dtype}")
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2:
+        raise InvalidInputError(f"{what} must be 1-D or 2-D, got shape {array.shape}")
+    if array.shape[0] == 0:
+        raise InvalidInputError(f"{what} is empty: no rows given")
+    if dim is not None and array.shape[1] != dim:
+        raise InvalidInputError(f"{what} have width {array.shape[1]}, expected {dim}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    finite = np.isfinite(array)
+    if not finite.all():
+        row, col = np.argwhere(~finite)[0]
+        raise InvalidInputError(f"{what}[{row}] has a non-finite value {array[row, col]} at dim {col}")
+    zero = ~array.any(axis=1)
+    if zero.any():
+        raise InvalidInputError(f"{what}[{int(np.flatnonzero(zero)[0])}] has zero norm")
+    return array
+
+
+def check_dim(dim, full_dim: int) -> int:
+    """Validate a prefix length against the vectors' full width."""
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise InvalidInputError(f"dim must be an integer, got {dim!r}")
+    if not 1 <= dim <= full_dim:
+        raise InvalidInputError(f"dim {dim} is out of range: vectors have {full_dim} dims (1..{full_dim})")
+    return int(dim)
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalise each row (rows with zero norm stay zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1)
+
+
+def truncate(vectors, dim: int) -> np.ndarray:
+    """First `dim` coordinates of each vector, re-normalised to unit length."""
+    array = check_vectors(vectors)
+    return normalize(array[:, : check_dim(dim, array.shape[1])])
+
+
+def default_nesting(full_dim: int) -> list[int]:
+    """Prefix lengths 16, 32, 64, … below `full_dim`, then `full_dim` itself."""
+    nesting, d = [], 16
+    while d < full_dim:
+        nesting.append(d)
+        d *= 2
+    return nesting + [full_dim]
+
+
+def check_nesting(nesting, full_dim: int) -> list[int]:
+    """Validate a nesting list: strictly increasing prefix lengths ending at `full_dim`."""
+    values = [check_dim(d, full_dim) for d in nesting]
+    if not values or values[-1] != full_dim or any(a >= b for a, b in zip(values, values[1:])):
+        raise InvalidInputError(
+            f"nesting {list(nesting)} must be strictly increasing and end at the full dim {full_dim}"
+        )
+    return values

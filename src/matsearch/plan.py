@@ -1,0 +1,96 @@
+"""Funnel plans: what a query does, written as a short string that round-trips.
+
+Notation: stages separated by ``>``, each ``d<dims>:<keep>``; the last stage has
+no keep and returns the query's k.  ``d32:400>d128:100>d384`` scores every item
+on the 32-dim prefix and keeps the best 400, re-scores those on 128 dims and keeps
+100, and ranks those on all 384 dims.  ``d384`` alone is exact search.  A stage
+never keeps fewer than k candidates: with k=50, ``d32:20>d384`` keeps 50.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidInputError
+
+_STAGE = re.compile(r"d(?P<dim>[1-9][0-9]*)(?::(?P<keep>[1-9][0-9]*))?")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Score the current candidates on a `dim`-prefix and keep the best `keep`."""
+
+    dim: int
+    keep: int | None = None
+
+    def __str__(self) -> str:
+        return f"d{self.dim}" if self.keep is None else f"d{self.dim}:{self.keep}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A funnel of stages with strictly increasing dims and shrinking shortlists."""
+
+    stages: tuple[Stage, ...]
+
+    def __post_init__(self):
+        if not self.stages:
+            raise InvalidInputError("a plan needs at least one stage")
+        *shortlists, last = self.stages
+        if last.keep is not None:
+            raise InvalidInputError(f"plan {self}: the last stage returns k items and takes no ':keep'")
+        for stage in shortlists:
+            if stage.keep is None:
+                raise InvalidInputError(f"plan {self}: stage {stage} needs ':keep' (only the last stage has none)")
+        for a, b in zip(self.stages, self.stages[1:]):
+            if b.dim <= a.dim:
+                raise InvalidInputError(f"plan {self}: stage dims must increase, got {a.dim} then {b.dim}")
+        for a, b in zip(shortlists, shortlists[1:]):
+            if b.keep >= a.keep:
+                raise InvalidInputError(f"plan {self}: shortlists must shrink, got {a.keep} then {b.keep}")
+
+    @classmethod
+    def parse(cls, text: str) -> "Plan":
+        """Parse a plan string such as ``d32:400>d384``."""
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInputError(f"plan must be a non-empty string like 'd32:400>d384', got {text!r}")
+        stages = []
+        for part in text.split(">"):
+            match = _STAGE.fullmatch(part.strip())
+            if match is None:
+                raise InvalidInputError(
+                    f"malformed plan {text!r}: stage {part.strip()!r} is not 'd<dims>:<keep>' or 'd<dims>'"
+                )
+            keep = match["keep"]
+            stages.append(Stage(int(match["dim"]), None if keep is None else int(keep)))
+        return cls(tuple(stages))
+
+    @classmethod
+    def exact(cls, dim: int) -> "Plan":
+        """Exhaustive search on the first `dim` dims."""
+        return cls((Stage(dim),))
+
+    def check(self, full_dim: int) -> "Plan":
+        """Raise unless every stage fits vectors of `full_dim` dims; return self."""
+        if self.stages[-1].dim > full_dim:
+            raise InvalidInputError(f"plan {self} uses {self.stages[-1].dim} dims but vectors have {full_dim}")
+        return self
+
+    def keeps(self, k: int, n: int) -> list[int]:
+        """Candidates each stage keeps for a query asking k of n items."""
+        return [min(max(s.keep or k, k), n) for s in self.stages]
+
+    def __str__(self) -> str:
+        return ">".join(str(s) for s in self.stages)
+
+
+def as_plan(plan: "Plan | str | None", full_dim: int) -> Plan:
+    """Accept a Plan, a plan string, or None (exact search at full dims)."""
+    if plan is None:
+        return Plan.exact(full_dim)
+    if isinstance(plan, str):
+        plan = Plan.parse(plan)
+    if not isinstance(plan, Plan):
+        raise InvalidInputError(f"plan must be a Plan or a string, got {type(plan).__name__}")
+    return plan.check(full_dim)

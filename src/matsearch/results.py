@@ -1,0 +1,44 @@
+"""Search results that carry the work they cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Cost:
+    """Work done for a batch of queries (totals; `per_query` divides them).
+
+    `candidates[i]` is how many items stage i scored for each query.
+    """
+
+    queries: int
+    multiply_adds: int = 0
+    bytes_read: int = 0
+    candidates: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def per_query(self) -> dict:
+        """Mean work per query, as plain numbers for JSON."""
+        n = max(self.queries, 1)
+        return {
+            "multiply_adds": self.multiply_adds / n,
+            "bytes_read": self.bytes_read / n,
+            "candidates": list(self.candidates),
+            "seconds": self.seconds / n,
+        }
+
+
+@dataclass
+class SearchResult:
+    """Top-k ids and scores per query (best first), the plan run and its cost."""
+
+    ids: np.ndarray
+    scores: np.ndarray
+    plan: str
+    cost: Cost
+
+    def __len__(self) -> int:
+        return len(self.ids)

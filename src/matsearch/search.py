@@ -1,0 +1,86 @@
+"""Funnel search over a BlockStore: shortlist on a short prefix, re-rank on longer ones.
+
+Each later stage adds only the dims it lacks to the partial inner products it
+inherits, so a plan costs N·d₀ + Σ kᵢ·(dᵢ₊₁ − dᵢ) multiply-adds. A single-stage
+plan is exact search, the reference every index is tested against.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .plan import Plan
+from .results import Cost, SearchResult
+from .store import BlockStore
+from .topk import top_k
+
+METRICS = ("cosine", "ip")
+_CHUNK_BYTES = 64 << 20  # bound on the stage-0 score matrix of a query batch
+_F32 = 4
+
+
+def run_plan(
+    store: BlockStore,
+    queries: np.ndarray,
+    plan: Plan,
+    k: int,
+    *,
+    metric: str = "cosine",
+    dead_rows: np.ndarray | None = None,
+) -> SearchResult:
+    """Top-k stored rows for each query (float32, already in the store's space)."""
+    if metric not in METRICS:
+        raise InvalidInputError(f"metric {metric!r} is not one of {METRICS}")
+    n_dead = 0 if dead_rows is None else len(dead_rows)
+    n_live = store.count - n_dead
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_live:
+        raise InvalidInputError(f"k={k!r} is out of range: the collection holds {n_live} searchable items (1..{n_live})")
+    plan.check(store.dim)
+    keeps = plan.keeps(int(k), n_live)
+    start = time.perf_counter()
+    ids = np.empty((len(queries), k), dtype=np.int64)
+    scores = np.empty((len(queries), k), dtype=np.float32)
+    cost = Cost(queries=len(queries))
+    chunk = max(1, _CHUNK_BYTES // max(store.count * _F32, 1))
+    first = plan.stages[0].dim
+    for lo in range(0, len(queries), chunk):
+        block = queries[lo : lo + chunk]
+        dots = store.dots(block[0], 0, first)[None, :] if len(block) == 1 else store.dots(block, 0, first)
+        for i, query in enumerate(block):
+            rows, top = _funnel(store, query, dots[i], plan, keeps, metric, dead_rows, cost)
+            ids[lo + i], scores[lo + i] = rows, top
+    cost.seconds = time.perf_counter() - start
+    cost.candidates = [store.count] + keeps[:-1]
+    return SearchResult(ids=ids, scores=scores, plan=str(plan), cost=cost)
+
+
+def _funnel(store, query, dots, plan, keeps, metric, dead_rows, cost):
+    """Run every stage for one query; `dots` are its stage-0 partial products."""
+    rows, done = None, 0
+    for stage, keep in zip(plan.stages, keeps):
+        width = stage.dim - done
+        scanned = store.count if rows is None else len(rows)
+        if rows is not None:
+            dots = dots + store.dots(query, done, stage.dim, rows)
+        done = stage.dim
+        cost.multiply_adds += scanned * width
+        cost.bytes_read += scanned * width * _F32
+        if metric == "cosine":
+            scores = dots * store.inv_prefix_norms(done, rows) * _inv_norm(query[:done])
+            cost.bytes_read += scanned * _F32
+        else:
+            scores = dots.copy() if rows is None else dots
+        if rows is None and dead_rows is not None and len(dead_rows):
+            scores[dead_rows] = -np.inf
+        pick = top_k(scores, keep)
+        rows = pick if rows is None else rows[pick]
+        dots, scores = dots[pick], scores[pick]
+    return rows, scores
+
+
+def _inv_norm(vector: np.ndarray) -> np.float32:
+    norm = np.linalg.norm(vector)
+    return np.float32(1.0 / norm if norm > 0 else 0.0)

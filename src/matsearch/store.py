@@ -1,0 +1,161 @@
+"""The one stored copy of every vector: contiguous column blocks on disk, memory-mapped.
+
+Block i holds dims [nesting[i-1], nesting[i]) of every item as its own row-major
+file, so scanning a d-prefix reads only N·d contiguous values. Beside the blocks,
+each item's prefix norm at every nesting boundary is kept for cosine scoring; it
+is derived data and is rebuilt from the blocks when missing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CollectionError
+
+_NORMS = "prefix-norms.f32"
+_F32 = 4
+
+
+class BlockStore:
+    """Column-block vector store; `count` rows are visible, appends grow it."""
+
+    def __init__(self, folder: Path, nesting: list[int], count: int):
+        self.folder = Path(folder)
+        self.nesting = list(nesting)
+        self.bounds = list(zip([0] + self.nesting[:-1], self.nesting))
+        self.count = 0
+        self._check_files(count)
+        self._map(count)
+
+    @classmethod
+    def create(cls, folder: Path, nesting: list[int]) -> "BlockStore":
+        """Make an empty store in `folder`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for lo, hi in zip([0] + nesting[:-1], nesting):
+            _block_path(folder, lo, hi).touch()
+        (folder / _NORMS).touch()
+        return cls(folder, nesting, 0)
+
+    @property
+    def dim(self) -> int:
+        return self.nesting[-1]
+
+    def _check_files(self, count: int) -> None:
+        for lo, hi in self.bounds:
+            path = _block_path(self.folder, lo, hi)
+            if not path.exists():
+                raise CollectionError(f"vector file {path} is missing")
+            rows = path.stat().st_size // ((hi - lo) * _F32)
+            if rows < count:
+                raise CollectionError(f"vector file {path} holds {rows} rows, the collection has {count}")
+
+    def _map(self, count: int) -> None:
+        self.count = count
+        self.blocks = [_map_rows(_block_path(self.folder, lo, hi), count, hi - lo) for lo, hi in self.bounds]
+        norms_path = self.folder / _NORMS
+        n_bounds = len(self.nesting)
+        if norms_path.exists() and norms_path.stat().st_size >= count * n_bounds * _F32:
+            norms = _map_rows(norms_path, count, n_bounds)
+        else:
+            norms = self._recompute_norms()
+        # One contiguous array per boundary, so a scan reads them sequentially.
+        self.inv_norms = [_inverse(np.ascontiguousarray(norms[:, j])) for j in range(n_bounds)]
+
+    def _recompute_norms(self) -> np.ndarray:
+        squares = np.zeros((self.count, len(self.nesting)), dtype=np.float64)
+        running = np.zeros(self.count, dtype=np.float64)
+        for j, block in enumerate(self.blocks):
+            running += np.einsum("ij,ij->i", block, block, dtype=np.float64)
+            squares[:, j] = running
+        norms = np.sqrt(squares).astype(np.float32)
+        norms.tofile(self.folder / _NORMS)
+        return norms
+
+    def append(self, vectors: np.ndarray) -> None:
+        """Write rows after the current ones, flush them to disk, and make them visible."""
+        squares = np.cumsum([np.einsum("ij,ij->i", vectors[:, lo:hi], vectors[:, lo:hi]) for lo, hi in self.bounds], axis=0)
+        norms = np.sqrt(squares.T).astype(np.float32)
+        files = [(_block_path(self.folder, lo, hi), vectors[:, lo:hi]) for lo, hi in self.bounds]
+        for path, part in files + [(self.folder / _NORMS, norms)]:
+            _append_rows(path, np.ascontiguousarray(part, dtype=np.float32), self.count)
+        self._map(self.count + len(vectors))
+
+    def truncate(self, count: int) -> None:
+        """Drop rows past `count` (the tail of an append that was never committed)."""
+        for lo, hi in self.bounds:
+            _truncate_rows(_block_path(self.folder, lo, hi), count, hi - lo)
+        _truncate_rows(self.folder / _NORMS, count, len(self.nesting))
+        self._map(count)
+
+    def dots(self, query: np.ndarray, lo: int, hi: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """Partial inner products over dims [lo, hi) of `query` with all rows or with `rows`."""
+        total = None
+        for (b_lo, b_hi), block in zip(self.bounds, self.blocks):
+            a, b = max(lo, b_lo), min(hi, b_hi)
+            if a >= b:
+                continue
+            part = block if rows is None else block[rows]
+            if (a, b) != (b_lo, b_hi):
+                part = part[:, a - b_lo : b - b_lo]
+            if query.ndim == 1:
+                value = part @ query[a:b]
+            else:
+                value = query[:, a:b] @ part.T
+            total = value if total is None else np.add(total, value, out=total)
+        return total
+
+    def inv_prefix_norms(self, dim: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """1/‖x[:dim]‖ for all rows or for `rows` (0 where the prefix is all zeros)."""
+        if dim in self.nesting:
+            values = self.inv_norms[self.nesting.index(dim)]
+            return values if rows is None else values[rows]
+        squares = np.zeros(self.count if rows is None else len(rows), dtype=np.float32)
+        for (lo, hi), block in zip(self.bounds, self.blocks):
+            if lo >= dim:
+                break
+            part = (block if rows is None else block[rows])[:, : min(hi, dim) - lo]
+            squares += np.einsum("ij,ij->i", part, part)
+        return _inverse(np.sqrt(squares))
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """Full stored vectors of `rows`."""
+        return np.hstack([block[rows] for block in self.blocks])
+
+    def bytes_on_disk(self) -> int:
+        paths = [_block_path(self.folder, lo, hi) for lo, hi in self.bounds] + [self.folder / _NORMS]
+        return sum(p.stat().st_size for p in paths if p.exists())
+
+
+def _block_path(folder: Path, lo: int, hi: int) -> Path:
+    return folder / f"dims-{lo:05d}-{hi:05d}.f32"
+
+
+def _inverse(norms: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.where(norms > 0, 1.0 / norms, 0.0).astype(np.float32)
+
+
+def _map_rows(path: Path, count: int, width: int) -> np.ndarray:
+    if count == 0:
+        return np.empty((0, width), dtype=np.float32)
+    return np.asarray(np.memmap(path, dtype=np.float32, mode="r", shape=(count, width)))
+
+
+def _append_rows(path: Path, rows: np.ndarray, at_row: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at_row * rows.shape[1] * _F32)
+        f.write(rows.tobytes())
+        f.truncate()
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _truncate_rows(path: Path, count: int, width: int) -> None:
+    if path.exists() and path.stat().st_size > count * width * _F32:
+        with open(path, "r+b") as f:
+            f.truncate(count * width * _F32)
+            os.fsync(f.fileno())

@@ -1,0 +1,67 @@
+"""Transforms that make a collection's vectors elastic, fitted and saved with it.
+
+`pca` rotates vectors onto the principal axes of the collection (eigenvectors of
+its covariance, largest variance first). The rotation is orthogonal and applied
+without centring, so full-dim inner products and cosines are unchanged while
+short prefixes keep as much of the spread as a linear map can.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CollectionError, InvalidInputError
+
+TRANSFORMS = ("pca", "none")
+_FIT_SAMPLE = 200_000
+
+
+class Transform:
+    """Maps raw vectors into the stored (elastic) space: y = x @ matrix."""
+
+    def __init__(self, *, kind: str):
+        if kind not in TRANSFORMS:
+            raise InvalidInputError(f"transform {kind!r} is not one of {TRANSFORMS}")
+        self.kind = kind
+        self.matrix_: np.ndarray | None = None
+
+    def fit(self, vectors: np.ndarray, *, seed: int = 0) -> "Transform":
+        """Learn the map from (a sample of up to 200,000 of) `vectors`."""
+        dim = vectors.shape[1]
+        if self.kind == "none":
+            self.matrix_ = None
+            return self
+        if len(vectors) > _FIT_SAMPLE:
+            rows = np.random.default_rng(seed).choice(len(vectors), _FIT_SAMPLE, replace=False)
+            vectors = vectors[np.sort(rows)]
+        centred = vectors.astype(np.float64) - vectors.mean(axis=0, dtype=np.float64)
+        _, eigenvectors = np.linalg.eigh(centred.T @ centred)
+        matrix = eigenvectors[:, ::-1]
+        # Fix each axis' sign so the same data always gives the same matrix.
+        matrix *= np.where(matrix[np.abs(matrix).argmax(axis=0), np.arange(dim)] < 0, -1.0, 1.0)
+        self.matrix_ = np.ascontiguousarray(matrix, dtype=np.float32)
+        return self
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        """Vectors in the stored space (a no-op for `none`)."""
+        return vectors if self.matrix_ is None else vectors @ self.matrix_
+
+    def save(self, path: Path) -> None:
+        if self.matrix_ is not None:
+            np.save(path, self.matrix_)
+
+    @classmethod
+    def load(cls, path: Path, *, kind: str, dim: int) -> "Transform":
+        transform = cls(kind=kind)
+        if kind == "none":
+            return transform
+        try:
+            matrix = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise CollectionError(f"transform file {path} is missing or corrupt: {exc}") from None
+        if matrix.shape != (dim, dim) or not np.isfinite(matrix).all():
+            raise CollectionError(f"transform file {path} holds shape {matrix.shape}, expected ({dim}, {dim})")
+        transform.matrix_ = matrix.astype(np.float32)
+        return transform
