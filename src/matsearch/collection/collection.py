@@ -1,0 +1,263 @@
+"""A persistent collection: vectors stored once, ids/text/metadata in SQLite, one transform.
+
+Folder layout::
+
+    manifest.json      format version and settings
+    docs.sqlite        ids, text, JSON metadata; the commit point of every add
+    transform.npy      the fitted elastic transform (absent for `none`)
+    vectors/           column blocks of the transformed vectors (see store.py)
+    .lock              held by the one writer
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..encoder import DEFAULT_MODEL, Encoder
+from ..errors import CollectionError, InvalidInputError
+from ..matryoshka import check_nesting, check_vectors, default_nesting, normalize
+from ..plan import Plan, as_plan
+from ..results import SearchResult
+from ..search import METRICS, run_plan
+from ..store import BlockStore
+from ..transform import Transform
+from .docstore import DocStore
+from .lock import WriterLock
+from .manifest import Manifest
+
+
+@dataclass
+class Record:
+    """One stored item; `vector` is as stored, i.e. after the collection's transform."""
+
+    id: str
+    text: str | None
+    metadata: dict | None
+    vector: np.ndarray
+
+
+class Collection:
+    """Open with `Collection.create` or `Collection.open`; close (or use `with`) when done."""
+
+    def __init__(self, path: Path, manifest: Manifest, *, writable: bool):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.writable = writable
+        self._lock = WriterLock(self.path / ".lock").acquire() if writable else None
+        try:
+            self._docs = DocStore(self.path / "docs.sqlite", writable=writable)
+            self._store = self._transform = None
+            if manifest.dim is not None:
+                self._open_vectors()
+        except BaseException:
+            self.close()
+            raise
+        self._encoder: Encoder | None = None
+
+    @classmethod
+    def create(
+        cls,
+        path,
+        *,
+        model: str = DEFAULT_MODEL,
+        metric: str = "cosine",
+        transform: str = "pca",
+        nesting: list[int] | None = None,
+    ) -> "Collection":
+        """Make a new, empty collection folder (its dim is set by the first add)."""
+        path = Path(path)
+        if (path / "manifest.json").exists():
+            raise CollectionError(f"a collection already exists at {path}")
+        if metric not in METRICS:
+            raise InvalidInputError(f"metric {metric!r} is not one of {METRICS}")
+        Transform(kind=transform)  # validates the name
+        if nesting is not None:
+            nesting = check_nesting(nesting, max(nesting) if len(nesting) else 1)
+        path.mkdir(parents=True, exist_ok=True)
+        manifest = Manifest(model=model, metric=metric, transform=transform, nesting=nesting)
+        manifest.save(path / "manifest.json")
+        return cls(path, manifest, writable=True)
+
+    @classmethod
+    def open(cls, path, *, writable: bool = False) -> "Collection":
+        """Open an existing collection; only one writer at a time."""
+        path = Path(path)
+        if not path.is_dir():
+            raise CollectionError(f"no collection at {path}: folder does not exist")
+        return cls(path, Manifest.load(path / "manifest.json"), writable=writable)
+
+    def _open_vectors(self) -> None:
+        m = self.manifest
+        self._transform = Transform.load(self.path / "transform.npy", kind=m.transform, dim=m.dim)
+        rows = self._docs.rows()
+        self._store = BlockStore(self.path / "vectors", m.nesting, rows)
+        if self.writable:
+            self._store.truncate(rows)  # the tail of an add that crashed before its commit
+        self._refresh_dead()
+
+    def _refresh_dead(self) -> None:
+        dead = np.ones(self._store.count, dtype=bool)
+        dead[self._docs.live_rows()] = False
+        self._dead = np.flatnonzero(dead)
+
+    # -- writing -------------------------------------------------------------
+
+    def add(self, ids, *, texts=None, vectors=None, metadata=None, progress: bool = False) -> int:
+        """Add items (their vectors, or texts to embed); all or none are committed."""
+        self._require_writable()
+        ids = _check_ids(ids)
+        texts = _check_column(texts, len(ids), "texts")
+        metadata = _check_column(metadata, len(ids), "metadata")
+        if vectors is None:
+            if texts is None:
+                raise InvalidInputError("add needs texts to embed or precomputed vectors")
+            vectors = self.encoder.encode(texts, progress=progress)
+        vectors = check_vectors(vectors, self.manifest.dim)
+        if len(vectors) != len(ids):
+            raise InvalidInputError(f"got {len(vectors)} vectors for {len(ids)} ids")
+        taken = self._docs.existing(ids)
+        if taken:
+            raise InvalidInputError(f"ids already in the collection: {taken[:5]}")
+        if self.manifest.metric == "cosine":
+            vectors = normalize(vectors)
+        if self._store is None:
+            self._first_add(vectors)
+        first_row = self._store.count
+        self._store.append(self._transform.apply(vectors))
+        try:
+            self._docs.insert(first_row, ids, texts or [None] * len(ids), metadata or [None] * len(ids))
+        except BaseException:
+            self._store.truncate(first_row)
+            raise
+        return len(ids)
+
+    def _first_add(self, vectors: np.ndarray) -> None:
+        """Fix the dim and nesting, fit the transform on the first batch, create the store."""
+        m = self.manifest
+        m.dim = vectors.shape[1]
+        m.nesting = check_nesting(m.nesting or default_nesting(m.dim), m.dim)
+        self._transform = Transform(kind=m.transform).fit(vectors)
+        self._transform.save(self.path / "transform.npy")
+        BlockStore.create(self.path / "vectors", m.nesting)
+        m.save(self.path / "manifest.json")
+        self._open_vectors()
+
+    def delete(self, ids) -> int:
+        """Remove items by id; they never come back from a search."""
+        self._require_writable()
+        ids = _check_ids(ids)
+        missing = sorted(set(ids) - set(self._docs.rows_of(ids)))
+        if missing:
+            raise InvalidInputError(f"ids not in the collection: {missing[:5]}")
+        self._docs.delete(ids)
+        self._refresh_dead()
+        return len(ids)
+
+    # -- reading -------------------------------------------------------------
+
+    def get(self, ids) -> list[Record]:
+        """Stored records for `ids`, in the order asked."""
+        ids = _check_ids(ids)
+        found = self._docs.records(ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise InvalidInputError(f"ids not in the collection: {missing[:5]}")
+        vectors = self._store.rows(np.array([found[i][0] for i in ids]))
+        return [Record(i, found[i][1], found[i][2], v) for i, v in zip(ids, vectors)]
+
+    def search(self, queries, *, k: int = 10, plan: Plan | str | None = None) -> SearchResult:
+        """Top-k ids per query. `queries`: a text, a list of texts, or vectors (1-D or 2-D)."""
+        store = self._searchable()
+        if isinstance(queries, str) or (isinstance(queries, list) and queries and isinstance(queries[0], str)):
+            vectors = self.encoder.encode(queries)
+        else:
+            vectors = check_vectors(queries, self.manifest.dim, what="queries")
+        vectors = self._transform.apply(vectors)
+        result = run_plan(
+            store, vectors, as_plan(plan, store.dim), k, metric=self.manifest.metric, dead_rows=self._dead
+        )
+        names = self._docs.ids_of(result.ids)
+        result.ids = np.vectorize(names.__getitem__, otypes=[object])(result.ids)
+        return result
+
+    def __len__(self) -> int:
+        return 0 if self._store is None else self._store.count - len(self._dead)
+
+    @property
+    def dim(self) -> int | None:
+        return self.manifest.dim
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = Encoder(model=self.manifest.model)
+        return self._encoder
+
+    def info(self, plan: Plan | str | None = None) -> dict:
+        """Counts, dims and bytes per vector: on disk, and resident for `plan`'s full scan."""
+        m = self.manifest
+        stored = 0 if self._store is None else self._store.count
+        disk = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        info = {
+            "path": str(self.path), "count": len(self), "stored_rows": stored, "deleted": stored - len(self),
+            "dim": m.dim, "nesting": m.nesting, "metric": m.metric, "transform": m.transform, "model": m.model,
+            "on_disk_bytes": disk, "on_disk_bytes_per_vector": disk / stored if stored else 0.0,
+        }
+        if m.dim is not None:
+            first = as_plan(plan, m.dim).stages[0].dim
+            info["plan"] = str(as_plan(plan, m.dim))
+            info["resident_bytes_per_vector"] = 4 * first + (4 if m.metric == "cosine" else 0)
+        return info
+
+    def _searchable(self) -> BlockStore:
+        if self._store is None or len(self) == 0:
+            raise InvalidInputError(f"collection {self.path} is empty: nothing to search")
+        return self._store
+
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise CollectionError(f"collection {self.path} is open read-only")
+
+    def close(self) -> None:
+        if getattr(self, "_docs", None) is not None:
+            self._docs.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "Collection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _check_ids(ids) -> list[str]:
+    if isinstance(ids, (str, int)):
+        ids = [ids]
+    ids = [str(i) if isinstance(i, (int, np.integer)) else i for i in ids]
+    if not ids:
+        raise InvalidInputError("no ids given")
+    for i in ids:
+        if not isinstance(i, str) or not i:
+            raise InvalidInputError(f"ids must be non-empty strings, got {i!r}")
+    if len(set(ids)) != len(ids):
+        seen, dupes = set(), []
+        for i in ids:
+            if i in seen:
+                dupes.append(i)
+            seen.add(i)
+        raise InvalidInputError(f"duplicate ids in one call: {dupes[:5]}")
+    return ids
+
+
+def _check_column(values, n: int, name: str):
+    if values is None:
+        return None
+    values = list(values)
+    if len(values) != n:
+        raise InvalidInputError(f"got {len(values)} {name} for {n} ids")
+    return values
