@@ -36,6 +36,9 @@ class Encoder:
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
 
             log.info("loading encoder %s", self.model)
             try:
@@ -53,8 +56,8 @@ class Encoder:
         if isinstance(texts, str):
             texts = [texts]
         for n, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise InvalidInputError(f"text {n} is empty or not a string: {text!r}")
+            if not isinstance(text, str):
+                raise InvalidInputError(f"text {n} is not a string: {text!r}")
         vectors = self._load().encode(
             list(texts),
             batch_size=self.batch_size,

@@ -171,7 +171,12 @@ class Collection:
     def search(self, queries, *, k: int = 10, plan: Plan | str | None = None) -> SearchResult:
         """Top-k ids per query. `queries`: a text, a list of texts, or vectors (1-D or 2-D)."""
         store = self._searchable()
-        if isinstance(queries, str) or (isinstance(queries, list) and queries and isinstance(queries[0], str)):
+        if isinstance(queries, str):
+            queries = [queries]
+        if isinstance(queries, list) and queries and isinstance(queries[0], str):
+            empty = [n for n, q in enumerate(queries) if not isinstance(q, str) or not q.strip()]
+            if empty:
+                raise InvalidInputError(f"query {empty[0]} is empty: {queries[empty[0]]!r}")
             vectors = self.encoder.encode(queries)
         else:
             vectors = check_vectors(queries, self.manifest.dim, what="queries")

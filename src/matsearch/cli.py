@@ -1,0 +1,173 @@
+"""The `matsearch` command: a thin layer that parses arguments and formats library output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .collection import Collection
+from .data import load_beir, read_corpus_jsonl
+from .encoder import DEFAULT_MODEL
+from .errors import InvalidInputError, MatsearchError
+from .eval import evaluate
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Elastic, adaptive semantic search.")
+out = Console()
+err = Console(stderr=True)
+
+PLAN_HELP = "Funnel plan, e.g. 'd32:400>d384' (default: exact search at full dims)."
+
+
+def _cli_errors(command):
+    """Turn expected failures into one readable line on stderr and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (MatsearchError, OSError) as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+
+    return wrapper
+
+
+def _emit_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _load_vectors(path: Path, rows: int, what: str) -> np.ndarray:
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"cannot read {what} file {path}: {exc}") from None
+    if vectors.ndim != 2 or len(vectors) != rows:
+        raise InvalidInputError(f"{what} file {path} has shape {vectors.shape}, expected {rows} rows")
+    return vectors.astype(np.float32)
+
+
+@app.command()
+@_cli_errors
+def index(
+    source: Path = typer.Argument(..., help="A BEIR folder (corpus.jsonl inside) or a jsonl file of documents."),
+    collection: Path = typer.Option(..., "--collection", "-c", help="Collection folder (created if new)."),
+    vectors: Optional[Path] = typer.Option(None, help="Precomputed vectors (.npy) in corpus order."),
+    model: str = typer.Option(DEFAULT_MODEL, help="sentence-transformers model name or path."),
+    metric: str = typer.Option("cosine", help="cosine or ip (inner product)."),
+    transform: str = typer.Option("pca", help="pca (elastic prefixes) or none."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+):
+    """Add every document of SOURCE to a collection, embedding them unless --vectors is given."""
+    start = time.perf_counter()
+    corpus = source / "corpus.jsonl" if source.is_dir() else source
+    ids, texts, metadata = read_corpus_jsonl(corpus)
+    array = None if vectors is None else _load_vectors(vectors, len(ids), "vectors")
+    if (collection / "manifest.json").exists():
+        col = Collection.open(collection, writable=True)
+        if col.manifest.model != model:
+            col.close()
+            raise InvalidInputError(f"collection {collection} was built with model {col.manifest.model!r}, not {model!r}")
+    else:
+        col = Collection.create(collection, model=model, metric=metric, transform=transform)
+    with col:
+        added = col.add(ids, texts=texts, vectors=array, metadata=metadata, progress=not as_json)
+        summary = {"collection": str(collection), "added": added, "count": len(col),
+                   "dim": col.dim, "seconds": time.perf_counter() - start}
+    if as_json:
+        _emit_json(summary)
+    else:
+        out.print(f"indexed {added} documents into {collection} ({summary['count']} in all, "
+                  f"{summary['dim']} dims) in {summary['seconds']:.1f}s")
+
+
+@app.command()
+@_cli_errors
+def search(
+    collection: Path = typer.Argument(..., help="Collection folder."),
+    query: str = typer.Argument(..., help="Query text."),
+    k: int = typer.Option(10, "-k", help="Results to return."),
+    plan: Optional[str] = typer.Option(None, help=PLAN_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+):
+    """Search a collection with a text query."""
+    if not query.strip():
+        raise InvalidInputError("query text is empty")
+    with Collection.open(collection) as col:
+        result = col.search(query, k=k, plan=plan)
+        ids = list(result.ids[0])
+        records = col.get(ids)
+    hits = [
+        {"rank": n, "id": r.id, "score": float(s), "text": r.text, "metadata": r.metadata}
+        for n, (r, s) in enumerate(zip(records, result.scores[0]), start=1)
+    ]
+    if as_json:
+        _emit_json({"query": query, "plan": result.plan, "k": k, "results": hits, "cost": result.cost.per_query()})
+        return
+    table = Table(title=f"{query!r}  plan {result.plan}")
+    for column in ("rank", "id", "score", "text"):
+        table.add_column(column, overflow="fold")
+    for hit in hits:
+        text = (hit["text"] or "")[:120]
+        table.add_row(str(hit["rank"]), hit["id"], f"{hit['score']:.4f}", text)
+    out.print(table)
+    c = result.cost
+    out.print(f"{c.multiply_adds:,} multiply-adds, {c.bytes_read:,} bytes, candidates {c.candidates}, "
+              f"{c.seconds * 1e3:.2f} ms")
+
+
+@app.command(name="eval")
+@_cli_errors
+def eval_(
+    collection: Path = typer.Argument(..., help="Collection folder."),
+    beir: Path = typer.Option(..., help="BEIR folder with queries.jsonl and qrels/."),
+    query_vectors: Optional[Path] = typer.Option(None, help="Precomputed query vectors (.npy), queries.jsonl order."),
+    plan: Optional[str] = typer.Option(None, help=PLAN_HELP),
+    split: str = typer.Option("test", help="qrels split to score against."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+):
+    """Score a collection's rankings against BEIR relevance judgements; time the search."""
+    dataset = load_beir(beir, split=split)
+    with Collection.open(collection) as col:
+        vectors = None if query_vectors is None else _load_vectors(query_vectors, len(dataset.query_ids), "query vectors")
+        metrics = evaluate(col, dataset, plan=plan, query_vectors=vectors, progress=not as_json)
+    if as_json:
+        _emit_json(metrics)
+        return
+    table = Table(title=f"{beir}  plan {metrics['plan']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        if key != "plan":
+            table.add_row(key, f"{value:,.4f}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+@app.command()
+@_cli_errors
+def info(
+    collection: Path = typer.Argument(..., help="Collection folder."),
+    plan: Optional[str] = typer.Option(None, help="Plan whose resident bytes to report. " + PLAN_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+):
+    """Counts, dims, and bytes per vector on disk and resident in memory."""
+    with Collection.open(collection) as col:
+        data = col.info(plan)
+    if as_json:
+        _emit_json(data)
+        return
+    table = Table(title=str(collection))
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    for key, value in data.items():
+        table.add_row(key, f"{value:,.1f}" if isinstance(value, float) else str(value))
+    out.print(table)
+
