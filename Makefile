@@ -1,0 +1,37 @@
+# Set-up is part of every target: the first run creates .venv/ and installs matsearch into it.
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+
+.PHONY: demo test test-all bench clean
+
+$(BIN)/matsearch: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0  # the CPU wheel; a bare 'torch' pulls CUDA
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+## Index the bundled Cranfield corpus with the bundled encoder, evaluate it and search it.
+demo: $(BIN)/matsearch
+	rm -rf demo-collection
+	$(BIN)/matsearch index data/cranfield --collection demo-collection
+	$(BIN)/matsearch eval demo-collection --beir data/cranfield
+	$(BIN)/matsearch eval demo-collection --beir data/cranfield --plan "d32:200>d128:50>d384"
+	$(BIN)/matsearch search demo-collection "heat transfer in hypersonic boundary layers" -k 5 --plan "d32:200>d384"
+	$(BIN)/matsearch info demo-collection --plan "d32:200>d384"
+
+## The test suite CI runs (about a few minutes on 2 cores).
+test: $(BIN)/matsearch
+	$(BIN)/pytest -q -m "not slow"
+
+## Everything, including the slow end-to-end encoder test on SciFact.
+test-all: $(BIN)/matsearch
+	$(BIN)/pytest -q
+
+## Funnel vs FAISS on ../shared/data/pkgsum (writes benchmarks/results/).
+bench: $(BIN)/matsearch
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_funnel.py
+
+clean:
+	rm -rf $(VENV) demo-collection benchmarks/results

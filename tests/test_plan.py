@@ -1,0 +1,51 @@
+import pytest
+
+from matsearch import InvalidInputError, Plan, Stage
+from matsearch.plan import as_plan
+
+
+@pytest.mark.parametrize("text", ["d384", "d32:400>d384", "d16:2000>d64:200>d128:50>d384"])
+def test_plan_strings_round_trip(text):
+    assert str(Plan.parse(text)) == text
+
+
+def test_parse_builds_stages_and_tolerates_spaces():
+    plan = Plan.parse(" d32:400 > d384 ")
+    assert plan.stages == (Stage(32, 400), Stage(384))
+    assert str(plan) == "d32:400>d384"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "non-empty string"),
+        ("d32:", "stage 'd32:' is not"),
+        ("32:400>d384", "stage '32:400' is not"),
+        ("d32:400>>d384", "stage '' is not"),
+        ("d0", "stage 'd0' is not"),
+        ("d32:0>d64", "stage 'd32:0' is not"),
+        ("d32:400", "the last stage returns k items"),
+        ("d32>d64", r"stage d32 needs ':keep'"),
+        ("d64:400>d32", "stage dims must increase, got 64 then 32"),
+        ("d32:100>d64:200>d128", "shortlists must shrink, got 100 then 200"),
+    ],
+)
+def test_malformed_plans_are_rejected_with_the_reason(text, message):
+    with pytest.raises(InvalidInputError, match=message):
+        Plan.parse(text)
+
+
+def test_plan_wider_than_vectors_is_rejected():
+    with pytest.raises(InvalidInputError, match="uses 512 dims but vectors have 384"):
+        as_plan("d32:100>d512", 384)
+
+
+def test_default_plan_is_exact_at_full_dim():
+    assert str(as_plan(None, 384)) == "d384"
+
+
+def test_keeps_never_drop_below_k_and_never_exceed_n():
+    plan = Plan.parse("d32:400>d64:20>d384")
+    assert plan.keeps(10, 1000) == [400, 20, 10]
+    assert plan.keeps(50, 1000) == [400, 50, 50]
+    assert plan.keeps(10, 300) == [300, 20, 10]
