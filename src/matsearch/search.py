@@ -34,10 +34,8 @@ def run_plan(
     """Top-k stored rows for each query (float32, already in the store's space)."""
     if metric not in METRICS:
         raise InvalidInputError(f"metric {metric!r} is not one of {METRICS}")
-    n_dead = 0 if dead_rows is None else len(dead_rows)
-    n_live = store.count - n_dead
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_live:
-        raise InvalidInputError(f"k={k!r} is out of range: the collection holds {n_live} searchable items (1..{n_live})")
+    n_live = store.count - (0 if dead_rows is None else len(dead_rows))
+    check_k(k, n_live)
     plan.check(store.dim)
     keeps = plan.keeps(int(k), n_live)
     start = time.perf_counter()
@@ -55,6 +53,12 @@ def run_plan(
     cost.seconds = time.perf_counter() - start
     cost.candidates = [store.count] + keeps[:-1]
     return SearchResult(ids=ids, scores=scores, plan=str(plan), cost=cost)
+
+
+def check_k(k, n_live: int) -> None:
+    """k must be a whole number from 1 to the number of searchable items."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_live:
+        raise InvalidInputError(f"k={k!r} is out of range: the collection holds {n_live} searchable items (1..{n_live})")
 
 
 def _funnel(store, query, dots, plan, keeps, metric, dead_rows, cost):

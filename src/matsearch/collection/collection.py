@@ -21,7 +21,7 @@ from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import check_nesting, check_vectors, default_nesting, normalize
 from ..plan import Plan, as_plan
 from ..results import SearchResult
-from ..search import METRICS, run_plan
+from ..search import METRICS, check_k, run_plan
 from ..store import BlockStore
 from ..transform import Transform
 from .docstore import DocStore
@@ -171,6 +171,8 @@ class Collection:
     def search(self, queries, *, k: int = 10, plan: Plan | str | None = None) -> SearchResult:
         """Top-k ids per query. `queries`: a text, a list of texts, or vectors (1-D or 2-D)."""
         store = self._searchable()
+        plan = as_plan(plan, store.dim)
+        check_k(k, len(self))
         if isinstance(queries, str):
             queries = [queries]
         if isinstance(queries, list) and queries and isinstance(queries[0], str):
@@ -182,7 +184,7 @@ class Collection:
             vectors = check_vectors(queries, self.manifest.dim, what="queries")
         vectors = self._transform.apply(vectors)
         result = run_plan(
-            store, vectors, as_plan(plan, store.dim), k, metric=self.manifest.metric, dead_rows=self._dead
+            store, vectors, plan, k, metric=self.manifest.metric, dead_rows=self._dead
         )
         names = self._docs.ids_of(result.ids)
         result.ids = np.vectorize(names.__getitem__, otypes=[object])(result.ids)

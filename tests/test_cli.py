@@ -1,0 +1,92 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import BUNDLED, shared
+
+
+def run(*args, ok=True):
+    proc = subprocess.run([sys.executable, "-m", "matsearch", *map(str, args)], capture_output=True, text=True)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def cranfield(tmp_path_factory):
+    """The bundled Cranfield corpus indexed with its precomputed vectors."""
+    folder = shared("cranfield")
+    path = tmp_path_factory.mktemp("cli") / "col"
+    proc = run("index", BUNDLED / "cranfield", "--collection", path,
+               "--vectors", folder / "corpus.minilm.f16.npy", "--json")
+    return path, folder, json.loads(proc.stdout)
+
+
+def test_index_reports_what_it_added(cranfield):
+    _, _, summary = cranfield
+    assert summary["added"] == 1400 and summary["count"] == 1400 and summary["dim"] == 384
+
+
+def test_search_json_is_the_documented_interface(cranfield):
+    path, _, _ = cranfield
+    out = json.loads(run("search", path, "boundary layer transition at high mach number", "-k", "3",
+                         "--plan", "d32:200>d384", "--json").stdout)
+    assert set(out) == {"query", "plan", "k", "results", "cost"}
+    assert out["plan"] == "d32:200>d384" and len(out["results"]) == 3
+    assert set(out["results"][0]) == {"rank", "id", "score", "text", "metadata"}
+    assert "boundary layer" in out["results"][0]["text"]
+    assert out["cost"]["candidates"] == [1400, 200]
+    assert out["cost"]["multiply_adds"] == 1400 * 32 + 200 * 352
+
+
+def test_eval_json_holds_quality_cost_and_speed(cranfield):
+    path, folder, _ = cranfield
+    out = json.loads(run("eval", path, "--beir", BUNDLED / "cranfield",
+                         "--query-vectors", folder / "queries.minilm.f16.npy", "--json").stdout)
+    for key in ("ndcg@10", "recall@10", "recall@100", "queries", "mean_cost", "qps", "ann_recall@10"):
+        assert key in out
+    assert out["queries"] == 225 and out["mean_cost"] == 1400 * 384
+    assert 0.35 < out["ndcg@10"] < 0.40
+
+
+def test_info_json(cranfield):
+    path, _, _ = cranfield
+    out = json.loads(run("info", path, "--plan", "d64:100>d384", "--json").stdout)
+    assert out["count"] == 1400 and out["resident_bytes_per_vector"] == 64 * 4 + 4
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["search", "{missing}", "x"], "no collection at"),
+        (["search", "{col}", "x", "--plan", "d32:>d384"], "malformed plan 'd32:>d384'"),
+        (["search", "{col}", "x", "-k", "0"], "k=0 is out of range"),
+        (["search", "{col}", "x", "-k", "1401"], "k=1401 is out of range: the collection holds 1400"),
+        (["search", "{col}", ""], "query text is empty"),
+        (["index", "{bundled}", "--collection", "{new}", "--vectors", "{bad_vectors}"], "has shape (3, 384), expected 1400 rows"),
+        (["index", "{missing}", "--collection", "{new}"], "is missing"),
+        (["eval", "{col}", "--beir", "{missing}"], "is not a BEIR folder"),
+    ],
+)
+def test_errors_are_one_readable_line(cranfield, tmp_path, args, message):
+    path, _, _ = cranfield
+    np.save(tmp_path / "bad.npy", np.ones((3, 384), dtype=np.float32))
+    names = {"col": path, "missing": tmp_path / "missing", "bundled": BUNDLED / "cranfield",
+             "new": tmp_path / "new", "bad_vectors": tmp_path / "bad.npy"}
+    proc = run(*[a.format(**names) for a in args], ok=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_corrupt_collection_is_one_line(cranfield, tmp_path):
+    path, _, _ = cranfield
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{oops")
+    proc = run("info", broken, ok=False)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: manifest") and "corrupt" in proc.stderr

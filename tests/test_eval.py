@@ -1,0 +1,70 @@
+import math
+
+import numpy as np
+import pytest
+
+from conftest import BUNDLED, load_vectors, shared
+from matsearch import Collection, InvalidInputError
+from matsearch.data import load_beir, read_corpus_jsonl
+from matsearch.eval import evaluate, ndcg_at_k, overlap_at_k, recall_at_k
+
+
+def test_ndcg_uses_linear_gains_and_the_ideal_ranking():
+    relevance = {"a": 2, "b": 1, "z": 0}
+    assert ndcg_at_k(["a", "b", "c"], relevance, 10) == pytest.approx(1.0)
+    dcg = 1 / math.log2(2) + 2 / math.log2(3)
+    idcg = 2 / math.log2(2) + 1 / math.log2(3)
+    assert ndcg_at_k(["b", "a"], relevance, 10) == pytest.approx(dcg / idcg)
+    assert ndcg_at_k(["c", "d", "a"], relevance, 2) == 0.0
+
+
+def test_recall_counts_only_graded_documents():
+    relevance = {"a": 1, "b": 3, "z": 0}
+    assert recall_at_k(["a", "z", "c"], relevance, 3) == 0.5
+    assert recall_at_k(["c", "a", "b"], relevance, 2) == 0.5
+
+
+def test_overlap_is_ann_recall():
+    assert overlap_at_k(["a", "b", "c"], ["c", "a", "x"], 3) == pytest.approx(2 / 3)
+
+
+def test_beir_loader_reads_the_bundled_cranfield():
+    data = load_beir(BUNDLED / "cranfield")
+    assert len(data.doc_ids) == 1400 and len(data.qrels) == 225
+    assert data.doc_texts[0].startswith("experimental investigation of the aerodynamics")
+    assert data.doc_metadata[0]["title"].startswith("experimental investigation")
+
+
+def test_corpus_jsonl_errors_name_the_line(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"_id": "1", "text": "ok"}\n{"title": "no id"}\n')
+    with pytest.raises(InvalidInputError, match="line 2: each line needs an '_id'"):
+        read_corpus_jsonl(path)
+    path.write_text('{"_id": "1", "text": "ok"}\n{broken\n')
+    with pytest.raises(InvalidInputError, match="line 2 is not valid JSON"):
+        read_corpus_jsonl(path)
+    with pytest.raises(InvalidInputError, match="is not a BEIR folder: corpus.jsonl is missing"):
+        load_beir(tmp_path)
+
+
+def test_scifact_full_dim_ndcg_matches_the_published_figure(tmp_path):
+    folder = shared("scifact")
+    data = load_beir(folder)
+    with Collection.create(tmp_path / "c") as col:
+        col.add(data.doc_ids, vectors=load_vectors(folder / "corpus.minilm.f16.npy"))
+        metrics = evaluate(col, data, query_vectors=load_vectors(folder / "queries.minilm.f16.npy"))
+        funnel = evaluate(col, data, plan="d64:200>d384", query_vectors=load_vectors(folder / "queries.minilm.f16.npy"))
+    assert metrics["queries"] == 300
+    assert metrics["ndcg@10"] == pytest.approx(0.645, abs=0.005)
+    assert metrics["ann_recall@10"] == 1.0 and metrics["mean_cost"] == 5183 * 384
+    assert funnel["ann_recall@10"] >= 0.95 and funnel["mean_cost"] < metrics["mean_cost"] / 4
+    assert funnel["ndcg@10"] == pytest.approx(metrics["ndcg@10"], abs=0.01)
+    assert metrics["qps"] > 0
+
+
+def test_query_vectors_must_match_the_queries_file(tmp_path):
+    data = load_beir(BUNDLED / "cranfield")
+    with Collection.create(tmp_path / "c") as col:
+        col.add(data.doc_ids[:50], vectors=np.random.default_rng(0).normal(size=(50, 8)))
+        with pytest.raises(InvalidInputError, match="query vectors have 3 rows, the queries file has 225"):
+            evaluate(col, data, query_vectors=np.ones((3, 8)))
