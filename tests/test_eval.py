@@ -68,3 +68,14 @@ def test_query_vectors_must_match_the_queries_file(tmp_path):
         col.add(data.doc_ids[:50], vectors=np.random.default_rng(0).normal(size=(50, 8)))
         with pytest.raises(InvalidInputError, match="query vectors have 3 rows, the queries file has 225"):
             evaluate(col, data, query_vectors=np.ones((3, 8)))
+
+
+@pytest.mark.slow
+def test_scifact_with_the_bundled_encoder_embedding_everything(tmp_path):
+    """End to end with no precomputed vectors: ~7 minutes on 2 cores, so outside the CI run."""
+    folder = shared("scifact")
+    data = load_beir(folder)
+    with Collection.create(tmp_path / "c") as col:
+        col.add(data.doc_ids, texts=data.doc_texts)
+        metrics = evaluate(col, data)
+    assert metrics["ndcg@10"] == pytest.approx(0.645, abs=0.01)

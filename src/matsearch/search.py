@@ -73,7 +73,8 @@ def _funnel(store, query, dots, plan, keeps, metric, dead_rows, cost):
         cost.multiply_adds += scanned * width
         cost.bytes_read += scanned * width * _F32
         if metric == "cosine":
-            scores = dots * store.inv_prefix_norms(done, rows) * _inv_norm(query[:done])
+            scores = np.multiply(dots, store.inv_prefix_norms(done, rows))
+            scores *= _inv_norm(query[:done])
             cost.bytes_read += scanned * _F32
         else:
             scores = dots.copy() if rows is None else dots
