@@ -164,9 +164,9 @@ def test_newer_format_version_is_refused(filled):
 
 
 def test_truncated_vector_file(filled):
-    block = filled / "vectors" / "dims-00000-00016.f32"
-    block.write_bytes(block.read_bytes()[: 64 * 100])
-    with pytest.raises(CollectionError, match="dims-00000-00016.f32 holds 100 rows, the collection has 3000"):
+    block = filled / "vectors" / "dims-00000-00032.f32"
+    block.write_bytes(block.read_bytes()[: 128 * 100])
+    with pytest.raises(CollectionError, match="dims-00000-00032.f32 holds 100 rows, the collection has 3000"):
         Collection.open(filled)
 
 

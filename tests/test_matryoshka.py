@@ -64,7 +64,8 @@ def test_empty_and_non_numeric_input():
 
 
 def test_default_nesting_doubles_up_to_full_dim():
-    assert default_nesting(384) == [16, 32, 64, 128, 256, 384]
+    assert default_nesting(384) == [32, 64, 128, 256, 384]
+    assert default_nesting(2048) == [32, 64, 128, 256, 512, 1024, 2048]
     assert default_nesting(8) == [8]
 
 

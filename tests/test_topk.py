@@ -30,3 +30,9 @@ def test_minus_infinity_is_ranked_last():
     scores = np.full(60_000, -np.inf, dtype=np.float32)
     scores[[3, 9]] = [0.5, 0.7]
     assert list(top_k(scores, 3)[:2]) == [9, 3]
+
+
+@pytest.mark.parametrize("n, k", [(100_000, 2000), (100_000, 10), (3000, 300), (500, 500)])
+def test_unordered_selection_is_the_same_set(n, k):
+    scores = np.random.default_rng(k).normal(size=n).astype(np.float32)
+    assert set(top_k(scores, k, ordered=False)) == set(reference(scores, k))

@@ -59,8 +59,12 @@ def truncate(vectors, dim: int) -> np.ndarray:
 
 
 def default_nesting(full_dim: int) -> list[int]:
-    """Prefix lengths 16, 32, 64, … below `full_dim`, then `full_dim` itself."""
-    nesting, d = [], 16
+    """Prefix lengths 32, 64, 128, … below `full_dim`, then `full_dim` itself.
+
+    The first block is 32 wide, not 16: a BLAS scan costs about the same per row
+    up to 32 float32 values, so a 16-wide block runs at half the bandwidth.
+    """
+    nesting, d = [], 32
     while d < full_dim:
         nesting.append(d)
         d *= 2

@@ -11,13 +11,15 @@ import numpy as np
 class Cost:
     """Work done for a batch of queries (totals; `per_query` divides them).
 
-    `candidates[i]` is how many items stage i scored for each query.
+    `candidates[i]` is how many items stage i scored for each query, and
+    `stage_seconds[i]` the wall time stage i took over the whole batch.
     """
 
     queries: int
     multiply_adds: int = 0
     bytes_read: int = 0
     candidates: list[int] = field(default_factory=list)
+    stage_seconds: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
     def per_query(self) -> dict:
@@ -27,6 +29,7 @@ class Cost:
             "multiply_adds": self.multiply_adds / n,
             "bytes_read": self.bytes_read / n,
             "candidates": list(self.candidates),
+            "stage_seconds": [t / n for t in self.stage_seconds],
             "seconds": self.seconds / n,
         }
 

@@ -41,12 +41,14 @@ def run_plan(
     start = time.perf_counter()
     ids = np.empty((len(queries), k), dtype=np.int64)
     scores = np.empty((len(queries), k), dtype=np.float32)
-    cost = Cost(queries=len(queries))
+    cost = Cost(queries=len(queries), stage_seconds=[0.0] * len(plan.stages))
     chunk = max(1, _CHUNK_BYTES // max(store.count * _F32, 1))
     first = plan.stages[0].dim
     for lo in range(0, len(queries), chunk):
         block = queries[lo : lo + chunk]
+        scan_start = time.perf_counter()
         dots = store.dots(block[0], 0, first)[None, :] if len(block) == 1 else store.dots(block, 0, first)
+        cost.stage_seconds[0] += time.perf_counter() - scan_start
         for i, query in enumerate(block):
             rows, top = _funnel(store, query, dots[i], plan, keeps, metric, dead_rows, cost)
             ids[lo + i], scores[lo + i] = rows, top
@@ -63,8 +65,9 @@ def check_k(k, n_live: int) -> None:
 
 def _funnel(store, query, dots, plan, keeps, metric, dead_rows, cost):
     """Run every stage for one query; `dots` are its stage-0 partial products."""
-    rows, done = None, 0
-    for stage, keep in zip(plan.stages, keeps):
+    rows, done, last = None, 0, len(keeps) - 1
+    for n, (stage, keep) in enumerate(zip(plan.stages, keeps)):
+        stage_start = time.perf_counter()
         width = stage.dim - done
         scanned = store.count if rows is None else len(rows)
         if rows is not None:
@@ -80,9 +83,10 @@ def _funnel(store, query, dots, plan, keeps, metric, dead_rows, cost):
             scores = dots.copy() if rows is None else dots
         if rows is None and dead_rows is not None and len(dead_rows):
             scores[dead_rows] = -np.inf
-        pick = top_k(scores, keep)
+        pick = top_k(scores, keep, ordered=n == last)
         rows = pick if rows is None else rows[pick]
         dots, scores = dots[pick], scores[pick]
+        cost.stage_seconds[n] += time.perf_counter() - stage_start
     return rows, scores
 
 

@@ -8,8 +8,9 @@ _SAMPLE = 4096  # scores sampled to guess a threshold
 _MARGIN = 2.0  # aim for about this many times k survivors
 
 
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the `k` largest scores, best first; ties go to the lower index.
+def top_k(scores: np.ndarray, k: int, *, ordered: bool = True) -> np.ndarray:
+    """Indices of the `k` largest scores: best first (ties to the lower index), or
+    in no particular order when `ordered` is False, which a shortlist can afford.
 
     A strided sample estimates a threshold that about 2k scores pass; one
     vectorised comparison keeps those, and only they are sorted. If fewer than k
@@ -29,6 +30,10 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
         candidates = np.flatnonzero(scores >= threshold)
         if len(candidates) < k:
             candidates = _at_least_kth(scores, k)
+    if not ordered:
+        if len(candidates) == k:
+            return candidates
+        return candidates[np.argpartition(scores[candidates], len(candidates) - k)[len(candidates) - k :]]
     order = np.lexsort((candidates, -scores[candidates]))
     return candidates[order[:k]]
 
