@@ -77,7 +77,8 @@ def _funnel(store, query, dots, plan, keeps, metric, dead_rows, cost):
         cost.bytes_read += scanned * width * _F32
         if metric == "cosine":
             scores = np.multiply(dots, store.inv_prefix_norms(done, rows))
-            scores *= _inv_norm(query[:done])
+            if n == last:  # a shortlist's ranking does not need the query's norm
+                scores *= _inv_norm(query[:done])
             cost.bytes_read += scanned * _F32
         else:
             scores = dots.copy() if rows is None else dots

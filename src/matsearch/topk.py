@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 _SAMPLE = 4096  # scores sampled to guess a threshold
-_MARGIN = 2.0  # aim for about this many times k survivors
+_MARGIN = 1.5  # aim for about this many times k survivors
 
 
 def top_k(scores: np.ndarray, k: int, *, ordered: bool = True) -> np.ndarray:
     """Indices of the `k` largest scores: best first (ties to the lower index), or
     in no particular order when `ordered` is False, which a shortlist can afford.
 
-    A strided sample estimates a threshold that about 2k scores pass; one
+    A strided sample estimates a threshold that about 1.5k scores pass; one
     vectorised comparison keeps those, and only they are sorted. If fewer than k
     pass (an unlucky sample), the threshold falls back to the exact k-th value.
     """
