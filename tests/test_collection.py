@@ -91,6 +91,10 @@ def test_bad_queries_are_rejected(filled, scifact):
             col.search(queries[:1, :100])
         with pytest.raises(InvalidInputError, match=r"query 0 is empty: '  '"):
             col.search("  ")
+        with pytest.raises(InvalidInputError, match=r"query 1 is empty: ''"):
+            col.search(["fine", ""])
+        with pytest.raises(InvalidInputError, match="no queries given"):
+            col.search([])
         with pytest.raises(InvalidInputError, match=r"k=0 is out of range"):
             col.search(queries[0], k=0)
         with pytest.raises(InvalidInputError, match=r"k=3001 is out of range: the collection holds 3000"):

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from .errors import CollectionError
 
 _NORMS = "prefix-norms.f32"
 _F32 = 4
+_FAISS_MIN_WIDTH = 64
 
 
 class BlockStore:
@@ -101,10 +103,7 @@ class BlockStore:
             part = block if rows is None else block[rows]
             if (a, b) != (b_lo, b_hi):
                 part = part[:, a - b_lo : b - b_lo]
-            if query.ndim == 1:
-                value = part @ query[a:b]
-            else:
-                value = query[:, a:b] @ part.T
+            value = _scan(part, query[a:b]) if query.ndim == 1 else query[:, a:b] @ part.T
             total = value if total is None else np.add(total, value, out=total)
         return total
 
@@ -128,6 +127,22 @@ class BlockStore:
     def bytes_on_disk(self) -> int:
         paths = [_block_path(self.folder, lo, hi) for lo, hi in self.bounds] + [self.folder / _NORMS]
         return sum(p.stat().st_size for p in paths if p.exists())
+
+
+def _scan(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """rows @ query with the faster kernel for the width.
+
+    Measured on 100k rows, one thread: BLAS gemv reads 32-wide rows at about
+    34 GB/s against faiss's 19, but 128-wide rows at 14 GB/s against faiss's 32.
+    """
+    if rows.shape[1] < _FAISS_MIN_WIDTH or not rows.flags.c_contiguous or not len(rows):
+        return rows @ query
+    query = np.ascontiguousarray(query, dtype=np.float32)
+    out = np.empty(len(rows), dtype=np.float32)
+    faiss.fvec_inner_products_ny(
+        faiss.swig_ptr(out), faiss.swig_ptr(query), faiss.swig_ptr(rows), rows.shape[1], len(rows)
+    )
+    return out
 
 
 def _block_path(folder: Path, lo: int, hi: int) -> Path:

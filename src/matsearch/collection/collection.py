@@ -175,7 +175,9 @@ class Collection:
         check_k(k, len(self))
         if isinstance(queries, str):
             queries = [queries]
-        if isinstance(queries, list) and queries and isinstance(queries[0], str):
+        if isinstance(queries, (list, tuple)) and not queries:
+            raise InvalidInputError("no queries given")
+        if isinstance(queries, (list, tuple)) and isinstance(queries[0], str):
             empty = [n for n, q in enumerate(queries) if not isinstance(q, str) or not q.strip()]
             if empty:
                 raise InvalidInputError(f"query {empty[0]} is empty: {queries[empty[0]]!r}")
