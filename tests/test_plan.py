@@ -49,3 +49,11 @@ def test_keeps_never_drop_below_k_and_never_exceed_n():
     assert plan.keeps(10, 1000) == [400, 20, 10]
     assert plan.keeps(50, 1000) == [400, 50, 50]
     assert plan.keeps(10, 300) == [300, 20, 10]
+
+
+@pytest.mark.parametrize("dim, keep, message", [(0, None, "stage dim must be a positive integer, got 0"),
+                                                 ("32", None, "stage dim must be a positive integer, got '32'"),
+                                                 (32, 0, "stage keep must be a positive integer, got 0")])
+def test_stages_built_in_code_are_validated(dim, keep, message):
+    with pytest.raises(InvalidInputError, match=message):
+        Stage(dim, keep)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from conftest import brute_force
-from matsearch import BlockStore, InvalidInputError, Plan, run_plan
+from matsearch import BlockStore, CollectionError, InvalidInputError, Plan, run_plan
 from matsearch.transform import Transform
 
 
@@ -103,13 +103,45 @@ def test_store_reopens_with_the_same_rows_and_truncates_a_tail(tmp_path, synthet
     reopened = BlockStore(tmp_path / "vectors", [16, 64], 600)
     np.testing.assert_array_equal(reopened.rows(np.arange(600)), docs)
     reopened.truncate(450)
-    assert BlockStore(tmp_path / "vectors", [16, 64], 450).count == 450
+    with pytest.raises(CollectionError, match="holds 450 rows, the collection has 600"):
+        BlockStore(tmp_path / "vectors", [16, 64], 600)
+    np.testing.assert_array_equal(BlockStore(tmp_path / "vectors", [16, 64], 450).rows(np.arange(450)), docs[:450])
 
 
 def test_missing_prefix_norms_are_rebuilt(tmp_path, synthetic):
     docs, queries = synthetic
     store = make_store(tmp_path, docs, [16, 64])
     before = run_plan(store, queries, Plan.parse("d16:50>d64"), 5)
-    (tmp_path / "vectors" / "prefix-norms.f32").unlink()
-    after = run_plan(BlockStore(tmp_path / "vectors", [16, 64], 600), queries, Plan.parse("d16:50>d64"), 5)
+    norms = tmp_path / "vectors" / "prefix-norms.f32"
+    norms.unlink()
+    read_only = BlockStore(tmp_path / "vectors", [16, 64], 600)
+    assert not norms.exists()  # a reader computes them in memory, never writes
+    after = run_plan(read_only, queries, Plan.parse("d16:50>d64"), 5)
     np.testing.assert_array_equal(before.ids, after.ids)
+    np.testing.assert_allclose(after.scores, before.scores, rtol=1e-6)
+    BlockStore(tmp_path / "vectors", [16, 64], 600, writable=True)
+    assert norms.stat().st_size == 600 * 2 * 4
+
+
+def test_duplicate_items_rank_the_same_in_the_funnel_as_in_exact_search(tmp_path, synthetic):
+    docs, queries = synthetic
+    docs = np.vstack([docs, docs[:50]])  # rows 600..649 tie exactly with rows 0..49
+    store = make_store(tmp_path, docs, [16, 64])
+    exact = run_plan(store, queries, Plan.exact(64), 20)
+    funnel = run_plan(store, queries, Plan.parse(f"d16:{len(docs)}>d64"), 20)
+    np.testing.assert_array_equal(funnel.ids, exact.ids)
+
+
+def test_a_dim_between_boundaries_counts_the_norms_it_computes(tmp_path, synthetic):
+    docs, queries = synthetic
+    store = make_store(tmp_path, docs, [16, 64])
+    result = run_plan(store, queries, Plan.exact(20), 5)
+    assert result.cost.multiply_adds == len(queries) * len(docs) * (20 + 4)
+    assert result.cost.bytes_read == len(queries) * len(docs) * (20 + 1 + 4) * 4
+
+
+def test_queries_are_validated(tmp_path, synthetic):
+    docs, queries = synthetic
+    store = make_store(tmp_path, docs, [64])
+    with pytest.raises(InvalidInputError, match="queries have width 32, expected 64"):
+        run_plan(store, queries[:, :32], Plan.exact(64), 3)

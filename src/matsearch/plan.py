@@ -24,6 +24,13 @@ class Stage:
     dim: int
     keep: int | None = None
 
+    def __post_init__(self):
+        for name, value in (("dim", self.dim), ("keep", self.keep)):
+            if value is None and name == "keep":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"stage {name} must be a positive integer, got {value!r}")
+
     def __str__(self) -> str:
         return f"d{self.dim}" if self.keep is None else f"d{self.dim}:{self.keep}"
 

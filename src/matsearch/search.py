@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from .errors import InvalidInputError
+from .matryoshka import check_vectors
 from .plan import Plan
 from .results import Cost, SearchResult
 from .store import BlockStore
@@ -37,6 +38,7 @@ def run_plan(
     n_live = store.count - (0 if dead_rows is None else len(dead_rows))
     check_k(k, n_live)
     plan.check(store.dim)
+    queries = check_vectors(queries, store.dim, what="queries")
     keeps = plan.keeps(int(k), n_live)
     start = time.perf_counter()
     ids = np.empty((len(queries), k), dtype=np.int64)
@@ -79,12 +81,16 @@ def _funnel(store, query, dots, plan, keeps, metric, dead_rows, cost):
             scores = np.multiply(dots, store.inv_prefix_norms(done, rows))
             if n == last:  # a shortlist's ranking does not need the query's norm
                 scores *= _inv_norm(query[:done])
-            cost.bytes_read += scanned * _F32
+            cost.multiply_adds += scanned * store.norm_work(done)
+            cost.bytes_read += scanned * (1 + store.norm_work(done)) * _F32
         else:
             scores = dots.copy() if rows is None else dots
         if rows is None and dead_rows is not None and len(dead_rows):
             scores[dead_rows] = -np.inf
-        pick = top_k(scores, keep, ordered=n == last)
+        if n == last and rows is not None:  # ties go to the lower row, as in exact search
+            pick = np.lexsort((rows, -scores))[:keep]
+        else:
+            pick = top_k(scores, keep, ordered=n == last)
         rows = pick if rows is None else rows[pick]
         dots, scores = dots[pick], scores[pick]
         cost.stage_seconds[n] += time.perf_counter() - stage_start

@@ -24,8 +24,9 @@ _FAISS_MIN_WIDTH = 64
 class BlockStore:
     """Column-block vector store; `count` rows are visible, appends grow it."""
 
-    def __init__(self, folder: Path, nesting: list[int], count: int):
+    def __init__(self, folder: Path, nesting: list[int], count: int, *, writable: bool = False):
         self.folder = Path(folder)
+        self.writable = writable
         self.nesting = list(nesting)
         self.bounds = list(zip([0] + self.nesting[:-1], self.nesting))
         self.count = 0
@@ -40,7 +41,7 @@ class BlockStore:
         for lo, hi in zip([0] + nesting[:-1], nesting):
             _block_path(folder, lo, hi).touch()
         (folder / _NORMS).touch()
-        return cls(folder, nesting, 0)
+        return cls(folder, nesting, 0, writable=True)
 
     @property
     def dim(self) -> int:
@@ -63,26 +64,17 @@ class BlockStore:
         if norms_path.exists() and norms_path.stat().st_size >= count * n_bounds * _F32:
             norms = _map_rows(norms_path, count, n_bounds)
         else:
-            norms = self._recompute_norms()
+            norms = _prefix_norms(self.blocks)
+            if self.writable:
+                norms.tofile(norms_path)
         # One contiguous array per boundary, so a scan reads them sequentially.
         self.inv_norms = [_inverse(np.ascontiguousarray(norms[:, j])) for j in range(n_bounds)]
 
-    def _recompute_norms(self) -> np.ndarray:
-        squares = np.zeros((self.count, len(self.nesting)), dtype=np.float64)
-        running = np.zeros(self.count, dtype=np.float64)
-        for j, block in enumerate(self.blocks):
-            running += np.einsum("ij,ij->i", block, block, dtype=np.float64)
-            squares[:, j] = running
-        norms = np.sqrt(squares).astype(np.float32)
-        norms.tofile(self.folder / _NORMS)
-        return norms
-
     def append(self, vectors: np.ndarray) -> None:
         """Write rows after the current ones, flush them to disk, and make them visible."""
-        squares = np.cumsum([np.einsum("ij,ij->i", vectors[:, lo:hi], vectors[:, lo:hi]) for lo, hi in self.bounds], axis=0)
-        norms = np.sqrt(squares.T).astype(np.float32)
-        files = [(_block_path(self.folder, lo, hi), vectors[:, lo:hi]) for lo, hi in self.bounds]
-        for path, part in files + [(self.folder / _NORMS, norms)]:
+        parts = [vectors[:, lo:hi] for lo, hi in self.bounds]
+        files = [(_block_path(self.folder, lo, hi), part) for (lo, hi), part in zip(self.bounds, parts)]
+        for path, part in files + [(self.folder / _NORMS, _prefix_norms(parts))]:
             _append_rows(path, np.ascontiguousarray(part, dtype=np.float32), self.count)
         self._map(self.count + len(vectors))
 
@@ -107,8 +99,15 @@ class BlockStore:
             total = value if total is None else np.add(total, value, out=total)
         return total
 
+    def norm_work(self, dim: int) -> int:
+        """Values per row that `inv_prefix_norms(dim)` must read: 0 at a nesting boundary."""
+        return 0 if dim in self.nesting else dim - max([0] + [b for b in self.nesting if b < dim])
+
     def inv_prefix_norms(self, dim: int, rows: np.ndarray | None = None) -> np.ndarray:
-        """1/‖x[:dim]‖ for all rows or for `rows` (0 where the prefix is all zeros)."""
+        """1/‖x[:dim]‖ for all rows or for `rows` (0 where the prefix is all zeros).
+
+        Kept for every nesting boundary; any other dim is computed from the blocks.
+        """
         if dim in self.nesting:
             values = self.inv_norms[self.nesting.index(dim)]
             return values if rows is None else values[rows]
@@ -123,10 +122,6 @@ class BlockStore:
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """Full stored vectors of `rows`."""
         return np.hstack([block[rows] for block in self.blocks])
-
-    def bytes_on_disk(self) -> int:
-        paths = [_block_path(self.folder, lo, hi) for lo, hi in self.bounds] + [self.folder / _NORMS]
-        return sum(p.stat().st_size for p in paths if p.exists())
 
 
 def _scan(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -143,6 +138,12 @@ def _scan(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
         faiss.swig_ptr(out), faiss.swig_ptr(query), faiss.swig_ptr(rows), rows.shape[1], len(rows)
     )
     return out
+
+
+def _prefix_norms(blocks: list[np.ndarray]) -> np.ndarray:
+    """‖x[:boundary]‖ of every row at every nesting boundary, shape (rows, boundaries)."""
+    squares = np.cumsum([np.einsum("ij,ij->i", b, b, dtype=np.float64) for b in blocks], axis=0)
+    return np.sqrt(squares.T).astype(np.float32).reshape(-1, len(blocks))
 
 
 def _block_path(folder: Path, lo: int, hi: int) -> Path:
