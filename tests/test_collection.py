@@ -125,7 +125,7 @@ def test_a_second_writer_is_refused(filled):
         process = multiprocessing.get_context("fork").Process(target=_try_to_write, args=(filled, queue))
         process.start()
         process.join()
-        assert "is locked by a writer" in queue.get()
+        assert "is locked by a writer" in queue.get(timeout=60)
         with Collection.open(filled) as reader:  # readers are still welcome
             assert len(reader) == 3000
     with Collection.open(filled, writable=True):
@@ -204,8 +204,84 @@ def test_info_reports_counts_and_bytes(filled):
 
 
 def test_docstore_commit_is_atomic(tmp_path):
-    docs = DocStore(tmp_path / "d.sqlite", writable=True)
-    docs.insert(0, ["a", "b"], ["x", "y"], [None, {"k": 1}])
+    docs = DocStore(tmp_path / "d.sqlite", writable=True, create=True)
+    docs.insert(0, ["a", "b"], ["x", "y"], [None, '{"k": 1}'])
     with pytest.raises(sqlite3.IntegrityError):
         docs.insert(2, ["c", "a"], [None, None], [None, None])
     assert docs.rows() == 2 and docs.existing(["a", "b", "c"]) == ["a", "b"]
+
+
+def test_missing_document_database_is_an_error_not_an_empty_collection(filled):
+    (filled / "docs.sqlite").unlink()
+    for writable in (False, True):
+        with pytest.raises(CollectionError, match="docs.sqlite is missing"):
+            Collection.open(filled, writable=writable)
+    assert (filled / "vectors" / "dims-00000-00032.f32").stat().st_size == 3000 * 32 * 4
+
+
+def test_a_reader_sees_what_a_writer_commits(filled, scifact):
+    ids, docs, _ = scifact
+    with Collection.open(filled) as reader:
+        assert reader.search(docs[0], k=1).ids[0, 0] == ids[0]
+        with Collection.open(filled, writable=True) as writer:
+            writer.delete([ids[0]])
+            writer.add(ids[3000:3005], vectors=docs[3000:3005], texts=["new"] * 5)
+        assert len(reader) == 3004
+        assert reader.search(docs[0], k=1).ids[0, 0] != ids[0]
+        assert reader.search(docs[3002], k=1).ids[0, 0] == ids[3002]
+        assert reader.get([ids[3004]])[0].text == "new"
+
+
+def test_metadata_must_be_one_json_dict_per_item(filled, scifact):
+    ids, docs, _ = scifact
+    with Collection.open(filled, writable=True) as col:
+        with pytest.raises(InvalidInputError, match="metadata must be a list with one entry per id, got a dict"):
+            col.add(["x", "y"], vectors=docs[3000:3002], metadata={"a": 1, "b": 2})
+        with pytest.raises(InvalidInputError, match=r"metadata\[1\] must be a dict or None, got str"):
+            col.add(["x", "y"], vectors=docs[3000:3002], metadata=[None, "tag"])
+        with pytest.raises(InvalidInputError, match=r"metadata\[0\] is not JSON-serialisable"):
+            col.add(["x"], vectors=docs[3000:3001], metadata=[{"when": object()}])
+        assert len(col) == 3000
+
+
+def test_a_failed_commit_rolls_back_the_vectors(filled, scifact, monkeypatch):
+    ids, docs, queries = scifact
+    with Collection.open(filled, writable=True) as col:
+        def refuse(*args):
+            raise OSError("disk full")
+        monkeypatch.setattr(col._docs, "insert", refuse)
+        with pytest.raises(OSError, match="disk full"):
+            col.add(ids[3000:3010], vectors=docs[3000:3010])
+        assert col._store.count == 3000
+    with Collection.open(filled) as col:
+        assert len(col) == 3000 and col.search(queries[0], k=5).ids.shape == (1, 5)
+
+
+def test_a_failed_first_add_leaves_an_empty_collection(tmp_path, scifact, monkeypatch):
+    ids, docs, _ = scifact
+    with Collection.create(tmp_path / "c") as col:
+        with pytest.raises(InvalidInputError, match="needs at least 384 vectors \\(got 10\\)"):
+            col.add(ids[:10], vectors=docs[:10])
+        monkeypatch.setattr(col._docs, "insert", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+        with pytest.raises(OSError, match="disk full"):
+            col.add(ids[:500], vectors=docs[:500])
+        assert col.dim is None and not (tmp_path / "c" / "vectors").exists()
+        monkeypatch.undo()
+        col.add(ids[:400], vectors=docs[:400, :128] / np.linalg.norm(docs[:400, :128], axis=1, keepdims=True))
+    with Collection.open(tmp_path / "c") as col:
+        assert col.dim == 128 and len(col) == 400
+
+
+def test_a_forgotten_writer_releases_its_lock(filled):
+    import gc
+
+    col = Collection.open(filled, writable=True)
+    del col
+    gc.collect()
+    Collection.open(filled, writable=True).close()
+
+
+def test_small_collections_without_a_transform(tmp_path):
+    with Collection.create(tmp_path / "c", transform="none") as col:
+        col.add(["a", "b"], vectors=[[1.0, 0.0], [0.6, 0.8]], texts=["x", None])
+        assert list(col.search([0.0, 1.0], k=2).ids[0]) == ["b", "a"]

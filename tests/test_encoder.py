@@ -29,7 +29,7 @@ def test_unknown_model_is_a_clear_error():
 def test_collection_embeds_texts_and_queries_with_its_model(tmp_path):
     texts = ["the wing stalls at high angle of attack", "heat transfer in a hypersonic boundary layer",
              "buckling of thin cylindrical shells", "noise from jet engines"]
-    with Collection.create(tmp_path / "c") as col:
+    with Collection.create(tmp_path / "c", transform="none") as col:
         col.add(["w", "h", "b", "n"], texts=texts)
         result = col.search(["hypersonic heating", "shell buckling under load"], k=1)
     assert list(result.ids[:, 0]) == ["h", "b"]

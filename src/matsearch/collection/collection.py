@@ -11,6 +11,9 @@ Folder layout::
 
 from __future__ import annotations
 
+import json
+import shutil
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import check_nesting, check_vectors, default_nesting, normalize
 from ..plan import Plan, as_plan
 from ..results import SearchResult
-from ..search import METRICS, check_k, run_plan
+from ..search import check_k, run_plan
 from ..store import BlockStore
 from ..transform import Transform
 from .docstore import DocStore
@@ -40,46 +43,40 @@ class Record:
 
 
 class Collection:
-    """Open with `Collection.create` or `Collection.open`; close (or use `with`) when done."""
+    """Open with `Collection.create` or `Collection.open`; close (or use `with`) when done.
 
-    def __init__(self, path: Path, manifest: Manifest, *, writable: bool):
+    A reader sees what writers commit: each call first checks whether the
+    document database changed and, if so, maps the new rows and deletions.
+    """
+
+    def __init__(self, path: Path, manifest: Manifest, *, writable: bool, new: bool = False):
         self.path = Path(path)
         self.manifest = manifest
         self.writable = writable
+        self._docs = self._store = self._transform = self._encoder = None
         self._lock = WriterLock(self.path / ".lock").acquire() if writable else None
+        self._release = weakref.finalize(self, self._lock.release) if self._lock else None
         try:
-            self._docs = DocStore(self.path / "docs.sqlite", writable=writable)
-            self._store = self._transform = None
+            self._docs = DocStore(self.path / "docs.sqlite", writable=writable, create=new)
+            self._seen = self._docs.version()
             if manifest.dim is not None:
                 self._open_vectors()
         except BaseException:
             self.close()
             raise
-        self._encoder: Encoder | None = None
 
     @classmethod
-    def create(
-        cls,
-        path,
-        *,
-        model: str = DEFAULT_MODEL,
-        metric: str = "cosine",
-        transform: str = "pca",
-        nesting: list[int] | None = None,
-    ) -> "Collection":
+    def create(cls, path, *, model: str = DEFAULT_MODEL, metric: str = "cosine", transform: str = "pca",
+               nesting: list[int] | None = None) -> "Collection":
         """Make a new, empty collection folder (its dim is set by the first add)."""
         path = Path(path)
         if (path / "manifest.json").exists():
             raise CollectionError(f"a collection already exists at {path}")
-        if metric not in METRICS:
-            raise InvalidInputError(f"metric {metric!r} is not one of {METRICS}")
-        Transform(kind=transform)  # validates the name
-        if nesting is not None:
-            nesting = check_nesting(nesting, max(nesting) if len(nesting) else 1)
+        manifest = Manifest(model=model, metric=metric, transform=transform,
+                            nesting=None if nesting is None else list(nesting)).check()
         path.mkdir(parents=True, exist_ok=True)
-        manifest = Manifest(model=model, metric=metric, transform=transform, nesting=nesting)
         manifest.save(path / "manifest.json")
-        return cls(path, manifest, writable=True)
+        return cls(path, manifest, writable=True, new=True)
 
     @classmethod
     def open(cls, path, *, writable: bool = False) -> "Collection":
@@ -93,7 +90,7 @@ class Collection:
         m = self.manifest
         self._transform = Transform.load(self.path / "transform.npy", kind=m.transform, dim=m.dim)
         rows = self._docs.rows()
-        self._store = BlockStore(self.path / "vectors", m.nesting, rows)
+        self._store = BlockStore(self.path / "vectors", m.nesting, rows, writable=self.writable)
         if self.writable:
             self._store.truncate(rows)  # the tail of an add that crashed before its commit
         self._refresh_dead()
@@ -103,14 +100,24 @@ class Collection:
         dead[self._docs.live_rows()] = False
         self._dead = np.flatnonzero(dead)
 
+    def _sync(self) -> None:
+        """Pick up what another process committed since we last looked."""
+        version = self._docs.version()
+        if version != self._seen:
+            self._seen = version
+            if self.manifest.dim is None:
+                self.manifest = Manifest.load(self.path / "manifest.json")
+            if self.manifest.dim is not None:
+                self._open_vectors()
+
     # -- writing -------------------------------------------------------------
 
     def add(self, ids, *, texts=None, vectors=None, metadata=None, progress: bool = False) -> int:
         """Add items (their vectors, or texts to embed); all or none are committed."""
         self._require_writable()
         ids = _check_ids(ids)
-        texts = _check_column(texts, len(ids), "texts")
-        metadata = _check_column(metadata, len(ids), "metadata")
+        texts = _check_texts(texts, len(ids))
+        metadata = _metadata_json(metadata, len(ids))
         if vectors is None:
             if texts is None:
                 raise InvalidInputError("add needs texts to embed or precomputed vectors")
@@ -123,33 +130,46 @@ class Collection:
             raise InvalidInputError(f"ids already in the collection: {taken[:5]}")
         if self.manifest.metric == "cosine":
             vectors = normalize(vectors)
-        if self._store is None:
-            self._first_add(vectors)
+        first_add, nesting = self._store is None, self.manifest.nesting
+        if first_add:
+            self._fix_dim(vectors)
         first_row = self._store.count
-        self._store.append(self._transform.apply(vectors))
         try:
-            self._docs.insert(first_row, ids, texts or [None] * len(ids), metadata or [None] * len(ids))
+            self._store.append(self._transform.apply(vectors))
+            self._docs.insert(first_row, ids, texts or [None] * len(ids), metadata)
         except BaseException:
-            self._store.truncate(first_row)
+            self._undo_first_add(nesting) if first_add else self._store.truncate(first_row)
             raise
         return len(ids)
 
-    def _first_add(self, vectors: np.ndarray) -> None:
-        """Fix the dim and nesting, fit the transform on the first batch, create the store."""
+    def _fix_dim(self, vectors: np.ndarray) -> None:
+        """On the first add: set the dim and nesting, fit the transform, create the store."""
         m = self.manifest
-        m.dim = vectors.shape[1]
-        m.nesting = check_nesting(m.nesting or default_nesting(m.dim), m.dim)
-        self._transform = Transform(kind=m.transform).fit(vectors)
-        self._transform.save(self.path / "transform.npy")
-        BlockStore.create(self.path / "vectors", m.nesting)
+        dim = vectors.shape[1]
+        nesting = check_nesting(m.nesting or default_nesting(dim), dim)
+        if m.transform == "pca" and len(vectors) < dim:
+            raise InvalidInputError(
+                f"the PCA transform is fitted on the first add, which needs at least {dim} vectors (got "
+                f"{len(vectors)}); add more at once, or create the collection with transform='none'"
+            )
+        Transform(kind=m.transform).fit(vectors).save(self.path / "transform.npy")
+        BlockStore.create(self.path / "vectors", nesting)
+        m.dim, m.nesting = dim, nesting
         m.save(self.path / "manifest.json")
         self._open_vectors()
+
+    def _undo_first_add(self, nesting: list[int] | None) -> None:
+        self.manifest.dim, self.manifest.nesting = None, nesting
+        self.manifest.save(self.path / "manifest.json")
+        (self.path / "transform.npy").unlink(missing_ok=True)
+        shutil.rmtree(self.path / "vectors", ignore_errors=True)
+        self._store = self._transform = None
 
     def delete(self, ids) -> int:
         """Remove items by id; they never come back from a search."""
         self._require_writable()
         ids = _check_ids(ids)
-        missing = sorted(set(ids) - set(self._docs.rows_of(ids)))
+        missing = sorted(set(ids) - set(self._docs.existing(ids)))
         if missing:
             raise InvalidInputError(f"ids not in the collection: {missing[:5]}")
         self._docs.delete(ids)
@@ -160,6 +180,7 @@ class Collection:
 
     def get(self, ids) -> list[Record]:
         """Stored records for `ids`, in the order asked."""
+        self._sync()
         ids = _check_ids(ids)
         found = self._docs.records(ids)
         missing = [i for i in ids if i not in found]
@@ -170,9 +191,19 @@ class Collection:
 
     def search(self, queries, *, k: int = 10, plan: Plan | str | None = None) -> SearchResult:
         """Top-k ids per query. `queries`: a text, a list of texts, or vectors (1-D or 2-D)."""
+        self._sync()
         store = self._searchable()
         plan = as_plan(plan, store.dim)
         check_k(k, len(self))
+        vectors = self._transform.apply(self._query_vectors(queries))
+        result = run_plan(store, vectors, plan, k, metric=self.manifest.metric, dead_rows=self._dead)
+        names = self._docs.ids_of(result.ids)
+        if len(names) < len(np.unique(result.ids)):
+            raise CollectionError(f"collection {self.path} changed during the search; search again")
+        result.ids = np.vectorize(names.__getitem__, otypes=[object])(result.ids)
+        return result
+
+    def _query_vectors(self, queries) -> np.ndarray:
         if isinstance(queries, str):
             queries = [queries]
         if isinstance(queries, (list, tuple)) and not queries:
@@ -181,18 +212,11 @@ class Collection:
             empty = [n for n, q in enumerate(queries) if not isinstance(q, str) or not q.strip()]
             if empty:
                 raise InvalidInputError(f"query {empty[0]} is empty: {queries[empty[0]]!r}")
-            vectors = self.encoder.encode(queries)
-        else:
-            vectors = check_vectors(queries, self.manifest.dim, what="queries")
-        vectors = self._transform.apply(vectors)
-        result = run_plan(
-            store, vectors, plan, k, metric=self.manifest.metric, dead_rows=self._dead
-        )
-        names = self._docs.ids_of(result.ids)
-        result.ids = np.vectorize(names.__getitem__, otypes=[object])(result.ids)
-        return result
+            queries = self.encoder.encode(list(queries))
+        return check_vectors(queries, self.manifest.dim, what="queries")
 
     def __len__(self) -> int:
+        self._sync()
         return 0 if self._store is None else self._store.count - len(self._dead)
 
     @property
@@ -208,17 +232,18 @@ class Collection:
     def info(self, plan: Plan | str | None = None) -> dict:
         """Counts, dims and bytes per vector: on disk, and resident for `plan`'s full scan."""
         m = self.manifest
+        count = len(self)
         stored = 0 if self._store is None else self._store.count
         disk = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
         info = {
-            "path": str(self.path), "count": len(self), "stored_rows": stored, "deleted": stored - len(self),
+            "path": str(self.path), "count": count, "stored_rows": stored, "deleted": stored - count,
             "dim": m.dim, "nesting": m.nesting, "metric": m.metric, "transform": m.transform, "model": m.model,
             "on_disk_bytes": disk, "on_disk_bytes_per_vector": disk / stored if stored else 0.0,
         }
         if m.dim is not None:
-            first = as_plan(plan, m.dim).stages[0].dim
-            info["plan"] = str(as_plan(plan, m.dim))
-            info["resident_bytes_per_vector"] = 4 * first + (4 if m.metric == "cosine" else 0)
+            plan = as_plan(plan, m.dim)
+            info["plan"] = str(plan)
+            info["resident_bytes_per_vector"] = 4 * plan.stages[0].dim + (4 if m.metric == "cosine" else 0)
         return info
 
     def _searchable(self) -> BlockStore:
@@ -231,11 +256,11 @@ class Collection:
             raise CollectionError(f"collection {self.path} is open read-only")
 
     def close(self) -> None:
-        if getattr(self, "_docs", None) is not None:
+        if self._docs is not None:
             self._docs.close()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+            self._docs = None
+        if self._release is not None:
+            self._release()
 
     def __enter__(self) -> "Collection":
         return self
@@ -245,9 +270,11 @@ class Collection:
 
 
 def _check_ids(ids) -> list[str]:
-    if isinstance(ids, (str, int)):
+    if ids is None:
+        raise InvalidInputError("no ids given")
+    if isinstance(ids, (str, int, np.integer)):
         ids = [ids]
-    ids = [str(i) if isinstance(i, (int, np.integer)) else i for i in ids]
+    ids = [str(i) if isinstance(i, (int, np.integer)) and not isinstance(i, bool) else i for i in ids]
     if not ids:
         raise InvalidInputError("no ids given")
     for i in ids:
@@ -263,10 +290,36 @@ def _check_ids(ids) -> list[str]:
     return ids
 
 
-def _check_column(values, n: int, name: str):
+def _column(values, n: int, name: str) -> list | None:
     if values is None:
         return None
+    if isinstance(values, (str, bytes, dict)):
+        raise InvalidInputError(f"{name} must be a list with one entry per id, got a {type(values).__name__}")
     values = list(values)
     if len(values) != n:
         raise InvalidInputError(f"got {len(values)} {name} for {n} ids")
     return values
+
+
+def _check_texts(texts, n: int) -> list | None:
+    texts = _column(texts, n, "texts")
+    for i, text in enumerate(texts or []):
+        if text is not None and not isinstance(text, str):
+            raise InvalidInputError(f"texts[{i}] must be a string or None, got {type(text).__name__}")
+    return texts
+
+
+def _metadata_json(metadata, n: int) -> list[str | None]:
+    """Each item's metadata (a dict or None) as JSON text, or an error naming the item."""
+    metadata = _column(metadata, n, "metadata")
+    if metadata is None:
+        return [None] * n
+    encoded = []
+    for i, item in enumerate(metadata):
+        if item is not None and not isinstance(item, dict):
+            raise InvalidInputError(f"metadata[{i}] must be a dict or None, got {type(item).__name__}")
+        try:
+            encoded.append(None if item is None else json.dumps(item))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"metadata[{i}] is not JSON-serialisable: {exc}") from None
+    return encoded

@@ -7,7 +7,10 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import CollectionError
+from ..errors import CollectionError, InvalidInputError
+from ..matryoshka import check_nesting
+from ..search import METRICS
+from ..transform import TRANSFORMS
 
 FORMAT = "matsearch-collection"
 FORMAT_VERSION = 1
@@ -22,6 +25,20 @@ class Manifest:
     transform: str
     dim: int | None = None
     nesting: list[int] | None = None
+
+    def check(self) -> "Manifest":
+        """Raise InvalidInputError unless the settings are usable; return self."""
+        if not isinstance(self.model, str) or not self.model:
+            raise InvalidInputError(f"model must be a model name or path, got {self.model!r}")
+        if self.metric not in METRICS:
+            raise InvalidInputError(f"metric {self.metric!r} is not one of {METRICS}")
+        if self.transform not in TRANSFORMS:
+            raise InvalidInputError(f"transform {self.transform!r} is not one of {TRANSFORMS}")
+        if self.nesting is not None:
+            check_nesting(self.nesting, self.dim or max(self.nesting, default=0))
+        elif self.dim is not None:
+            raise InvalidInputError(f"dim {self.dim} is set but the nesting is not")
+        return self
 
     def save(self, path: Path) -> None:
         """Write atomically: a crash leaves the old manifest or the new one."""
@@ -38,13 +55,13 @@ class Manifest:
             raise CollectionError(f"{path.parent} is not a matsearch collection: {path.name} is missing")
         try:
             data = json.loads(path.read_text())
-            if data.pop("format") != FORMAT:
+            if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
                 raise ValueError("not a matsearch collection manifest")
-            version = data.pop("format_version")
+            version = data.pop("format_version", None)
             if version != FORMAT_VERSION:
                 raise CollectionError(f"{path} has format version {version}; this matsearch reads {FORMAT_VERSION}")
-            return cls(**data)
+            return cls(**data).check()
         except CollectionError:
             raise
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError) as exc:
             raise CollectionError(f"manifest {path} is corrupt: {exc}") from None
