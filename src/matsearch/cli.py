@@ -45,14 +45,11 @@ def _emit_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
-def _load_vectors(path: Path, rows: int, what: str) -> np.ndarray:
+def _load_npy(path: Path, what: str) -> np.ndarray:
     try:
-        vectors = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"cannot read {what} file {path}: {exc}") from None
-    if vectors.ndim != 2 or len(vectors) != rows:
-        raise InvalidInputError(f"{what} file {path} has shape {vectors.shape}, expected {rows} rows")
-    return vectors.astype(np.float32)
 
 
 @app.command()
@@ -61,23 +58,30 @@ def index(
     source: Path = typer.Argument(..., help="A BEIR folder (corpus.jsonl inside) or a jsonl file of documents."),
     collection: Path = typer.Option(..., "--collection", "-c", help="Collection folder (created if new)."),
     vectors: Optional[Path] = typer.Option(None, help="Precomputed vectors (.npy) in corpus order."),
-    model: str = typer.Option(DEFAULT_MODEL, help="sentence-transformers model name or path."),
-    metric: str = typer.Option("cosine", help="cosine or ip (inner product)."),
-    transform: str = typer.Option("pca", help="pca (elastic prefixes) or none."),
+    model: Optional[str] = typer.Option(None, help=f"sentence-transformers model name or path (default: {DEFAULT_MODEL})."),
+    metric: Optional[str] = typer.Option(None, help="cosine (default) or ip (inner product); new collections only."),
+    transform: Optional[str] = typer.Option(None, help="pca (default: elastic prefixes) or none; new collections only."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ):
     """Add every document of SOURCE to a collection, embedding them unless --vectors is given."""
     start = time.perf_counter()
     corpus = source / "corpus.jsonl" if source.is_dir() else source
     ids, texts, metadata = read_corpus_jsonl(corpus)
-    array = None if vectors is None else _load_vectors(vectors, len(ids), "vectors")
+    array = None if vectors is None else _load_npy(vectors, "vectors")
+    if array is not None and len(array) != len(ids):
+        raise InvalidInputError(f"vectors file {vectors} has {len(array)} rows, the corpus has {len(ids)} documents")
     if (collection / "manifest.json").exists():
         col = Collection.open(collection, writable=True)
-        if col.manifest.model != model:
-            col.close()
-            raise InvalidInputError(f"collection {collection} was built with model {col.manifest.model!r}, not {model!r}")
+        given = {"model": model, "metric": metric, "transform": transform}
+        for name, value in given.items():
+            if value is not None and value != getattr(col.manifest, name):
+                col.close()
+                raise InvalidInputError(
+                    f"collection {collection} has {name} {getattr(col.manifest, name)!r}, not {value!r}"
+                )
     else:
-        col = Collection.create(collection, model=model, metric=metric, transform=transform)
+        col = Collection.create(collection, model=model or DEFAULT_MODEL, metric=metric or "cosine",
+                                transform=transform or "pca")
     with col:
         added = col.add(ids, texts=texts, vectors=array, metadata=metadata, progress=not as_json)
         summary = {"collection": str(collection), "added": added, "count": len(col),
@@ -137,7 +141,7 @@ def eval_(
     """Score a collection's rankings against BEIR relevance judgements; time the search."""
     dataset = load_beir(beir, split=split)
     with Collection.open(collection) as col:
-        vectors = None if query_vectors is None else _load_vectors(query_vectors, len(dataset.query_ids), "query vectors")
+        vectors = None if query_vectors is None else _load_npy(query_vectors, "query vectors")
         metrics = evaluate(col, dataset, plan=plan, query_vectors=vectors, progress=not as_json)
     if as_json:
         _emit_json(metrics)

@@ -47,10 +47,6 @@ class Encoder:
                 raise InvalidInputError(f"cannot load encoder model {self.model!r}: {exc}") from None
         return self._model
 
-    @property
-    def dim(self) -> int:
-        return self._load().get_sentence_embedding_dimension()
-
     def encode(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
         """One unit-length vector per text."""
         if isinstance(texts, str):

@@ -48,13 +48,18 @@ def load_beir(folder, split: str = "test") -> BeirDataset:
     if not (folder / "corpus.jsonl").is_file():
         raise InvalidInputError(f"{folder} is not a BEIR folder: corpus.jsonl is missing")
     doc_ids, doc_texts, doc_metadata = read_corpus_jsonl(folder / "corpus.jsonl")
-    queries = list(_read_jsonl(folder / "queries.jsonl"))
+    query_ids, query_texts = [], []
+    for n, row in enumerate(_read_jsonl(folder / "queries.jsonl"), start=1):
+        if "_id" not in row or not isinstance(row.get("text"), str):
+            raise InvalidInputError(f"{folder / 'queries.jsonl'} line {n}: each query needs '_id' and 'text'")
+        query_ids.append(str(row["_id"]))
+        query_texts.append(row["text"])
     return BeirDataset(
         doc_ids=doc_ids,
         doc_texts=doc_texts,
         doc_metadata=doc_metadata,
-        query_ids=[str(q["_id"]) for q in queries],
-        query_texts=[q["text"] for q in queries],
+        query_ids=query_ids,
+        query_texts=query_texts,
         qrels=read_qrels(folder / "qrels" / f"{split}.tsv"),
     )
 
@@ -85,6 +90,9 @@ def _read_jsonl(path):
         for n, line in enumerate(f, start=1):
             if line.strip():
                 try:
-                    yield json.loads(line)
+                    row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise InvalidInputError(f"{path} line {n} is not valid JSON: {exc}") from None
+                if not isinstance(row, dict):
+                    raise InvalidInputError(f"{path} line {n} is not a JSON object")
+                yield row

@@ -38,8 +38,9 @@ def evaluate(
             raise InvalidInputError(
                 f"query vectors have {len(query_vectors)} rows, the queries file has {len(dataset.query_ids)}"
             )
-        vectors = np.asarray(query_vectors, dtype=np.float32)[judged]
+        vectors = np.asarray(query_vectors)[judged]
     k = min(100, len(collection))
+    top = min(10, k)
     with threadpool_limits(1):
         collection.search(vectors[:1], k=k, plan=plan)  # warm the page cache and the code paths
         results, seconds, cost = [], 0.0, {"multiply_adds": 0.0, "bytes_read": 0.0}
@@ -50,7 +51,7 @@ def evaluate(
             results.append(list(result.ids[0]))
             for key in cost:
                 cost[key] += getattr(result.cost, key)
-        exact = collection.search(vectors, k=10).ids
+        exact = collection.search(vectors, k=top).ids
     qids = [dataset.query_ids[n] for n in judged]
     mean = lambda values: float(np.mean(values))  # noqa: E731
     return {
@@ -59,7 +60,7 @@ def evaluate(
         "ndcg@10": mean([ndcg_at_k(r, dataset.qrels[q], 10) for r, q in zip(results, qids)]),
         "recall@10": mean([recall_at_k(r, dataset.qrels[q], 10) for r, q in zip(results, qids)]),
         "recall@100": mean([recall_at_k(r, dataset.qrels[q], 100) for r, q in zip(results, qids)]),
-        "ann_recall@10": mean([overlap_at_k(r, e, 10) for r, e in zip(results, exact)]),
+        "ann_recall@10": mean([overlap_at_k(r, e, top) for r, e in zip(results, exact)]),
         "mean_cost": cost["multiply_adds"] / len(judged),
         "mean_bytes_read": cost["bytes_read"] / len(judged),
         "qps": len(judged) / seconds,
