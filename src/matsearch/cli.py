@@ -52,6 +52,13 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
         raise InvalidInputError(f"cannot read {what} file {path}: {exc}") from None
 
 
+def _number(value) -> str:
+    """Scores with 4 decimals, counts and rates with thousands separators."""
+    if isinstance(value, float):
+        return f"{value:,.4f}" if abs(value) < 100 else f"{value:,.1f}"
+    return str(value)
+
+
 @app.command()
 @_cli_errors
 def index(
@@ -151,7 +158,7 @@ def eval_(
     table.add_column("value", justify="right")
     for key, value in metrics.items():
         if key != "plan":
-            table.add_row(key, f"{value:,.4f}" if isinstance(value, float) else str(value))
+            table.add_row(key, _number(value))
     out.print(table)
 
 
@@ -172,6 +179,6 @@ def info(
     table.add_column("field")
     table.add_column("value", justify="right")
     for key, value in data.items():
-        table.add_row(key, f"{value:,.1f}" if isinstance(value, float) else str(value))
+        table.add_row(key, _number(value))
     out.print(table)
 
