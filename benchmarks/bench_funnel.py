@@ -156,6 +156,25 @@ def plot(rows, path):
     fig.savefig(path, dpi=130)
 
 
+def markdown_table(report: dict) -> str:
+    """The README's table, from a report this script wrote."""
+    lines = [
+        "| method | recall@10 | QPS, one query at a time | QPS, batched | × our exact | resident B/vector "
+        "| MB read/query | GB/s | first stage vs numpy scan |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        name = f"matsearch `{r['plan']}`" if "plan" in r else r["method"].replace("faiss", "FAISS")
+        scan = "– | – | –"
+        if "gbps" in r:
+            scan = (f"{r['bytes_read'] / 1e6:.1f} | {r['gbps']:.1f} | {r['first_stage_vs_numpy']:.0%} "
+                    f"({r['first_stage_gbps']:.1f} / {r['numpy_reduction_gbps']:.1f} GB/s)")
+        lines.append(f"| {name} | {r['recall@10']:.3f} | {r['qps']:,.0f} | {r['qps_batched']:,.0f} | "
+                     f"{r['speedup_vs_exact']:.1f} | {r['resident_bytes_per_vector']:,.0f} | {scan} |")
+    builds = ", ".join(f"{name} {seconds:.1f}" for name, seconds in report["build_seconds"].items())
+    return "\n".join(lines) + f"\n\nBuild time (s): {builds}\n"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "pkgsum")
@@ -188,11 +207,12 @@ def main():
               "faiss_version": faiss.__version__, "build_seconds": builds, "rows": rows,
               "best_funnel_at_recall_0.95": best}
     (args.out / "funnel_pkgsum.json").write_text(json.dumps(report, indent=2))
+    (args.out / "funnel_pkgsum.md").write_text(markdown_table(report))
     plot(rows, args.out / "funnel_pkgsum.png")
     if best:
         print(f"\nbest funnel with recall@10 >= 0.95: {best['plan']}  {best['speedup_vs_exact']:.1f}x exact QPS")
     print(f"builds (s): {json.dumps({k: round(v, 1) for k, v in builds.items()})}")
-    print(f"wrote {args.out / 'funnel_pkgsum.json'} and {args.out / 'funnel_pkgsum.png'}")
+    print(f"wrote funnel_pkgsum.json, .md and .png in {args.out}")
 
 
 if __name__ == "__main__":
