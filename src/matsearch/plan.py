@@ -5,6 +5,10 @@ no keep and returns the query's k.  ``d32:400>d128:100>d384`` scores every item
 on the 32-dim prefix and keeps the best 400, re-scores those on 128 dims and keeps
 100, and ranks those on all 384 dims.  ``d384`` alone is exact search.  A stage
 never keeps fewer than k candidates: with k=50, ``d32:20>d384`` keeps 50.
+
+The first stage may probe an IVF index instead of scanning everything:
+``p16@d64:400>d384`` scores only the items of the 16 lists whose centroids are
+nearest the query, on their 64-dim prefix, keeps 400 and ranks them on 384 dims.
 """
 
 from __future__ import annotations
@@ -14,25 +18,30 @@ from dataclasses import dataclass
 
 from .errors import InvalidInputError
 
-_STAGE = re.compile(r"d(?P<dim>[1-9][0-9]*)(?::(?P<keep>[1-9][0-9]*))?")
+_STAGE = re.compile(r"(?:p(?P<probe>[1-9][0-9]*)@)?d(?P<dim>[1-9][0-9]*)(?::(?P<keep>[1-9][0-9]*))?")
 
 
 @dataclass(frozen=True)
 class Stage:
-    """Score the current candidates on a `dim`-prefix and keep the best `keep`."""
+    """Score the current candidates on a `dim`-prefix and keep the best `keep`.
+
+    With `probe`, the candidates are the items of the `probe` nearest IVF lists.
+    """
 
     dim: int
     keep: int | None = None
+    probe: int | None = None
 
     def __post_init__(self):
-        for name, value in (("dim", self.dim), ("keep", self.keep)):
-            if value is None and name == "keep":
+        for name, value in (("dim", self.dim), ("keep", self.keep), ("probe", self.probe)):
+            if value is None and name != "dim":
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"stage {name} must be a positive integer, got {value!r}")
 
     def __str__(self) -> str:
-        return f"d{self.dim}" if self.keep is None else f"d{self.dim}:{self.keep}"
+        probe = "" if self.probe is None else f"p{self.probe}@"
+        return f"{probe}d{self.dim}" if self.keep is None else f"{probe}d{self.dim}:{self.keep}"
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,9 @@ class Plan:
         for stage in shortlists:
             if stage.keep is None:
                 raise InvalidInputError(f"plan {self}: stage {stage} needs ':keep' (only the last stage has none)")
+        for stage in self.stages[1:]:
+            if stage.probe is not None:
+                raise InvalidInputError(f"plan {self}: only the first stage can probe IVF lists ({stage})")
         for a, b in zip(self.stages, self.stages[1:]):
             if b.dim <= a.dim:
                 raise InvalidInputError(f"plan {self}: stage dims must increase, got {a.dim} then {b.dim}")
@@ -67,10 +79,12 @@ class Plan:
             match = _STAGE.fullmatch(part.strip())
             if match is None:
                 raise InvalidInputError(
-                    f"malformed plan {text!r}: stage {part.strip()!r} is not 'd<dims>:<keep>' or 'd<dims>'"
+                    f"malformed plan {text!r}: stage {part.strip()!r} is not "
+                    "'d<dims>:<keep>', 'd<dims>' or (first) 'p<lists>@d<dims>:<keep>'"
                 )
-            keep = match["keep"]
-            stages.append(Stage(int(match["dim"]), None if keep is None else int(keep)))
+            keep, probe = match["keep"], match["probe"]
+            stages.append(Stage(int(match["dim"]), None if keep is None else int(keep),
+                                None if probe is None else int(probe)))
         return cls(tuple(stages))
 
     @classmethod

@@ -11,8 +11,9 @@ import numpy as np
 class Cost:
     """Work done for a batch of queries (totals; `per_query` divides them).
 
-    `candidates[i]` is how many items stage i scored for each query, and
-    `stage_seconds[i]` the wall time stage i took over the whole batch.
+    `candidates[i]` is how many items stage i scored per query (a mean when
+    it varies, as with IVF probes), `stage_seconds[i]` the wall time stage i
+    took over the whole batch, `lists_probed` the IVF lists scanned in all.
     """
 
     queries: int
@@ -20,6 +21,7 @@ class Cost:
     bytes_read: int = 0
     candidates: list[int] = field(default_factory=list)
     stage_seconds: list[float] = field(default_factory=list)
+    lists_probed: int = 0
     seconds: float = 0.0
 
     def per_query(self) -> dict:
@@ -30,6 +32,7 @@ class Cost:
             "bytes_read": self.bytes_read / n,
             "candidates": list(self.candidates),
             "stage_seconds": [t / n for t in self.stage_seconds],
+            "lists_probed": self.lists_probed / n,
             "seconds": self.seconds / n,
         }
 

@@ -2,7 +2,8 @@
 
 Each later stage adds only the dims it lacks to the partial inner products it
 inherits, so a plan costs N·d₀ + Σ kᵢ·(dᵢ₊₁ − dᵢ) multiply-adds. A single-stage
-plan is exact search, the reference every index is tested against.
+plan is exact search, the reference every index is tested against. A first
+stage that probes an IVF index scores only the items of the probed lists.
 """
 
 from __future__ import annotations
@@ -31,31 +32,45 @@ def run_plan(
     *,
     metric: str = "cosine",
     dead_rows: np.ndarray | None = None,
+    index=None,
 ) -> SearchResult:
-    """Top-k stored rows for each query (float32, already in the store's space)."""
+    """Top-k stored rows for each query (float32, already in the store's space).
+
+    `index` (an IVFIndex built on `store`) is needed by plans whose first stage probes.
+    """
     if metric not in METRICS:
         raise InvalidInputError(f"metric {metric!r} is not one of {METRICS}")
     n_live = store.count - (0 if dead_rows is None else len(dead_rows))
     check_k(k, n_live)
     plan.check(store.dim)
     queries = check_vectors(queries, store.dim, what="queries")
+    probing = plan.stages[0].probe is not None
+    if probing and index is None:
+        raise InvalidInputError(f"plan {plan} probes IVF lists, but no IVF index was given")
     keeps = plan.keeps(int(k), n_live)
     start = time.perf_counter()
     ids = np.empty((len(queries), k), dtype=np.int64)
     scores = np.empty((len(queries), k), dtype=np.float32)
     cost = Cost(queries=len(queries), stage_seconds=[0.0] * len(plan.stages))
+    scanned = np.zeros(len(plan.stages), dtype=np.int64)
+    dead = _dead_mask(store.count, dead_rows) if probing else dead_rows
     chunk = max(1, _CHUNK_BYTES // max(store.count * _F32, 1))
     first = plan.stages[0].dim
     for lo in range(0, len(queries), chunk):
         block = queries[lo : lo + chunk]
-        scan_start = time.perf_counter()
-        dots = store.dots(block[0], 0, first)[None, :] if len(block) == 1 else store.dots(block, 0, first)
-        cost.stage_seconds[0] += time.perf_counter() - scan_start
         for i, query in enumerate(block):
-            rows, top = _funnel(store, query, dots[i], plan, keeps, metric, dead_rows, cost)
-            ids[lo + i], scores[lo + i] = rows, top
+            if probing:
+                rows, dots, inv = _probe(store, index, query, plan.stages[0], dead, cost)
+            elif i == 0:
+                scan_start = time.perf_counter()
+                all_dots = store.dots(block[0], 0, first)[None, :] if len(block) == 1 else store.dots(block, 0, first)
+                cost.stage_seconds[0] += time.perf_counter() - scan_start
+            if not probing:
+                rows, dots, inv = None, all_dots[i], None
+            top_rows, top = _funnel(store, query, rows, dots, inv, plan, keeps, metric, dead, cost, scanned)
+            ids[lo + i], scores[lo + i] = top_rows, top
     cost.seconds = time.perf_counter() - start
-    cost.candidates = [store.count] + keeps[:-1]
+    cost.candidates = [int(t) // len(queries) if t % len(queries) == 0 else t / len(queries) for t in scanned]
     return SearchResult(ids=ids, scores=scores, plan=str(plan), cost=cost)
 
 
@@ -65,32 +80,65 @@ def check_k(k, n_live: int) -> None:
         raise InvalidInputError(f"k={k!r} is out of range: the collection holds {n_live} searchable items (1..{n_live})")
 
 
-def _funnel(store, query, dots, plan, keeps, metric, dead_rows, cost):
-    """Run every stage for one query; `dots` are its stage-0 partial products."""
-    rows, done, last = None, 0, len(keeps) - 1
+def _dead_mask(count: int, dead_rows: np.ndarray | None) -> np.ndarray | None:
+    if dead_rows is None or not len(dead_rows):
+        return None
+    mask = np.zeros(count, dtype=bool)
+    mask[dead_rows] = True
+    return mask
+
+
+def _probe(store, index, query, stage, dead, cost):
+    """Rows of the probed lists (and the unindexed tail), their stage-0 dots and inverse norms."""
+    start = time.perf_counter()
+    lists = index.probe(query, stage.probe)
+    rows, dots, inv = index.scan(query, lists, stage.dim)
+    if index.indexed_ < store.count:  # rows added since the build: always scanned
+        tail = np.arange(index.indexed_, store.count)
+        rows = np.concatenate([rows, tail])
+        dots = np.concatenate([dots, store.dots(query, 0, stage.dim, tail)])
+        inv = np.concatenate([inv, store.inv_prefix_norms(stage.dim, tail)])
+    if dead is not None:
+        live = ~dead[rows]
+        rows, dots, inv = rows[live], dots[live], inv[live]
+    cost.multiply_adds += index.n_lists * index.centroid_dim
+    cost.bytes_read += index.n_lists * index.centroid_dim * _F32
+    cost.lists_probed += len(lists)
+    cost.stage_seconds[0] += time.perf_counter() - start
+    return rows, dots, inv
+
+
+def _funnel(store, query, rows, dots, inv, plan, keeps, metric, dead, cost, scanned):
+    """Run every stage for one query, from stage-0 partial products `dots` of `rows`
+    (None: all stored rows) and, optionally, their inverse prefix norms `inv`."""
+    done, last = plan.stages[0].dim, len(keeps) - 1
     for n, (stage, keep) in enumerate(zip(plan.stages, keeps)):
         stage_start = time.perf_counter()
-        width = stage.dim - done
-        scanned = store.count if rows is None else len(rows)
-        if rows is not None:
+        count = store.count if rows is None else len(rows)
+        width = stage.dim - (0 if n == 0 else done)
+        if n > 0:
             dots = dots + store.dots(query, done, stage.dim, rows)
         done = stage.dim
-        cost.multiply_adds += scanned * width
-        cost.bytes_read += scanned * width * _F32
+        scanned[n] += count
+        cost.multiply_adds += count * width
+        cost.bytes_read += count * width * _F32
         if metric == "cosine":
-            scores = np.multiply(dots, store.inv_prefix_norms(done, rows))
+            if n > 0 or inv is None:
+                inv = store.inv_prefix_norms(done, rows)
+                cost.multiply_adds += count * store.norm_work(done)
+                cost.bytes_read += count * store.norm_work(done) * _F32
+            scores = np.multiply(dots, inv)
             if n == last:  # a shortlist's ranking does not need the query's norm
                 scores *= _inv_norm(query[:done])
-            cost.multiply_adds += scanned * store.norm_work(done)
-            cost.bytes_read += scanned * (1 + store.norm_work(done)) * _F32
+            cost.bytes_read += count * _F32
         else:
             scores = dots.copy() if rows is None else dots
-        if rows is None and dead_rows is not None and len(dead_rows):
-            scores[dead_rows] = -np.inf
+        if rows is None and dead is not None and len(dead):
+            scores[dead] = -np.inf
         if n == last and rows is not None:  # ties go to the lower row, as in exact search
             pick = np.lexsort((rows, -scores))[:keep]
         else:
-            pick = top_k(scores, keep, ordered=n == last)
+            pick = top_k(scores, min(keep, len(scores)), ordered=n == last)
         rows = pick if rows is None else rows[pick]
         dots, scores = dots[pick], scores[pick]
         cost.stage_seconds[n] += time.perf_counter() - stage_start

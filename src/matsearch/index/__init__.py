@@ -1,0 +1,5 @@
+"""Indexes that let a query skip most of the collection; each is derived from the BlockStore."""
+
+from .ivf import IVFIndex
+
+__all__ = ["IVFIndex"]

@@ -1,0 +1,95 @@
+"""AdANNS-IVF: clustering dim and scan dim decoupled.
+
+Centroids are learned (faiss k-means) on the `centroid_dim`-prefix of the stored
+vectors and every item joins its nearest centroid there. The index keeps a copy
+of the stored prefix blocks up to `scan_dim`, with rows grouped list by list, so
+a probed list is a contiguous run that a query scans at any d_s ≤ scan_dim it
+chooses. Rows added to the store after the build form an unindexed tail that
+every query scans, so results stay correct until the next build.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..matryoshka import normalize
+from ..store import BlockStore, _scan
+from ..topk import top_k
+
+
+class IVFIndex:
+    """Inverted lists over a BlockStore's rows; `build` does the work."""
+
+    def __init__(self, *, n_lists: int, centroid_dim: int, scan_dim: int, seed: int = 0, iterations: int = 20):
+        for name, value in (("n_lists", n_lists), ("centroid_dim", centroid_dim), ("scan_dim", scan_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        self.n_lists, self.centroid_dim, self.scan_dim = n_lists, centroid_dim, scan_dim
+        self.seed, self.iterations = seed, iterations
+
+    def build(self, store: BlockStore) -> "IVFIndex":
+        """Cluster every stored row on the centroid prefix and group rows by list."""
+        if self.scan_dim not in store.nesting or self.centroid_dim > store.dim:
+            raise InvalidInputError(
+                f"scan_dim {self.scan_dim} must be one of the nesting dims {store.nesting} and "
+                f"centroid_dim {self.centroid_dim} at most {store.dim}"
+            )
+        if store.count < self.n_lists:
+            raise InvalidInputError(f"n_lists {self.n_lists} exceeds the {store.count} stored rows")
+        prefix = normalize(np.ascontiguousarray(_prefix(store, self.centroid_dim)))
+        kmeans = faiss.Kmeans(self.centroid_dim, self.n_lists, niter=self.iterations, seed=self.seed,
+                              spherical=True, max_points_per_centroid=256)
+        kmeans.train(prefix)
+        self.centroids_ = kmeans.centroids.astype(np.float32)
+        assignment = _nearest(self.centroids_, prefix)
+        order = np.argsort(assignment, kind="stable")
+        self.list_rows_ = order.astype(np.int64)
+        self.offsets_ = np.concatenate([[0], np.cumsum(np.bincount(assignment, minlength=self.n_lists))])
+        n_blocks = store.nesting.index(self.scan_dim) + 1
+        self.bounds_ = store.bounds[:n_blocks]
+        self.blocks_ = [np.ascontiguousarray(b[self.list_rows_]) for b in store.blocks[:n_blocks]]
+        self.inv_norms_ = [norms[self.list_rows_] for norms in store.inv_norms[:n_blocks]]
+        self.indexed_ = store.count
+        return self
+
+    def probe(self, query: np.ndarray, nprobe: int) -> np.ndarray:
+        """The `nprobe` lists whose centroids are nearest the query's centroid prefix."""
+        scores = self.centroids_ @ query[: self.centroid_dim]
+        return top_k(scores, min(nprobe, self.n_lists), ordered=False)
+
+    def scan(self, query: np.ndarray, lists: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, partial dots over dims [0, dim), inverse prefix norms at dim) of the probed lists."""
+        if dim > self.scan_dim or dim not in [hi for _, hi in self.bounds_]:
+            raise InvalidInputError(
+                f"this IVF index scans at nesting dims up to {self.scan_dim}, not at d{dim}"
+            )
+        positions = np.concatenate([np.arange(self.offsets_[l], self.offsets_[l + 1]) for l in lists])
+        dots = None
+        for (lo, hi), block in zip(self.bounds_, self.blocks_):
+            if lo >= dim:
+                break
+            value = _scan(block[positions], query[lo:hi])
+            dots = value if dots is None else np.add(dots, value, out=dots)
+        j = [hi for _, hi in self.bounds_].index(dim)
+        return self.list_rows_[positions], dots, self.inv_norms_[j][positions]
+
+    def list_sizes(self) -> np.ndarray:
+        return np.diff(self.offsets_)
+
+    def resident_bytes(self) -> int:
+        """RAM the index holds: centroids, row ids, offsets, list-ordered blocks and norms."""
+        arrays = [self.centroids_, self.list_rows_, self.offsets_, *self.blocks_, *self.inv_norms_]
+        return sum(a.nbytes for a in arrays)
+
+
+def _prefix(store: BlockStore, dim: int) -> np.ndarray:
+    parts = [block[:, : min(hi, dim) - lo] for (lo, hi), block in zip(store.bounds, store.blocks) if lo < dim]
+    return np.hstack(parts)
+
+
+def _nearest(centroids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(centroids)
+    return index.search(vectors, 1)[1][:, 0]
