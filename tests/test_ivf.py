@@ -74,11 +74,11 @@ def test_dead_rows_are_skipped_and_new_rows_are_found(elastic, scifact, tmp_path
 
 def test_bad_settings_are_named(elastic):
     store, index, queries = elastic
-    with pytest.raises(InvalidInputError, match="probes IVF lists, but no IVF index was given"):
+    with pytest.raises(InvalidInputError, match="needs an IVF index, but none was given"):
         run_plan(store, queries, Plan.parse("p8@d64:50>d384"), 10)
     with pytest.raises(InvalidInputError, match="scans at nesting dims up to 128, not at d256"):
         run_plan(store, queries, Plan.parse("p8@d256:50>d384"), 10, index=index)
-    with pytest.raises(InvalidInputError, match="only the first stage can probe"):
+    with pytest.raises(InvalidInputError, match="only the first stage can use an index"):
         Plan.parse("d32:100>p8@d64:50>d384")
     with pytest.raises(InvalidInputError, match="scan_dim 100 must be one of the nesting dims"):
         IVFIndex(n_lists=8, centroid_dim=32, scan_dim=100).build(store)

@@ -6,9 +6,11 @@ on the 32-dim prefix and keeps the best 400, re-scores those on 128 dims and kee
 100, and ranks those on all 384 dims.  ``d384`` alone is exact search.  A stage
 never keeps fewer than k candidates: with k=50, ``d32:20>d384`` keeps 50.
 
-The first stage may probe an IVF index instead of scanning everything:
-``p16@d64:400>d384`` scores only the items of the 16 lists whose centroids are
-nearest the query, on their 64-dim prefix, keeps 400 and ranks them on 384 dims.
+The first stage may ask an index for candidates instead of scanning everything:
+``p16@d64:400>d384`` scores only the items of the 16 IVF lists whose centroids are
+nearest the query, on their 64-dim prefix, keeps 400 and ranks them on 384 dims;
+``g64@d96:100>d384`` walks a graph built on the 96-dim prefix with a search
+beam (efSearch) of 64, keeps its 100 nearest and ranks them on 384 dims.
 """
 
 from __future__ import annotations
@@ -18,30 +20,36 @@ from dataclasses import dataclass
 
 from .errors import InvalidInputError
 
-_STAGE = re.compile(r"(?:p(?P<probe>[1-9][0-9]*)@)?d(?P<dim>[1-9][0-9]*)(?::(?P<keep>[1-9][0-9]*))?")
+INDEX_KINDS = {"p": "an IVF index", "g": "a graph index"}
+_STAGE = re.compile(r"(?:(?P<index>[pg])(?P<effort>[1-9][0-9]*)@)?d(?P<dim>[1-9][0-9]*)(?::(?P<keep>[1-9][0-9]*))?")
 
 
 @dataclass(frozen=True)
 class Stage:
     """Score the current candidates on a `dim`-prefix and keep the best `keep`.
 
-    With `probe`, the candidates are the items of the `probe` nearest IVF lists.
+    With `index` ("p": IVF, "g": graph) the candidates come from that index,
+    searched with `effort` (lists probed, or the graph's search beam).
     """
 
     dim: int
     keep: int | None = None
-    probe: int | None = None
+    index: str | None = None
+    effort: int | None = None
 
     def __post_init__(self):
-        for name, value in (("dim", self.dim), ("keep", self.keep), ("probe", self.probe)):
+        for name, value in (("dim", self.dim), ("keep", self.keep), ("effort", self.effort)):
             if value is None and name != "dim":
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"stage {name} must be a positive integer, got {value!r}")
+        if self.index not in (None, *INDEX_KINDS) or (self.index is None) != (self.effort is None):
+            raise InvalidInputError(f"stage index must be one of {list(INDEX_KINDS)} with an effort, "
+                                    f"got {self.index!r} and {self.effort!r}")
 
     def __str__(self) -> str:
-        probe = "" if self.probe is None else f"p{self.probe}@"
-        return f"{probe}d{self.dim}" if self.keep is None else f"{probe}d{self.dim}:{self.keep}"
+        via = "" if self.index is None else f"{self.index}{self.effort}@"
+        return f"{via}d{self.dim}" if self.keep is None else f"{via}d{self.dim}:{self.keep}"
 
 
 @dataclass(frozen=True)
@@ -60,8 +68,8 @@ class Plan:
             if stage.keep is None:
                 raise InvalidInputError(f"plan {self}: stage {stage} needs ':keep' (only the last stage has none)")
         for stage in self.stages[1:]:
-            if stage.probe is not None:
-                raise InvalidInputError(f"plan {self}: only the first stage can probe IVF lists ({stage})")
+            if stage.index is not None:
+                raise InvalidInputError(f"plan {self}: only the first stage can use an index ({stage})")
         for a, b in zip(self.stages, self.stages[1:]):
             if b.dim <= a.dim:
                 raise InvalidInputError(f"plan {self}: stage dims must increase, got {a.dim} then {b.dim}")
@@ -80,11 +88,11 @@ class Plan:
             if match is None:
                 raise InvalidInputError(
                     f"malformed plan {text!r}: stage {part.strip()!r} is not "
-                    "'d<dims>:<keep>', 'd<dims>' or (first) 'p<lists>@d<dims>:<keep>'"
+                    "'d<dims>:<keep>', 'd<dims>', or first 'p<lists>@d<dims>:<keep>' or 'g<beam>@d<dims>:<keep>'"
                 )
-            keep, probe = match["keep"], match["probe"]
+            keep, effort = match["keep"], match["effort"]
             stages.append(Stage(int(match["dim"]), None if keep is None else int(keep),
-                                None if probe is None else int(probe)))
+                                match["index"], None if effort is None else int(effort)))
         return cls(tuple(stages))
 
     @classmethod

@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .matryoshka import check_vectors
-from .plan import Plan
+from .plan import INDEX_KINDS, Plan
 from .results import Cost, SearchResult
 from .store import BlockStore
 from .topk import top_k
@@ -44,9 +44,11 @@ def run_plan(
     check_k(k, n_live)
     plan.check(store.dim)
     queries = check_vectors(queries, store.dim, what="queries")
-    probing = plan.stages[0].probe is not None
-    if probing and index is None:
-        raise InvalidInputError(f"plan {plan} probes IVF lists, but no IVF index was given")
+    via = plan.stages[0].index
+    if via is not None and getattr(index, "kind", None) != via:
+        have = "none" if index is None else INDEX_KINDS.get(getattr(index, "kind", None), "another index")
+        raise InvalidInputError(f"plan {plan} needs {INDEX_KINDS[via]}, but {have} was given")
+    probing = via is not None
     keeps = plan.keeps(int(k), n_live)
     start = time.perf_counter()
     ids = np.empty((len(queries), k), dtype=np.int64)
@@ -60,7 +62,7 @@ def run_plan(
         block = queries[lo : lo + chunk]
         for i, query in enumerate(block):
             if probing:
-                rows, dots, inv = _probe(store, index, query, plan.stages[0], dead, cost)
+                rows, dots, inv = _candidates(store, index, query, plan.stages[0], keeps, dead, cost)
             elif i == 0:
                 scan_start = time.perf_counter()
                 all_dots = store.dots(block[0], 0, first)[None, :] if len(block) == 1 else store.dots(block, 0, first)
@@ -88,22 +90,25 @@ def _dead_mask(count: int, dead_rows: np.ndarray | None) -> np.ndarray | None:
     return mask
 
 
-def _probe(store, index, query, stage, dead, cost):
-    """Rows of the probed lists (and the unindexed tail), their stage-0 dots and inverse norms."""
+def _candidates(store, index, query, stage, keeps, dead, cost):
+    """Stage-0 rows, partial dots and inverse norms from the index, plus the unindexed tail.
+
+    Falls back to scanning everything when deletions leave fewer than k candidates.
+    """
     start = time.perf_counter()
-    lists = index.probe(query, stage.probe)
-    rows, dots, inv = index.scan(query, lists, stage.dim)
+    rows, dots, inv = index.candidates(store, query, stage, keeps[0], cost)
     if index.indexed_ < store.count:  # rows added since the build: always scanned
         tail = np.arange(index.indexed_, store.count)
         rows = np.concatenate([rows, tail])
         dots = np.concatenate([dots, store.dots(query, 0, stage.dim, tail)])
         inv = np.concatenate([inv, store.inv_prefix_norms(stage.dim, tail)])
+        cost.multiply_adds += len(tail) * stage.dim
+        cost.bytes_read += len(tail) * stage.dim * _F32
     if dead is not None:
         live = ~dead[rows]
         rows, dots, inv = rows[live], dots[live], inv[live]
-    cost.multiply_adds += index.n_lists * index.centroid_dim
-    cost.bytes_read += index.n_lists * index.centroid_dim * _F32
-    cost.lists_probed += len(lists)
+    if len(rows) < keeps[-1]:
+        rows, dots, inv = None, store.dots(query, 0, stage.dim), None
     cost.stage_seconds[0] += time.perf_counter() - start
     return rows, dots, inv
 
@@ -115,13 +120,13 @@ def _funnel(store, query, rows, dots, inv, plan, keeps, metric, dead, cost, scan
     for n, (stage, keep) in enumerate(zip(plan.stages, keeps)):
         stage_start = time.perf_counter()
         count = store.count if rows is None else len(rows)
-        width = stage.dim - (0 if n == 0 else done)
         if n > 0:
             dots = dots + store.dots(query, done, stage.dim, rows)
+        if n > 0 or rows is None:  # an index has counted its own stage-0 work
+            cost.multiply_adds += count * (stage.dim - (0 if n == 0 else done))
+            cost.bytes_read += count * (stage.dim - (0 if n == 0 else done)) * _F32
         done = stage.dim
         scanned[n] += count
-        cost.multiply_adds += count * width
-        cost.bytes_read += count * width * _F32
         if metric == "cosine":
             if n > 0 or inv is None:
                 inv = store.inv_prefix_norms(done, rows)

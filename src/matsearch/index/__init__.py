@@ -1,5 +1,6 @@
 """Indexes that let a query skip most of the collection; each is derived from the BlockStore."""
 
+from .graph import GraphIndex
 from .ivf import IVFIndex
 
-__all__ = ["IVFIndex"]
+__all__ = ["GraphIndex", "IVFIndex"]

@@ -22,6 +22,8 @@ from ..topk import top_k
 class IVFIndex:
     """Inverted lists over a BlockStore's rows; `build` does the work."""
 
+    kind = "p"
+
     def __init__(self, *, n_lists: int, centroid_dim: int, scan_dim: int, seed: int = 0, iterations: int = 20):
         for name, value in (("n_lists", n_lists), ("centroid_dim", centroid_dim), ("scan_dim", scan_dim)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -38,7 +40,7 @@ class IVFIndex:
             )
         if store.count < self.n_lists:
             raise InvalidInputError(f"n_lists {self.n_lists} exceeds the {store.count} stored rows")
-        prefix = normalize(np.ascontiguousarray(_prefix(store, self.centroid_dim)))
+        prefix = normalize(np.ascontiguousarray(prefix_of(store, self.centroid_dim)))
         kmeans = faiss.Kmeans(self.centroid_dim, self.n_lists, niter=self.iterations, seed=self.seed,
                               spherical=True, max_points_per_centroid=256)
         kmeans.train(prefix)
@@ -53,6 +55,15 @@ class IVFIndex:
         self.inv_norms_ = [norms[self.list_rows_] for norms in store.inv_norms[:n_blocks]]
         self.indexed_ = store.count
         return self
+
+    def candidates(self, store: BlockStore, query: np.ndarray, stage, keep: int, cost):
+        """Rows of the `stage.effort` nearest lists, their dots on `stage.dim` dims and inverse norms."""
+        lists = self.probe(query, stage.effort)
+        rows, dots, inv = self.scan(query, lists, stage.dim)
+        cost.multiply_adds += self.n_lists * self.centroid_dim + len(rows) * stage.dim
+        cost.bytes_read += (self.n_lists * self.centroid_dim + len(rows) * stage.dim) * 4
+        cost.lists_probed += len(lists)
+        return rows, dots, inv
 
     def probe(self, query: np.ndarray, nprobe: int) -> np.ndarray:
         """The `nprobe` lists whose centroids are nearest the query's centroid prefix."""
@@ -84,7 +95,8 @@ class IVFIndex:
         return sum(a.nbytes for a in arrays)
 
 
-def _prefix(store: BlockStore, dim: int) -> np.ndarray:
+def prefix_of(store: BlockStore, dim: int) -> np.ndarray:
+    """The first `dim` dims of every stored row, as one (rows × dim) array."""
     parts = [block[:, : min(hi, dim) - lo] for (lo, hi), block in zip(store.bounds, store.blocks) if lo < dim]
     return np.hstack(parts)
 

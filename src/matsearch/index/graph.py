@@ -1,0 +1,63 @@
+"""A graph (faiss HNSW) on a short prefix of the stored vectors; the funnel re-ranks.
+
+AdANNS's graph + re-rank: the graph holds only a `dim`-prefix copy (normalised
+for cosine), so it is small and quick to build and to walk; its candidates are
+then re-scored on longer prefixes from the memory-mapped store. Rows added to
+the store after the build form an unindexed tail that every query scans.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..matryoshka import normalize
+from ..store import BlockStore
+from .ivf import prefix_of
+
+
+class GraphIndex:
+    """HNSW over the `dim`-prefix of a BlockStore's rows; `build` does the work."""
+
+    kind = "g"
+
+    def __init__(self, *, dim: int, neighbors: int = 32, build_beam: int = 40):
+        for name, value in (("dim", dim), ("neighbors", neighbors), ("build_beam", build_beam)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        self.dim, self.neighbors, self.build_beam = dim, neighbors, build_beam
+
+    def build(self, store: BlockStore, *, metric: str = "cosine") -> "GraphIndex":
+        """Insert every stored row's prefix into a new HNSW graph."""
+        if self.dim > store.dim:
+            raise InvalidInputError(f"graph dim {self.dim} exceeds the stored vectors' {store.dim}")
+        prefix = np.ascontiguousarray(prefix_of(store, self.dim))
+        self.graph_ = faiss.IndexHNSWFlat(self.dim, self.neighbors, faiss.METRIC_INNER_PRODUCT)
+        self.graph_.hnsw.efConstruction = self.build_beam
+        self.graph_.add(normalize(prefix) if metric == "cosine" else prefix)
+        self.indexed_ = store.count
+        return self
+
+    def candidates(self, store: BlockStore, query: np.ndarray, stage, keep: int, cost):
+        """The graph's `keep` nearest rows, their dots on `stage.dim` dims and inverse norms."""
+        if stage.dim != self.dim:
+            raise InvalidInputError(f"this graph is built on d{self.dim}; the plan asks for d{stage.dim}")
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(stage.effort, keep)
+        stats = faiss.cvar.hnsw_stats
+        stats.reset()
+        _, found = self.graph_.search(np.ascontiguousarray(query[None, : self.dim]), min(keep, self.indexed_),
+                                      params=params)
+        rows = found[0][found[0] >= 0]
+        dots = store.dots(query, 0, self.dim, rows)
+        work = (stats.ndis + len(rows) * (1 + store.norm_work(self.dim) / self.dim)) * self.dim
+        cost.multiply_adds += int(work)
+        cost.bytes_read += int(work) * 4
+        return rows, dots, store.inv_prefix_norms(self.dim, rows)
+
+    def resident_bytes(self) -> int:
+        """RAM the graph holds: its prefix vectors and its neighbour lists."""
+        hnsw = self.graph_.hnsw
+        links = faiss.vector_to_array(hnsw.neighbors).nbytes + faiss.vector_to_array(hnsw.offsets).nbytes
+        return self.graph_.ntotal * self.dim * 4 + links + faiss.vector_to_array(hnsw.levels).nbytes
