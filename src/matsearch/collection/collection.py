@@ -6,12 +6,14 @@ Folder layout::
     docs.sqlite        ids, text, JSON metadata; the commit point of every add
     transform.npy      the fitted elastic transform (absent for `none`)
     vectors/           column blocks of the transformed vectors (see store.py)
+    indexes/           the recipe's indexes (ivf.npz, hnsw.faiss), derived from vectors/
     .lock              held by the one writer
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import weakref
 from dataclasses import dataclass
@@ -22,7 +24,8 @@ import numpy as np
 from ..encoder import DEFAULT_MODEL, Encoder
 from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import check_nesting, check_vectors, default_nesting, normalize
-from ..plan import Plan, as_plan
+from ..plan import INDEX_KINDS, Plan, as_plan
+from ..recipe import INDEX_FILES, Recipe
 from ..results import SearchResult
 from ..search import check_k, run_plan
 from ..store import BlockStore
@@ -54,6 +57,7 @@ class Collection:
         self.manifest = manifest
         self.writable = writable
         self._docs = self._store = self._transform = self._encoder = None
+        self._indexes: dict = {}
         self._lock = WriterLock(self.path / ".lock").acquire() if writable else None
         self._release = weakref.finalize(self, self._lock.release) if self._lock else None
         try:
@@ -94,6 +98,8 @@ class Collection:
         if self.writable:
             self._store.truncate(rows)  # the tail of an add that crashed before its commit
         self._refresh_dead()
+        recipe = Recipe.parse(m.recipe)
+        self._indexes = {p.kind: p.make().load(self.path / "indexes" / p.file, self._store) for p in recipe.parts}
 
     def _refresh_dead(self) -> None:
         dead = np.ones(self._store.count, dtype=bool)
@@ -105,8 +111,7 @@ class Collection:
         version = self._docs.version()
         if version != self._seen:
             self._seen = version
-            if self.manifest.dim is None:
-                self.manifest = Manifest.load(self.path / "manifest.json")
+            self.manifest = Manifest.load(self.path / "manifest.json")
             if self.manifest.dim is not None:
                 self._open_vectors()
 
@@ -165,6 +170,32 @@ class Collection:
         shutil.rmtree(self.path / "vectors", ignore_errors=True)
         self._store = self._transform = None
 
+    def build(self, recipe: "Recipe | str", *, progress: bool = False) -> "Recipe":
+        """Build the recipe's indexes over the stored vectors and save them, replacing earlier ones.
+
+        Rows added later are scanned by every query until the next build; deleted
+        rows are skipped at once. Building again is how an index follows drifted data.
+        """
+        self._require_writable()
+        store = self._searchable()
+        recipe = (Recipe.parse(recipe) if isinstance(recipe, str) else recipe).check(store.dim, store.nesting)
+        folder = self.path / "indexes"
+        folder.mkdir(exist_ok=True)
+        built = {}
+        for part in recipe.parts:
+            index = part.make().build(store, metric=self.manifest.metric, progress=progress)
+            index.save(folder / f"{part.file}.tmp")
+            built[part.kind] = index
+        for part in recipe.parts:
+            os.replace(folder / f"{part.file}.tmp", folder / part.file)
+        for stale in set(INDEX_FILES) - {p.file for p in recipe.parts}:
+            (folder / stale).unlink(missing_ok=True)
+        self.manifest.recipe = str(recipe)
+        self.manifest.save(self.path / "manifest.json")
+        self._docs.bump()
+        self._indexes = built
+        return recipe
+
     def delete(self, ids) -> int:
         """Remove items by id; they never come back from a search."""
         self._require_writable()
@@ -194,9 +225,16 @@ class Collection:
         self._sync()
         store = self._searchable()
         plan = as_plan(plan, store.dim)
+        via = plan.stages[0].index
+        if via is not None and via not in self._indexes:
+            raise InvalidInputError(
+                f"plan {plan} needs {INDEX_KINDS[via]}, but collection {self.path} has recipe "
+                f"{self.manifest.recipe!r}; build one first (matsearch build)"
+            )
         check_k(k, len(self))
         vectors = self._transform.apply(self._query_vectors(queries))
-        result = run_plan(store, vectors, plan, k, metric=self.manifest.metric, dead_rows=self._dead)
+        result = run_plan(store, vectors, plan, k, metric=self.manifest.metric, dead_rows=self._dead,
+                          index=self._indexes.get(via))
         names = self._docs.ids_of(result.ids)
         if len(names) < len(np.unique(result.ids)):
             raise CollectionError(f"collection {self.path} changed during the search; search again")
@@ -240,10 +278,16 @@ class Collection:
             "dim": m.dim, "nesting": m.nesting, "metric": m.metric, "transform": m.transform, "model": m.model,
             "on_disk_bytes": disk, "on_disk_bytes_per_vector": disk / stored if stored else 0.0,
         }
+        info["recipe"] = m.recipe
+        info["index_bytes_per_vector"] = sum(i.resident_bytes() for i in self._indexes.values()) / max(stored, 1)
         if m.dim is not None:
             plan = as_plan(plan, m.dim)
             info["plan"] = str(plan)
-            info["resident_bytes_per_vector"] = 4 * plan.stages[0].dim + (4 if m.metric == "cosine" else 0)
+            if plan.stages[0].index is None:
+                scanned = 4 * plan.stages[0].dim + (4 if m.metric == "cosine" else 0)
+            else:
+                scanned = info["index_bytes_per_vector"]
+            info["resident_bytes_per_vector"] = scanned
         return info
 
     def _searchable(self) -> BlockStore:

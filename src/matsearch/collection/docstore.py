@@ -51,6 +51,12 @@ class DocStore:
         """Changes when another connection commits (SQLite's data_version)."""
         return self.db.execute("PRAGMA data_version").fetchone()[0]
 
+    def bump(self) -> None:
+        """Commit a change readers must notice that touches no document (an index build)."""
+        with self.db:
+            self.db.execute("INSERT INTO meta VALUES ('builds', '1') "
+                            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+
     def live_rows(self) -> np.ndarray:
         return np.fromiter((r for (r,) in self.db.execute("SELECT row FROM docs")), dtype=np.int64)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import check_nesting
+from ..recipe import Recipe
 from ..search import METRICS
 from ..transform import TRANSFORMS
 
@@ -25,6 +26,7 @@ class Manifest:
     transform: str
     dim: int | None = None
     nesting: list[int] | None = None
+    recipe: str = "flat"
 
     def check(self) -> "Manifest":
         """Raise InvalidInputError unless the settings are usable; return self."""
@@ -38,6 +40,7 @@ class Manifest:
             check_nesting(self.nesting, self.dim or max(self.nesting, default=0))
         elif self.dim is not None:
             raise InvalidInputError(f"dim {self.dim} is set but the nesting is not")
+        Recipe.parse(self.recipe)
         return self
 
     def save(self, path: Path) -> None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import faiss
 import numpy as np
+from tqdm.auto import tqdm
 
-from ..errors import InvalidInputError
+from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import normalize
 from ..store import BlockStore
 from .ivf import prefix_of
+
+_ADD_CHUNK = 10_000  # rows per insertion call, so a progress bar can follow
 
 
 class GraphIndex:
@@ -28,15 +31,33 @@ class GraphIndex:
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
         self.dim, self.neighbors, self.build_beam = dim, neighbors, build_beam
 
-    def build(self, store: BlockStore, *, metric: str = "cosine") -> "GraphIndex":
+    def build(self, store: BlockStore, *, metric: str = "cosine", progress: bool = False) -> "GraphIndex":
         """Insert every stored row's prefix into a new HNSW graph."""
         if self.dim > store.dim:
             raise InvalidInputError(f"graph dim {self.dim} exceeds the stored vectors' {store.dim}")
         prefix = np.ascontiguousarray(prefix_of(store, self.dim))
+        if metric == "cosine":
+            prefix = normalize(prefix)
         self.graph_ = faiss.IndexHNSWFlat(self.dim, self.neighbors, faiss.METRIC_INNER_PRODUCT)
         self.graph_.hnsw.efConstruction = self.build_beam
-        self.graph_.add(normalize(prefix) if metric == "cosine" else prefix)
+        with tqdm(total=len(prefix), desc=f"hnsw{self.neighbors}@d{self.dim}", disable=not progress) as bar:
+            for start in range(0, len(prefix), _ADD_CHUNK):
+                self.graph_.add(prefix[start : start + _ADD_CHUNK])
+                bar.update(min(_ADD_CHUNK, len(prefix) - start))
         self.indexed_ = store.count
+        return self
+
+    def save(self, path) -> None:
+        faiss.write_index(self.graph_, str(path))
+
+    def load(self, path, store: BlockStore) -> "GraphIndex":
+        try:
+            self.graph_ = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise CollectionError(f"graph index file {path} is missing or corrupt: {str(exc).splitlines()[0]}") from None
+        if self.graph_.d != self.dim or self.graph_.ntotal > store.count:
+            raise CollectionError(f"graph index file {path} does not match its recipe or the stored vectors")
+        self.indexed_ = self.graph_.ntotal
         return self
 
     def candidates(self, store: BlockStore, query: np.ndarray, stage, keep: int, cost):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import normalize
 from ..store import BlockStore, _scan
 from ..topk import top_k
@@ -31,8 +31,11 @@ class IVFIndex:
         self.n_lists, self.centroid_dim, self.scan_dim = n_lists, centroid_dim, scan_dim
         self.seed, self.iterations = seed, iterations
 
-    def build(self, store: BlockStore) -> "IVFIndex":
-        """Cluster every stored row on the centroid prefix and group rows by list."""
+    def build(self, store: BlockStore, *, metric: str = "cosine", progress: bool = False) -> "IVFIndex":
+        """Cluster every stored row on the centroid prefix and group rows by list.
+
+        For cosine the prefixes are normalised and k-means is spherical.
+        """
         if self.scan_dim not in store.nesting or self.centroid_dim > store.dim:
             raise InvalidInputError(
                 f"scan_dim {self.scan_dim} must be one of the nesting dims {store.nesting} and "
@@ -40,21 +43,44 @@ class IVFIndex:
             )
         if store.count < self.n_lists:
             raise InvalidInputError(f"n_lists {self.n_lists} exceeds the {store.count} stored rows")
-        prefix = normalize(np.ascontiguousarray(prefix_of(store, self.centroid_dim)))
+        prefix = np.ascontiguousarray(prefix_of(store, self.centroid_dim))
+        if metric == "cosine":
+            prefix = normalize(prefix)
         kmeans = faiss.Kmeans(self.centroid_dim, self.n_lists, niter=self.iterations, seed=self.seed,
-                              spherical=True, max_points_per_centroid=256)
+                              spherical=metric == "cosine", max_points_per_centroid=256, verbose=progress)
         kmeans.train(prefix)
         self.centroids_ = kmeans.centroids.astype(np.float32)
         assignment = _nearest(self.centroids_, prefix)
-        order = np.argsort(assignment, kind="stable")
-        self.list_rows_ = order.astype(np.int64)
-        self.offsets_ = np.concatenate([[0], np.cumsum(np.bincount(assignment, minlength=self.n_lists))])
+        list_rows = np.argsort(assignment, kind="stable").astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(assignment, minlength=self.n_lists))])
+        return self._group(store, list_rows, offsets)
+
+    def _group(self, store: BlockStore, list_rows: np.ndarray, offsets: np.ndarray) -> "IVFIndex":
+        """Copy the stored prefix blocks up to scan_dim in list order."""
+        self.list_rows_, self.offsets_ = list_rows, offsets
         n_blocks = store.nesting.index(self.scan_dim) + 1
         self.bounds_ = store.bounds[:n_blocks]
-        self.blocks_ = [np.ascontiguousarray(b[self.list_rows_]) for b in store.blocks[:n_blocks]]
-        self.inv_norms_ = [norms[self.list_rows_] for norms in store.inv_norms[:n_blocks]]
-        self.indexed_ = store.count
+        self.blocks_ = [np.ascontiguousarray(b[list_rows]) for b in store.blocks[:n_blocks]]
+        self.inv_norms_ = [norms[list_rows] for norms in store.inv_norms[:n_blocks]]
+        self.indexed_ = len(list_rows)
         return self
+
+    def save(self, path) -> None:
+        """Centroids and lists; the list-ordered blocks are rebuilt from the store on load."""
+        with open(path, "wb") as f:
+            np.savez(f, centroids=self.centroids_, list_rows=self.list_rows_, offsets=self.offsets_)
+
+    def load(self, path, store: BlockStore) -> "IVFIndex":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                centroids, list_rows, offsets = data["centroids"], data["list_rows"], data["offsets"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise CollectionError(f"IVF index file {path} is missing or corrupt: {exc}") from None
+        if centroids.shape != (self.n_lists, self.centroid_dim) or len(offsets) != self.n_lists + 1 \
+                or offsets[-1] != len(list_rows) or len(list_rows) > store.count:
+            raise CollectionError(f"IVF index file {path} does not match its recipe or the stored vectors")
+        self.centroids_ = centroids
+        return self._group(store, list_rows, offsets)
 
     def candidates(self, store: BlockStore, query: np.ndarray, stage, keep: int, cost):
         """Rows of the `stage.effort` nearest lists, their dots on `stage.dim` dims and inverse norms."""

@@ -1,0 +1,115 @@
+"""Recipes: what a collection builds besides its stored vectors, as a short string.
+
+A recipe is a comma-separated list of indexes; ``flat`` (the default) builds none.
+
+- ``ivf<lists>@d<dc>:d<ds>``: IVF with `lists` k-means centroids on the dc-dim
+  prefix and a list-ordered copy of the prefix up to ds dims, which a query
+  scans at any nesting dim up to ds (plans ``p<probe>@d<dims>:<keep>``).
+- ``hnsw<neighbors>@d<dim>``: an HNSW graph on the dim-prefix (plans
+  ``g<beam>@d<dim>:<keep>``).
+
+``describe(parse(s)) == s`` for a canonical string, and `bytes_per_vector`
+tells the memory a recipe will hold before anything is built.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidInputError
+from .index import GraphIndex, IVFIndex
+
+_IVF = re.compile(r"ivf(?P<lists>[1-9][0-9]*)@d(?P<dc>[1-9][0-9]*):d(?P<ds>[1-9][0-9]*)")
+_HNSW = re.compile(r"hnsw(?P<neighbors>[1-9][0-9]*)@d(?P<dim>[1-9][0-9]*)")
+
+
+@dataclass(frozen=True)
+class IVFPart:
+    lists: int
+    centroid_dim: int
+    scan_dim: int
+    kind = "p"
+    file = "ivf.npz"
+
+    def __str__(self) -> str:
+        return f"ivf{self.lists}@d{self.centroid_dim}:d{self.scan_dim}"
+
+    def make(self) -> IVFIndex:
+        return IVFIndex(n_lists=self.lists, centroid_dim=self.centroid_dim, scan_dim=self.scan_dim)
+
+    def bytes_per_vector(self, count: int, nesting: list[int]) -> float:
+        norms = 4 * sum(1 for d in nesting if d <= self.scan_dim)
+        return 4 * self.scan_dim + 8 + norms + (4 * self.lists * self.centroid_dim + 8 * (self.lists + 1)) / count
+
+
+@dataclass(frozen=True)
+class GraphPart:
+    neighbors: int
+    dim: int
+    kind = "g"
+    file = "hnsw.faiss"
+
+    def __str__(self) -> str:
+        return f"hnsw{self.neighbors}@d{self.dim}"
+
+    def make(self) -> GraphIndex:
+        return GraphIndex(dim=self.dim, neighbors=self.neighbors)
+
+    def bytes_per_vector(self, count: int, nesting: list[int]) -> float:
+        # faiss HNSW: 2M links on level 0, M on each upper level (expected 1/ln M of them), offsets, levels
+        upper = self.neighbors / math.log(self.neighbors)
+        return 4 * self.dim + 4 * (2 * self.neighbors + upper) + 8 + 4
+
+
+INDEX_FILES = (IVFPart.file, GraphPart.file)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The indexes a collection builds, at most one of each kind."""
+
+    parts: tuple = ()
+
+    @classmethod
+    def parse(cls, text: str) -> "Recipe":
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInputError(f"recipe must be a non-empty string like 'hnsw32@d96', got {text!r}")
+        if text.strip() == "flat":
+            return cls()
+        parts = []
+        for item in text.split(","):
+            item = item.strip()
+            if match := _IVF.fullmatch(item):
+                parts.append(IVFPart(int(match["lists"]), int(match["dc"]), int(match["ds"])))
+            elif match := _HNSW.fullmatch(item):
+                parts.append(GraphPart(int(match["neighbors"]), int(match["dim"])))
+            else:
+                raise InvalidInputError(
+                    f"malformed recipe {text!r}: {item!r} is not 'flat', 'ivf<lists>@d<dc>:d<ds>' or 'hnsw<M>@d<dim>'"
+                )
+        kinds = [p.kind for p in parts]
+        if len(set(kinds)) != len(kinds):
+            raise InvalidInputError(f"recipe {text!r} names two indexes of one kind")
+        return cls(tuple(parts))
+
+    def check(self, dim: int, nesting: list[int]) -> "Recipe":
+        """Raise unless every part fits vectors of `dim` dims with this nesting; return self."""
+        for part in self.parts:
+            if isinstance(part, IVFPart):
+                if part.scan_dim not in nesting or part.centroid_dim > dim:
+                    raise InvalidInputError(
+                        f"recipe part {part}: the scan dim must be one of the nesting dims {nesting} "
+                        f"and the centroid dim at most {dim}"
+                    )
+            elif part.dim > dim:
+                raise InvalidInputError(f"recipe part {part}: graph dim {part.dim} exceeds the vectors' {dim}")
+        return self
+
+    def bytes_per_vector(self, count: int, nesting: list[int]) -> float:
+        """RAM the recipe's indexes will hold per stored vector (before building)."""
+        return sum(p.bytes_per_vector(max(count, 1), nesting) for p in self.parts)
+
+    def __str__(self) -> str:
+        return ",".join(str(p) for p in self.parts) or "flat"

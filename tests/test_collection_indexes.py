@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+from matsearch import Collection, CollectionError, InvalidInputError
+
+RECIPE = "ivf32@d32:d64,hnsw16@d64"
+
+
+@pytest.fixture
+def indexed(tmp_path, scifact):
+    ids, docs, _ = scifact
+    path = tmp_path / "col"
+    with Collection.create(path) as col:
+        col.add(ids[:4000], vectors=docs[:4000])
+        col.build(RECIPE)
+    return path
+
+
+def test_indexes_persist_and_return_identical_results(indexed, scifact):
+    _, _, queries = scifact
+    with Collection.open(indexed, writable=True) as col:
+        before = {p: col.search(queries[:50], k=10, plan=p).ids for p in ("p8@d64:200>d384", "g32@d64:100>d384")}
+    with Collection.open(indexed) as col:
+        assert col.manifest.recipe == RECIPE
+        for plan, ids in before.items():
+            np.testing.assert_array_equal(col.search(queries[:50], k=10, plan=plan).ids, ids)
+
+
+@pytest.mark.parametrize("plan", ["p32@d64:4000>d384", "g4000@d64:4000>d384"])
+def test_exhaustive_index_plans_equal_exact_search(indexed, scifact, plan):
+    _, _, queries = scifact
+    with Collection.open(indexed) as col:
+        exact = col.search(queries[:30], k=10)
+        np.testing.assert_array_equal(col.search(queries[:30], k=10, plan=plan).ids, exact.ids)
+
+
+def test_adds_and_deletes_after_a_build(indexed, scifact):
+    ids, docs, _ = scifact
+    with Collection.open(indexed) as reader:
+        with Collection.open(indexed, writable=True) as col:
+            col.add(ids[4000:4100], vectors=docs[4000:4100])
+            col.delete(ids[:10])
+        for plan in ("p1@d64:20>d384", "g16@d64:20>d384"):
+            assert reader.search(docs[4050], k=1, plan=plan).ids[0, 0] == ids[4050]  # an unindexed tail row
+            found = reader.search(docs[:10], k=5, plan=plan).ids
+            assert not set(found.ravel()) & set(ids[:10])
+
+
+def test_a_reader_follows_a_rebuild_and_plans_need_their_index(indexed, scifact):
+    _, _, queries = scifact
+    with Collection.open(indexed) as reader:
+        with Collection.open(indexed, writable=True) as col:
+            col.build("hnsw16@d64")
+        assert not (indexed / "indexes" / "ivf.npz").exists()
+        with pytest.raises(InvalidInputError, match="needs an IVF index, but collection .* has recipe 'hnsw16@d64'"):
+            reader.search(queries[0], plan="p8@d64:100>d384")
+        assert reader.search(queries[0], k=3, plan="g16@d64:50>d384").ids.shape == (1, 3)
+        assert reader.info()["recipe"] == "hnsw16@d64" and reader.info()["index_bytes_per_vector"] > 64 * 4
+
+
+def test_missing_or_corrupt_index_files(indexed):
+    (indexed / "indexes" / "hnsw.faiss").write_bytes(b"junk")
+    with pytest.raises(CollectionError, match="graph index file .*hnsw.faiss is missing or corrupt"):
+        Collection.open(indexed)
+    (indexed / "indexes" / "ivf.npz").unlink()
+    with pytest.raises(CollectionError, match="IVF index file .*ivf.npz is missing or corrupt"):
+        Collection.open(indexed)
+
+
+def test_bad_recipes_build_nothing(indexed):
+    with Collection.open(indexed, writable=True) as col:
+        with pytest.raises(InvalidInputError, match="malformed recipe 'ivf@d32'"):
+            col.build("ivf@d32")
+        with pytest.raises(InvalidInputError, match="scan dim must be one of the nesting dims"):
+            col.build("ivf32@d32:d100")
+        assert col.manifest.recipe == RECIPE

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from matsearch import BlockStore, InvalidInputError
+from matsearch.recipe import Recipe
+
+
+@pytest.mark.parametrize("text", ["flat", "hnsw32@d96", "ivf1024@d32:d128", "ivf256@d64:d64,hnsw16@d128"])
+def test_recipes_round_trip(text):
+    assert str(Recipe.parse(text)) == text
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "non-empty string"),
+        ("ivf1024@d32", "'ivf1024@d32' is not"),
+        ("hnsw@d96", "'hnsw@d96' is not"),
+        ("hnsw32@d96,hnsw16@d64", "names two indexes of one kind"),
+        ("pq16@d128", "'pq16@d128' is not"),
+    ],
+)
+def test_malformed_recipes_are_named(text, message):
+    with pytest.raises(InvalidInputError, match=message):
+        Recipe.parse(text)
+
+
+def test_recipes_are_checked_against_the_vectors():
+    with pytest.raises(InvalidInputError, match="scan dim must be one of the nesting dims"):
+        Recipe.parse("ivf64@d32:d100").check(384, [32, 64, 128, 256, 384])
+    with pytest.raises(InvalidInputError, match="graph dim 512 exceeds the vectors' 384"):
+        Recipe.parse("hnsw32@d512").check(384, [32, 64, 128, 256, 384])
+
+
+def test_memory_is_known_before_building(scifact, tmp_path):
+    _, docs, _ = scifact
+    nesting = [32, 64, 128, 256, 384]
+    store = BlockStore.create(tmp_path / "v", nesting)
+    store.append(docs)
+    for text in ["ivf64@d32:d128", "hnsw32@d96", "hnsw16@d64"]:
+        part = Recipe.parse(text).parts[0]
+        estimate = part.bytes_per_vector(store.count, nesting)
+        built = part.make().build(store).resident_bytes() / store.count
+        assert estimate == pytest.approx(built, rel=0.1), text
+    assert Recipe.parse("flat").bytes_per_vector(100, nesting) == 0
