@@ -91,3 +91,14 @@ def test_corrupt_collection_is_one_line(cranfield, tmp_path):
     (broken / "manifest.json").write_text("{oops")
     proc = run("info", broken, ok=False)
     assert proc.returncode == 1 and proc.stderr.startswith("error: manifest") and "corrupt" in proc.stderr
+
+
+def test_build_and_search_with_an_index(cranfield, tmp_path):
+    path, folder, _ = cranfield
+    out = json.loads(run("build", path, "--recipe", "hnsw16@d64", "--json").stdout)
+    assert out["recipe"] == "hnsw16@d64" and out["count"] == 1400 and out["index_bytes_per_vector"] > 256
+    hits = json.loads(run("eval", path, "--beir", BUNDLED / "cranfield", "--query-vectors",
+                          folder / "queries.minilm.f16.npy", "--plan", "g64@d64:100>d384", "--json").stdout)
+    assert hits["ann_recall@10"] > 0.95 and hits["mean_cost"] < 1400 * 384 / 2
+    bad = run("build", path, "--recipe", "hnsw16", ok=False)
+    assert bad.returncode == 1 and "malformed recipe 'hnsw16'" in bad.stderr

@@ -24,7 +24,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Elastic, ada
 out = Console()
 err = Console(stderr=True)
 
-PLAN_HELP = "Funnel plan, e.g. 'd32:400>d384' (default: exact search at full dims)."
+PLAN_HELP = ("Plan, e.g. 'd32:400>d384', or with an index 'p16@d64:400>d384' (IVF), 'g64@d96:100>d384' "
+             "(graph) (default: exact search at full dims).")
+RECIPE_HELP = "Recipe: 'flat', 'ivf<lists>@d<dc>:d<ds>', 'hnsw<M>@d<dim>', or several joined by commas."
 
 
 def _cli_errors(command):
@@ -68,6 +70,7 @@ def index(
     model: Optional[str] = typer.Option(None, help=f"sentence-transformers model name or path (default: {DEFAULT_MODEL})."),
     metric: Optional[str] = typer.Option(None, help="cosine (default) or ip (inner product); new collections only."),
     transform: Optional[str] = typer.Option(None, help="pca (default: elastic prefixes) or none; new collections only."),
+    recipe: Optional[str] = typer.Option(None, help=f"Indexes to build after adding. {RECIPE_HELP}"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ):
     """Add every document of SOURCE to a collection, embedding them unless --vectors is given."""
@@ -91,13 +94,36 @@ def index(
                                 transform=transform or "pca")
     with col:
         added = col.add(ids, texts=texts, vectors=array, metadata=metadata, progress=not as_json)
-        summary = {"collection": str(collection), "added": added, "count": len(col),
-                   "dim": col.dim, "seconds": time.perf_counter() - start}
+        if recipe is not None:
+            col.build(recipe, progress=not as_json)
+        summary = {"collection": str(collection), "added": added, "count": len(col), "dim": col.dim,
+                   "recipe": col.manifest.recipe, "seconds": time.perf_counter() - start}
     if as_json:
         _emit_json(summary)
     else:
         out.print(f"indexed {added} documents into {collection} ({summary['count']} in all, "
                   f"{summary['dim']} dims) in {summary['seconds']:.1f}s")
+
+
+@app.command()
+@_cli_errors
+def build(
+    collection: Path = typer.Argument(..., help="Collection folder."),
+    recipe: str = typer.Option(..., help=RECIPE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+):
+    """Build (or rebuild, after the data drifted) a collection's indexes."""
+    start = time.perf_counter()
+    with Collection.open(collection, writable=True) as col:
+        built = col.build(recipe, progress=not as_json)
+        info = col.info()
+    summary = {"collection": str(collection), "recipe": str(built), "count": info["count"],
+               "index_bytes_per_vector": info["index_bytes_per_vector"], "seconds": time.perf_counter() - start}
+    if as_json:
+        _emit_json(summary)
+    else:
+        out.print(f"built {built} over {summary['count']} items in {summary['seconds']:.1f}s "
+                  f"({summary['index_bytes_per_vector']:,.0f} bytes per vector in memory)")
 
 
 @app.command()
