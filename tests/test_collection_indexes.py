@@ -74,3 +74,13 @@ def test_bad_recipes_build_nothing(indexed):
         with pytest.raises(InvalidInputError, match="scan dim must be one of the nesting dims"):
             col.build("ivf32@d32:d100")
         assert col.manifest.recipe == RECIPE
+
+
+def test_added_rows_join_the_indexes(indexed, scifact):
+    ids, docs, _ = scifact
+    with Collection.open(indexed, writable=True) as col:
+        col.add(ids[4000:4100], vectors=docs[4000:4100])
+        assert all(index.indexed_ == 4100 for index in col._indexes.values())
+    with Collection.open(indexed) as col:  # the saved files cover 4000 rows; opening extends them
+        assert all(index.indexed_ == 4100 for index in col._indexes.values())
+        assert col.search(docs[4077], k=1, plan="g16@d64:20>d384").ids[0, 0] == ids[4077]

@@ -91,3 +91,17 @@ def test_bad_settings_are_named(elastic):
 def test_probe_plans_round_trip():
     for text in ["p16@d64:400>d384", "p8@d32", "p1@d32:10>d64:5>d128"]:
         assert str(Plan.parse(text)) == text
+
+
+def test_extending_equals_assigning_everything_with_the_same_centroids(elastic, tmp_path):
+    store, _, queries = elastic
+    grown = BlockStore.create(tmp_path / "vectors", NESTING)
+    grown.append(store.rows(np.arange(3000)))
+    index = IVFIndex(n_lists=32, centroid_dim=32, scan_dim=64).build(grown)
+    grown.append(store.rows(np.arange(3000, store.count)))
+    index.extend(grown)
+    assert index.indexed_ == store.count
+    prefix = grown.rows(np.arange(store.count))[:, :32]
+    lists = np.argmax((prefix / np.linalg.norm(prefix, axis=1, keepdims=True)) @ index.centroids_.T, axis=1)
+    np.testing.assert_array_equal(index.list_rows_, np.argsort(lists, kind="stable"))
+    np.testing.assert_array_equal(np.diff(index.offsets_), np.bincount(lists, minlength=32))

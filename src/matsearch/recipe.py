@@ -36,8 +36,8 @@ class IVFPart:
     def __str__(self) -> str:
         return f"ivf{self.lists}@d{self.centroid_dim}:d{self.scan_dim}"
 
-    def make(self) -> IVFIndex:
-        return IVFIndex(n_lists=self.lists, centroid_dim=self.centroid_dim, scan_dim=self.scan_dim)
+    def make(self, metric: str = "cosine") -> IVFIndex:
+        return IVFIndex(n_lists=self.lists, centroid_dim=self.centroid_dim, scan_dim=self.scan_dim, metric=metric)
 
     def bytes_per_vector(self, count: int, nesting: list[int]) -> float:
         norms = 4 * sum(1 for d in nesting if d <= self.scan_dim)
@@ -54,8 +54,8 @@ class GraphPart:
     def __str__(self) -> str:
         return f"hnsw{self.neighbors}@d{self.dim}"
 
-    def make(self) -> GraphIndex:
-        return GraphIndex(dim=self.dim, neighbors=self.neighbors)
+    def make(self, metric: str = "cosine") -> GraphIndex:
+        return GraphIndex(dim=self.dim, neighbors=self.neighbors, metric=metric)
 
     def bytes_per_vector(self, count: int, nesting: list[int]) -> float:
         # faiss HNSW: 2M links on level 0, M on each upper level (expected 1/ln M of them), offsets, levels

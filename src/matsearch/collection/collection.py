@@ -98,8 +98,10 @@ class Collection:
         if self.writable:
             self._store.truncate(rows)  # the tail of an add that crashed before its commit
         self._refresh_dead()
-        recipe = Recipe.parse(m.recipe)
-        self._indexes = {p.kind: p.make().load(self.path / "indexes" / p.file, self._store) for p in recipe.parts}
+        self._indexes = {
+            part.kind: part.make(m.metric).load(self.path / "indexes" / part.file, self._store).extend(self._store)
+            for part in Recipe.parse(m.recipe).parts
+        }
 
     def _refresh_dead(self) -> None:
         dead = np.ones(self._store.count, dtype=bool)
@@ -145,6 +147,8 @@ class Collection:
         except BaseException:
             self._undo_first_add(nesting) if first_add else self._store.truncate(first_row)
             raise
+        for index in self._indexes.values():  # in memory; saved files catch up on open or rebuild
+            index.extend(self._store)
         return len(ids)
 
     def _fix_dim(self, vectors: np.ndarray) -> None:
@@ -183,7 +187,7 @@ class Collection:
         folder.mkdir(exist_ok=True)
         built = {}
         for part in recipe.parts:
-            index = part.make().build(store, metric=self.manifest.metric, progress=progress)
+            index = part.make(self.manifest.metric).build(store, progress=progress)
             index.save(folder / f"{part.file}.tmp")
             built[part.kind] = index
         for part in recipe.parts:

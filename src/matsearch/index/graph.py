@@ -3,7 +3,7 @@
 AdANNS's graph + re-rank: the graph holds only a `dim`-prefix copy (normalised
 for cosine), so it is small and quick to build and to walk; its candidates are
 then re-scored on longer prefixes from the memory-mapped store. Rows added to
-the store after the build form an unindexed tail that every query scans.
+the store later are inserted into the graph (`extend`).
 """
 
 from __future__ import annotations
@@ -25,26 +25,31 @@ class GraphIndex:
 
     kind = "g"
 
-    def __init__(self, *, dim: int, neighbors: int = 32, build_beam: int = 40):
+    def __init__(self, *, dim: int, neighbors: int = 32, build_beam: int = 40, metric: str = "cosine"):
         for name, value in (("dim", dim), ("neighbors", neighbors), ("build_beam", build_beam)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-        self.dim, self.neighbors, self.build_beam = dim, neighbors, build_beam
+        self.dim, self.neighbors, self.build_beam, self.metric = dim, neighbors, build_beam, metric
 
-    def build(self, store: BlockStore, *, metric: str = "cosine", progress: bool = False) -> "GraphIndex":
+    def build(self, store: BlockStore, *, progress: bool = False) -> "GraphIndex":
         """Insert every stored row's prefix into a new HNSW graph."""
         if self.dim > store.dim:
             raise InvalidInputError(f"graph dim {self.dim} exceeds the stored vectors' {store.dim}")
-        prefix = np.ascontiguousarray(prefix_of(store, self.dim))
-        if metric == "cosine":
-            prefix = normalize(prefix)
         self.graph_ = faiss.IndexHNSWFlat(self.dim, self.neighbors, faiss.METRIC_INNER_PRODUCT)
         self.graph_.hnsw.efConstruction = self.build_beam
+        self.indexed_ = 0
+        return self.extend(store, progress=progress)
+
+    def extend(self, store: BlockStore, *, progress: bool = False) -> "GraphIndex":
+        """Insert the rows stored since the last build or extend."""
+        prefix = prefix_of(store, self.dim, self.indexed_)
+        if self.metric == "cosine":
+            prefix = normalize(prefix)
         with tqdm(total=len(prefix), desc=f"hnsw{self.neighbors}@d{self.dim}", disable=not progress) as bar:
             for start in range(0, len(prefix), _ADD_CHUNK):
                 self.graph_.add(prefix[start : start + _ADD_CHUNK])
                 bar.update(min(_ADD_CHUNK, len(prefix) - start))
-        self.indexed_ = store.count
+        self.indexed_ = self.graph_.ntotal
         return self
 
     def save(self, path) -> None:

@@ -4,8 +4,8 @@ Centroids are learned (faiss k-means) on the `centroid_dim`-prefix of the stored
 vectors and every item joins its nearest centroid there. The index keeps a copy
 of the stored prefix blocks up to `scan_dim`, with rows grouped list by list, so
 a probed list is a contiguous run that a query scans at any d_s ≤ scan_dim it
-chooses. Rows added to the store after the build form an unindexed tail that
-every query scans, so results stay correct until the next build.
+chooses. Rows added to the store later join their nearest lists (`extend`),
+exactly where a build with the same centroids would have put them.
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ class IVFIndex:
 
     kind = "p"
 
-    def __init__(self, *, n_lists: int, centroid_dim: int, scan_dim: int, seed: int = 0, iterations: int = 20):
+    def __init__(self, *, n_lists: int, centroid_dim: int, scan_dim: int, metric: str = "cosine",
+                 seed: int = 0, iterations: int = 20):
         for name, value in (("n_lists", n_lists), ("centroid_dim", centroid_dim), ("scan_dim", scan_dim)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
         self.n_lists, self.centroid_dim, self.scan_dim = n_lists, centroid_dim, scan_dim
-        self.seed, self.iterations = seed, iterations
+        self.metric, self.seed, self.iterations = metric, seed, iterations
 
-    def build(self, store: BlockStore, *, metric: str = "cosine", progress: bool = False) -> "IVFIndex":
+    def build(self, store: BlockStore, *, progress: bool = False) -> "IVFIndex":
         """Cluster every stored row on the centroid prefix and group rows by list.
 
         For cosine the prefixes are normalised and k-means is spherical.
@@ -43,17 +44,33 @@ class IVFIndex:
             )
         if store.count < self.n_lists:
             raise InvalidInputError(f"n_lists {self.n_lists} exceeds the {store.count} stored rows")
-        prefix = np.ascontiguousarray(prefix_of(store, self.centroid_dim))
-        if metric == "cosine":
-            prefix = normalize(prefix)
+        prefix = self._prefix(store, 0)
         kmeans = faiss.Kmeans(self.centroid_dim, self.n_lists, niter=self.iterations, seed=self.seed,
-                              spherical=metric == "cosine", max_points_per_centroid=256, verbose=progress)
+                              spherical=self.metric == "cosine", max_points_per_centroid=256, verbose=progress)
         kmeans.train(prefix)
         self.centroids_ = kmeans.centroids.astype(np.float32)
-        assignment = _nearest(self.centroids_, prefix)
-        list_rows = np.argsort(assignment, kind="stable").astype(np.int64)
-        offsets = np.concatenate([[0], np.cumsum(np.bincount(assignment, minlength=self.n_lists))])
-        return self._group(store, list_rows, offsets)
+        self.list_rows_ = np.empty(0, dtype=np.int64)
+        self.offsets_ = np.zeros(self.n_lists + 1, dtype=np.int64)
+        return self._assign(store, np.arange(store.count), _nearest(self.centroids_, prefix))
+
+    def extend(self, store: BlockStore) -> "IVFIndex":
+        """Put the rows stored since the last build or extend into their nearest lists."""
+        if self.indexed_ < store.count:
+            rows = np.arange(self.indexed_, store.count)
+            self._assign(store, rows, _nearest(self.centroids_, self._prefix(store, self.indexed_)))
+        return self
+
+    def _prefix(self, store: BlockStore, start: int) -> np.ndarray:
+        prefix = prefix_of(store, self.centroid_dim, start)
+        return normalize(prefix) if self.metric == "cosine" else prefix
+
+    def _assign(self, store: BlockStore, rows: np.ndarray, lists: np.ndarray) -> "IVFIndex":
+        """Merge `rows` (all above the indexed ones) into `lists`; each list stays in row order."""
+        current = np.repeat(np.arange(self.n_lists), np.diff(self.offsets_))
+        order = np.argsort(np.concatenate([current, lists]), kind="stable")
+        list_rows = np.concatenate([self.list_rows_, rows])[order]
+        sizes = np.diff(self.offsets_) + np.bincount(lists, minlength=self.n_lists)
+        return self._group(store, list_rows, np.concatenate([[0], np.cumsum(sizes)]))
 
     def _group(self, store: BlockStore, list_rows: np.ndarray, offsets: np.ndarray) -> "IVFIndex":
         """Copy the stored prefix blocks up to scan_dim in list order."""
@@ -121,10 +138,10 @@ class IVFIndex:
         return sum(a.nbytes for a in arrays)
 
 
-def prefix_of(store: BlockStore, dim: int) -> np.ndarray:
-    """The first `dim` dims of every stored row, as one (rows × dim) array."""
-    parts = [block[:, : min(hi, dim) - lo] for (lo, hi), block in zip(store.bounds, store.blocks) if lo < dim]
-    return np.hstack(parts)
+def prefix_of(store: BlockStore, dim: int, start: int = 0) -> np.ndarray:
+    """The first `dim` dims of the stored rows from `start` on, as one contiguous array."""
+    parts = [block[start:, : min(hi, dim) - lo] for (lo, hi), block in zip(store.bounds, store.blocks) if lo < dim]
+    return np.ascontiguousarray(np.hstack(parts))
 
 
 def _nearest(centroids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
