@@ -40,7 +40,7 @@ def test_a_short_walk_keeps_recall_at_a_fraction_of_the_cost(elastic):
     assert walked.cost.candidates == [100, 100]
 
 
-def test_deleted_rows_never_come_back_and_a_tail_is_scanned(elastic, tmp_path):
+def test_deleted_rows_never_come_back_and_new_rows_are_inserted(elastic, tmp_path):
     store, graph, queries = elastic
     exact = run_plan(store, queries, Plan.exact(384), 3)
     dead = np.unique(exact.ids[:, 0])
@@ -50,8 +50,10 @@ def test_deleted_rows_never_come_back_and_a_tail_is_scanned(elastic, tmp_path):
     fresh.append(store.rows(np.arange(4000)))
     partial = GraphIndex(dim=64, neighbors=16).build(fresh)
     fresh.append(store.rows(np.arange(4000, store.count)))
-    found = run_plan(fresh, store.rows(np.array([4321])), Plan.parse("g16@d64:10>d384"), 1, index=partial)
-    assert found.ids[0, 0] == 4321
+    plan, query = Plan.parse("g16@d64:10>d384"), store.rows(np.array([4321]))
+    with pytest.raises(InvalidInputError, match="the index covers 4000 rows but the store holds 5183"):
+        run_plan(fresh, query, plan, 1, index=partial)
+    assert run_plan(fresh, query, plan, 1, index=partial.extend(fresh)).ids[0, 0] == 4321
 
 
 def test_the_graph_must_match_the_plan(elastic):

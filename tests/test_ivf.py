@@ -56,7 +56,7 @@ def test_cost_counts_centroids_and_scanned_items(elastic):
     assert result.cost.multiply_adds == 64 * 32 + scanned * 64 + 50 * 320
 
 
-def test_dead_rows_are_skipped_and_new_rows_are_found(elastic, scifact, tmp_path):
+def test_dead_rows_are_skipped_and_added_rows_join_their_lists(elastic, scifact, tmp_path):
     store, index, queries = elastic
     exact = run_plan(store, queries, Plan.exact(384), 5)
     dead = np.unique(exact.ids[:, 0])
@@ -66,9 +66,8 @@ def test_dead_rows_are_skipped_and_new_rows_are_found(elastic, scifact, tmp_path
     fresh = BlockStore.create(tmp_path / "vectors", NESTING)
     fresh.append(store.rows(np.arange(4000)))
     partial = IVFIndex(n_lists=32, centroid_dim=32, scan_dim=64).build(fresh)
-    fresh.append(store.rows(np.arange(4000, store.count)))  # an unindexed tail
-    tail_query = store.rows(np.array([4500]))
-    found = run_plan(fresh, tail_query, Plan.parse("p1@d64:10>d384"), 1, index=partial)
+    fresh.append(store.rows(np.arange(4000, store.count)))
+    found = run_plan(fresh, store.rows(np.array([4500])), Plan.parse("p1@d64:10>d384"), 1, index=partial.extend(fresh))
     assert found.ids[0, 0] == 4500
 
 

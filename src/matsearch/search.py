@@ -52,7 +52,7 @@ def run_plan(
     keeps = plan.keeps(int(k), n_live)
     start = time.perf_counter()
     ids = np.empty((len(queries), k), dtype=np.int64)
-    scores = np.empty((len(queries), k), dtype=np.float32)
+    scores_out = np.empty((len(queries), k), dtype=np.float32)
     cost = Cost(queries=len(queries), stage_seconds=[0.0] * len(plan.stages))
     scanned = np.zeros(len(plan.stages), dtype=np.int64)
     dead = _dead_mask(store.count, dead_rows) if probing else dead_rows
@@ -60,20 +60,20 @@ def run_plan(
     first = plan.stages[0].dim
     for lo in range(0, len(queries), chunk):
         block = queries[lo : lo + chunk]
+        if not probing:
+            scan_start = time.perf_counter()
+            all_dots = store.dots(block[0], 0, first)[None, :] if len(block) == 1 else store.dots(block, 0, first)
+            cost.stage_seconds[0] += time.perf_counter() - scan_start
         for i, query in enumerate(block):
             if probing:
-                rows, dots, inv = _candidates(store, index, query, plan.stages[0], keeps, dead, cost)
-            elif i == 0:
-                scan_start = time.perf_counter()
-                all_dots = store.dots(block[0], 0, first)[None, :] if len(block) == 1 else store.dots(block, 0, first)
-                cost.stage_seconds[0] += time.perf_counter() - scan_start
-            if not probing:
-                rows, dots, inv = None, all_dots[i], None
-            top_rows, top = _funnel(store, query, rows, dots, inv, plan, keeps, metric, dead, cost, scanned)
-            ids[lo + i], scores[lo + i] = top_rows, top
+                rows, scores, dots = _candidates(store, index, query, plan.stages[0], keeps, dead, cost)
+            else:
+                rows, scores, dots = None, None, all_dots[i]
+            top_rows, top = _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, scanned)
+            ids[lo + i], scores_out[lo + i] = top_rows, top
     cost.seconds = time.perf_counter() - start
     cost.candidates = [int(t) // len(queries) if t % len(queries) == 0 else t / len(queries) for t in scanned]
-    return SearchResult(ids=ids, scores=scores, plan=str(plan), cost=cost)
+    return SearchResult(ids=ids, scores=scores_out, plan=str(plan), cost=cost)
 
 
 def check_k(k, n_live: int) -> None:
@@ -91,63 +91,74 @@ def _dead_mask(count: int, dead_rows: np.ndarray | None) -> np.ndarray | None:
 
 
 def _candidates(store, index, query, stage, keeps, dead, cost):
-    """Stage-0 rows, partial dots and inverse norms from the index, plus the unindexed tail.
+    """Stage-0 rows from the index with their scores (and partial products, if it has them).
 
     Falls back to scanning everything when deletions leave fewer than k candidates.
     """
     start = time.perf_counter()
-    rows, dots, inv = index.candidates(store, query, stage, keeps[0], cost)
-    if index.indexed_ < store.count:  # rows added since the build: always scanned
-        tail = np.arange(index.indexed_, store.count)
-        rows = np.concatenate([rows, tail])
-        dots = np.concatenate([dots, store.dots(query, 0, stage.dim, tail)])
-        inv = np.concatenate([inv, store.inv_prefix_norms(stage.dim, tail)])
-        cost.multiply_adds += len(tail) * stage.dim
-        cost.bytes_read += len(tail) * stage.dim * _F32
+    if index.indexed_ != store.count:
+        raise InvalidInputError(
+            f"the index covers {index.indexed_} rows but the store holds {store.count}; extend it first"
+        )
+    rows, scores, dots = index.candidates(store, query, stage, keeps[0], cost)
     if dead is not None:
         live = ~dead[rows]
-        rows, dots, inv = rows[live], dots[live], inv[live]
+        rows, scores, dots = rows[live], scores[live], None if dots is None else dots[live]
     if len(rows) < keeps[-1]:
-        rows, dots, inv = None, store.dots(query, 0, stage.dim), None
+        rows, scores, dots = None, None, store.dots(query, 0, stage.dim)
+        cost.multiply_adds += store.count * stage.dim
+        cost.bytes_read += store.count * stage.dim * _F32
     cost.stage_seconds[0] += time.perf_counter() - start
-    return rows, dots, inv
+    return rows, scores, dots
 
 
-def _funnel(store, query, rows, dots, inv, plan, keeps, metric, dead, cost, scanned):
-    """Run every stage for one query, from stage-0 partial products `dots` of `rows`
-    (None: all stored rows) and, optionally, their inverse prefix norms `inv`."""
+def _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, scanned):
+    """Run every stage for one query.
+
+    Stage 0 arrives either as partial products `dots` of all rows (`rows` None,
+    work not yet counted) or as an index's candidates `rows` with their ranking
+    `scores` and, if the index has them, partial products (work counted by it).
+    """
     done, last = plan.stages[0].dim, len(keeps) - 1
     for n, (stage, keep) in enumerate(zip(plan.stages, keeps)):
         stage_start = time.perf_counter()
         count = store.count if rows is None else len(rows)
-        if n > 0:
-            dots = dots + store.dots(query, done, stage.dim, rows)
-        if n > 0 or rows is None:  # an index has counted its own stage-0 work
-            cost.multiply_adds += count * (stage.dim - (0 if n == 0 else done))
-            cost.bytes_read += count * (stage.dim - (0 if n == 0 else done)) * _F32
-        done = stage.dim
         scanned[n] += count
-        if metric == "cosine":
-            if n > 0 or inv is None:
-                inv = store.inv_prefix_norms(done, rows)
-                cost.multiply_adds += count * store.norm_work(done)
-                cost.bytes_read += count * store.norm_work(done) * _F32
-            scores = np.multiply(dots, inv)
-            if n == last:  # a shortlist's ranking does not need the query's norm
-                scores *= _inv_norm(query[:done])
-            cost.bytes_read += count * _F32
+        if n > 0:
+            fresh = dots is None  # the index ranked by its own scores: products start here
+            added = store.dots(query, 0 if fresh else done, stage.dim, rows)
+            dots = added if fresh else dots + added
+            width = stage.dim if fresh else stage.dim - done
         else:
-            scores = dots.copy() if rows is None else dots
-        if rows is None and dead is not None and len(dead):
+            width = stage.dim if rows is None else 0
+        cost.multiply_adds += count * width
+        cost.bytes_read += count * width * _F32
+        done = stage.dim
+        if n > 0 or scores is None:
+            scores = _scores(store, dots, rows, done, metric, cost)
+        if rows is None and dead is not None:
             scores[dead] = -np.inf
+        if n == last and metric == "cosine":  # a shortlist's ranking does not need the query's norm
+            scores = scores * _inv_norm(query[:done])
         if n == last and rows is not None:  # ties go to the lower row, as in exact search
             pick = np.lexsort((rows, -scores))[:keep]
         else:
             pick = top_k(scores, min(keep, len(scores)), ordered=n == last)
         rows = pick if rows is None else rows[pick]
-        dots, scores = dots[pick], scores[pick]
+        scores = scores[pick]
+        dots = None if dots is None else dots[pick]
         cost.stage_seconds[n] += time.perf_counter() - stage_start
     return rows, scores
+
+
+def _scores(store, dots, rows, dim, metric, cost):
+    """Ranking scores from partial products: cosine divides by the items' prefix norms."""
+    if metric == "ip":
+        return dots.copy() if rows is None else dots
+    count = len(dots)
+    cost.multiply_adds += count * store.norm_work(dim)
+    cost.bytes_read += count * (1 + store.norm_work(dim)) * _F32
+    return np.multiply(dots, store.inv_prefix_norms(dim, rows))
 
 
 def _inv_norm(vector: np.ndarray) -> np.float32:

@@ -66,21 +66,19 @@ class GraphIndex:
         return self
 
     def candidates(self, store: BlockStore, query: np.ndarray, stage, keep: int, cost):
-        """The graph's `keep` nearest rows, their dots on `stage.dim` dims and inverse norms."""
+        """The graph's `keep` nearest rows and their similarity on the graph's prefix."""
         if stage.dim != self.dim:
             raise InvalidInputError(f"this graph is built on d{self.dim}; the plan asks for d{stage.dim}")
         params = faiss.SearchParametersHNSW()
         params.efSearch = max(stage.effort, keep)
         stats = faiss.cvar.hnsw_stats
         stats.reset()
-        _, found = self.graph_.search(np.ascontiguousarray(query[None, : self.dim]), min(keep, self.indexed_),
-                                      params=params)
-        rows = found[0][found[0] >= 0]
-        dots = store.dots(query, 0, self.dim, rows)
-        work = (stats.ndis + len(rows) * (1 + store.norm_work(self.dim) / self.dim)) * self.dim
-        cost.multiply_adds += int(work)
-        cost.bytes_read += int(work) * 4
-        return rows, dots, store.inv_prefix_norms(self.dim, rows)
+        scores, found = self.graph_.search(np.ascontiguousarray(query[None, : self.dim]),
+                                           min(keep, self.indexed_), params=params)
+        valid = found[0] >= 0
+        cost.multiply_adds += stats.ndis * self.dim
+        cost.bytes_read += stats.ndis * self.dim * 4
+        return found[0][valid], scores[0][valid], None
 
     def resident_bytes(self) -> int:
         """RAM the graph holds: its prefix vectors and its neighbour lists."""

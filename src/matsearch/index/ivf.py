@@ -100,13 +100,14 @@ class IVFIndex:
         return self._group(store, list_rows, offsets)
 
     def candidates(self, store: BlockStore, query: np.ndarray, stage, keep: int, cost):
-        """Rows of the `stage.effort` nearest lists, their dots on `stage.dim` dims and inverse norms."""
+        """Rows of the `stage.effort` nearest lists, their scores and partial products on `stage.dim` dims."""
         lists = self.probe(query, stage.effort)
         rows, dots, inv = self.scan(query, lists, stage.dim)
+        scanned = len(rows) * (stage.dim + (1 if self.metric == "cosine" else 0))
         cost.multiply_adds += self.n_lists * self.centroid_dim + len(rows) * stage.dim
-        cost.bytes_read += (self.n_lists * self.centroid_dim + len(rows) * stage.dim) * 4
+        cost.bytes_read += (self.n_lists * self.centroid_dim + scanned) * 4
         cost.lists_probed += len(lists)
-        return rows, dots, inv
+        return rows, dots * inv if self.metric == "cosine" else dots, dots
 
     def probe(self, query: np.ndarray, nprobe: int) -> np.ndarray:
         """The `nprobe` lists whose centroids are nearest the query's centroid prefix."""
