@@ -5,7 +5,8 @@ from matsearch import BlockStore, InvalidInputError
 from matsearch.recipe import Recipe
 
 
-@pytest.mark.parametrize("text", ["flat", "hnsw32@d96", "ivf1024@d32:d128", "ivf256@d64:d64,hnsw16@d128"])
+@pytest.mark.parametrize("text", ["flat", "hnsw32@d96", "ivf1024@d32:d128", "ivf256@d64:d64,hnsw16@d128",
+                                  "pq16@d128", "opq32@d384,ivf64@d32:d64"])
 def test_recipes_round_trip(text):
     assert str(Recipe.parse(text)) == text
 
@@ -17,7 +18,7 @@ def test_recipes_round_trip(text):
         ("ivf1024@d32", "'ivf1024@d32' is not"),
         ("hnsw@d96", "'hnsw@d96' is not"),
         ("hnsw32@d96,hnsw16@d64", "names two indexes of one kind"),
-        ("pq16@d128", "'pq16@d128' is not"),
+        ("sq8@d128", "'sq8@d128' is not"),
     ],
 )
 def test_malformed_recipes_are_named(text, message):
@@ -28,7 +29,7 @@ def test_malformed_recipes_are_named(text, message):
 def test_recipes_are_checked_against_the_vectors():
     with pytest.raises(InvalidInputError, match="scan dim must be one of the nesting dims"):
         Recipe.parse("ivf64@d32:d100").check(384, [32, 64, 128, 256, 384])
-    with pytest.raises(InvalidInputError, match="graph dim 512 exceeds the vectors' 384"):
+    with pytest.raises(InvalidInputError, match="dim 512 exceeds the vectors' 384"):
         Recipe.parse("hnsw32@d512").check(384, [32, 64, 128, 256, 384])
 
 
@@ -37,7 +38,7 @@ def test_memory_is_known_before_building(scifact, tmp_path):
     nesting = [32, 64, 128, 256, 384]
     store = BlockStore.create(tmp_path / "v", nesting)
     store.append(docs)
-    for text in ["ivf64@d32:d128", "hnsw32@d96", "hnsw16@d64"]:
+    for text in ["ivf64@d32:d128", "hnsw32@d96", "hnsw16@d64", "pq16@d128", "opq8@d64"]:
         part = Recipe.parse(text).parts[0]
         estimate = part.bytes_per_vector(store.count, nesting)
         built = part.make().build(store).resident_bytes() / store.count

@@ -10,7 +10,8 @@ The first stage may ask an index for candidates instead of scanning everything:
 ``p16@d64:400>d384`` scores only the items of the 16 IVF lists whose centroids are
 nearest the query, on their 64-dim prefix, keeps 400 and ranks them on 384 dims;
 ``g64@d96:100>d384`` walks a graph built on the 96-dim prefix with a search
-beam (efSearch) of 64, keeps its 100 nearest and ranks them on 384 dims.
+beam (efSearch) of 64, keeps its 100 nearest and ranks them on 384 dims;
+``q@d128:200>d384`` ranks every item by its PQ code of the 128-dim prefix.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 
 from .errors import InvalidInputError
 
-INDEX_KINDS = {"p": "an IVF index", "g": "a graph index"}
-_STAGE = re.compile(r"(?:(?P<index>[pg])(?P<effort>[1-9][0-9]*)@)?d(?P<dim>[1-9][0-9]*)(?::(?P<keep>[1-9][0-9]*))?")
+INDEX_KINDS = {"p": "an IVF index", "g": "a graph index", "q": "PQ codes"}
+_STAGE = re.compile(r"(?:(?P<index>[pgq])(?P<effort>[1-9][0-9]*)?@)?d(?P<dim>[1-9][0-9]*)(?::(?P<keep>[1-9][0-9]*))?")
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,12 @@ class Stage:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"stage {name} must be a positive integer, got {value!r}")
-        if self.index not in (None, *INDEX_KINDS) or (self.index is None) != (self.effort is None):
-            raise InvalidInputError(f"stage index must be one of {list(INDEX_KINDS)} with an effort, "
+        if self.index not in (None, *INDEX_KINDS) or (self.index in ("p", "g")) != (self.effort is not None):
+            raise InvalidInputError(f"stage index must be 'p' or 'g' with an effort, or 'q' without one; "
                                     f"got {self.index!r} and {self.effort!r}")
 
     def __str__(self) -> str:
-        via = "" if self.index is None else f"{self.index}{self.effort}@"
+        via = "" if self.index is None else f"{self.index}{self.effort or ''}@"
         return f"{via}d{self.dim}" if self.keep is None else f"{via}d{self.dim}:{self.keep}"
 
 
@@ -88,7 +89,7 @@ class Plan:
             if match is None:
                 raise InvalidInputError(
                     f"malformed plan {text!r}: stage {part.strip()!r} is not "
-                    "'d<dims>:<keep>', 'd<dims>', or first 'p<lists>@d<dims>:<keep>' or 'g<beam>@d<dims>:<keep>'"
+                    "'d<dims>:<keep>', 'd<dims>', or first 'p<lists>@…', 'g<beam>@…' or 'q@…'"
                 )
             keep, effort = match["keep"], match["effort"]
             stages.append(Stage(int(match["dim"]), None if keep is None else int(keep),

@@ -7,6 +7,8 @@ A recipe is a comma-separated list of indexes; ``flat`` (the default) builds non
   scans at any nesting dim up to ds (plans ``p<probe>@d<dims>:<keep>``).
 - ``hnsw<neighbors>@d<dim>``: an HNSW graph on the dim-prefix (plans
   ``g<beam>@d<dim>:<keep>``).
+- ``pq<bytes>@d<dim>`` / ``opq<bytes>@d<dim>``: PQ codes (with an OPQ rotation)
+  of the dim-prefix (plans ``q@d<dim>:<keep>``).
 
 ``describe(parse(s)) == s`` for a canonical string, and `bytes_per_vector`
 tells the memory a recipe will hold before anything is built.
@@ -19,10 +21,11 @@ import re
 from dataclasses import dataclass
 
 from .errors import InvalidInputError
-from .index import GraphIndex, IVFIndex
+from .index import GraphIndex, IVFIndex, PQIndex
 
 _IVF = re.compile(r"ivf(?P<lists>[1-9][0-9]*)@d(?P<dc>[1-9][0-9]*):d(?P<ds>[1-9][0-9]*)")
 _HNSW = re.compile(r"hnsw(?P<neighbors>[1-9][0-9]*)@d(?P<dim>[1-9][0-9]*)")
+_PQ = re.compile(r"(?P<opq>o?)pq(?P<bytes>[1-9][0-9]*)@d(?P<dim>[1-9][0-9]*)")
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,25 @@ class GraphPart:
         return 4 * self.dim + 4 * (2 * self.neighbors + upper) + 8 + 4
 
 
-INDEX_FILES = (IVFPart.file, GraphPart.file)
+@dataclass(frozen=True)
+class PQPart:
+    code_bytes: int
+    dim: int
+    opq: bool = False
+    kind = "q"
+    file = "pq.faiss"
+
+    def __str__(self) -> str:
+        return f"{'o' if self.opq else ''}pq{self.code_bytes}@d{self.dim}"
+
+    def make(self, metric: str = "cosine") -> PQIndex:
+        return PQIndex(dim=self.dim, code_bytes=self.code_bytes, opq=self.opq, metric=metric)
+
+    def bytes_per_vector(self, count: int, nesting: list[int]) -> float:
+        return self.code_bytes + (256 * self.dim * 4 + (self.dim * self.dim * 4 if self.opq else 0)) / count
+
+
+INDEX_FILES = (IVFPart.file, GraphPart.file, PQPart.file)
 
 
 @dataclass(frozen=True)
@@ -85,9 +106,11 @@ class Recipe:
                 parts.append(IVFPart(int(match["lists"]), int(match["dc"]), int(match["ds"])))
             elif match := _HNSW.fullmatch(item):
                 parts.append(GraphPart(int(match["neighbors"]), int(match["dim"])))
+            elif match := _PQ.fullmatch(item):
+                parts.append(PQPart(int(match["bytes"]), int(match["dim"]), bool(match["opq"])))
             else:
                 raise InvalidInputError(
-                    f"malformed recipe {text!r}: {item!r} is not 'flat', 'ivf<lists>@d<dc>:d<ds>' or 'hnsw<M>@d<dim>'"
+                    f"malformed recipe {text!r}: {item!r} is not 'flat', 'ivf<lists>@d<dc>:d<ds>', 'hnsw<M>@d<dim>' or '[o]pq<bytes>@d<dim>'"
                 )
         kinds = [p.kind for p in parts]
         if len(set(kinds)) != len(kinds):
@@ -104,7 +127,9 @@ class Recipe:
                         f"and the centroid dim at most {dim}"
                     )
             elif part.dim > dim:
-                raise InvalidInputError(f"recipe part {part}: graph dim {part.dim} exceeds the vectors' {dim}")
+                raise InvalidInputError(f"recipe part {part}: dim {part.dim} exceeds the vectors' {dim}")
+            elif isinstance(part, PQPart) and part.dim % part.code_bytes:
+                raise InvalidInputError(f"recipe part {part}: the dim must be a multiple of the code bytes")
         return self
 
     def bytes_per_vector(self, count: int, nesting: list[int]) -> float:

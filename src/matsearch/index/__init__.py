@@ -2,5 +2,6 @@
 
 from .graph import GraphIndex
 from .ivf import IVFIndex
+from .pq import PQIndex, best_prefix
 
-__all__ = ["GraphIndex", "IVFIndex"]
+__all__ = ["GraphIndex", "IVFIndex", "PQIndex", "best_prefix"]

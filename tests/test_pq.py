@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from matsearch import BlockStore, Collection, InvalidInputError, Plan, run_plan
+from matsearch.index import PQIndex, best_prefix
+from matsearch.transform import Transform
+
+NESTING = [32, 64, 128, 256, 384]
+
+
+@pytest.fixture(scope="module")
+def elastic(scifact, tmp_path_factory):
+    _, docs, queries = scifact
+    transform = Transform(kind="pca").fit(docs)
+    store = BlockStore.create(tmp_path_factory.mktemp("pq") / "vectors", NESTING)
+    store.append(transform.apply(docs))
+    return store, PQIndex(dim=128, code_bytes=16).build(store), transform.apply(queries[:200])
+
+
+def test_exhaustive_codes_then_exact_rerank_is_exact_search(elastic):
+    store, codes, queries = elastic
+    n = store.count
+    exact = run_plan(store, queries, Plan.exact(384), 10)
+    coded = run_plan(store, queries, Plan.parse(f"q@d128:{n}>d384"), 10, index=codes)
+    np.testing.assert_array_equal(coded.ids, exact.ids)
+
+
+def test_codes_shortlist_then_rerank_keeps_recall_and_counts_bytes(elastic):
+    store, codes, queries = elastic
+    exact = run_plan(store, queries, Plan.exact(384), 10)
+    coded = run_plan(store, queries, Plan.parse("q@d128:200>d384"), 10, index=codes)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(coded.ids, exact.ids)])
+    assert recall >= 0.9
+    per_query = coded.cost.bytes_read / len(queries)
+    assert per_query < store.count * 16 + 256 * 128 * 4 + 200 * 384 * 4 * 2
+    assert codes.resident_bytes() / store.count < 16 + 30
+
+
+def test_added_rows_are_encoded_and_codes_persist(tmp_path, scifact):
+    ids, docs, queries = scifact
+    with Collection.create(tmp_path / "c") as col:
+        col.add(ids[:4000], vectors=docs[:4000])
+        col.build("pq16@d64")
+        col.add(ids[4000:], vectors=docs[4000:])
+        before = col.search(queries[:20], k=5, plan="q@d64:100>d384").ids
+    with Collection.open(tmp_path / "c") as col:
+        np.testing.assert_array_equal(col.search(queries[:20], k=5, plan="q@d64:100>d384").ids, before)
+        assert col.search(docs[4500], k=1, plan="q@d64:50>d384").ids[0, 0] == ids[4500]
+
+
+def test_best_prefix_for_a_byte_budget(elastic):
+    store, _, _ = elastic
+    dim, recalls = best_prefix(store, 8, dims=[32, 64, 128], sample=200)
+    assert set(recalls) == {32, 64, 128} and recalls[dim] == max(recalls.values())
+    assert all(0 <= r <= 1 for r in recalls.values())
+    with pytest.raises(InvalidInputError, match="no candidate dim is a multiple of 48 bytes"):
+        best_prefix(store, 48, dims=[32, 64])
+
+
+def test_bad_pq_settings(elastic):
+    store, codes, queries = elastic
+    with pytest.raises(InvalidInputError, match="dim \\(100\\) to be a multiple of the code bytes \\(16\\)"):
+        PQIndex(dim=100, code_bytes=16)
+    with pytest.raises(InvalidInputError, match="built on d128; the plan asks for d64"):
+        run_plan(store, queries, Plan.parse("q@d64:100>d384"), 10, index=codes)
+    with pytest.raises(InvalidInputError, match="'q' without one"):
+        Plan.parse("q8@d64:100>d384")
