@@ -4,7 +4,7 @@ from matsearch import InvalidInputError, Plan, Stage
 from matsearch.plan import as_plan
 
 
-@pytest.mark.parametrize("text", ["d384", "d32:400>d384", "d16:2000>d64:200>d128:50>d384"])
+@pytest.mark.parametrize("text", ["d384", "d32:400>d384", "d16:2000>d64:200>d128:50>d384", "q@d384:100>d384"])
 def test_plan_strings_round_trip(text):
     assert str(Plan.parse(text)) == text
 
@@ -27,6 +27,7 @@ def test_parse_builds_stages_and_tolerates_spaces():
         ("d32:400", "the last stage returns k items"),
         ("d32>d64", r"stage d32 needs ':keep'"),
         ("d64:400>d32", "stage dims must increase, got 64 then 32"),
+        ("d64:400>d64", "stage dims must increase, got 64 then 64"),
         ("d32:100>d64:200>d128", "shortlists must shrink, got 100 then 200"),
     ],
 )

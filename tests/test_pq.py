@@ -65,3 +65,13 @@ def test_bad_pq_settings(elastic):
         run_plan(store, queries, Plan.parse("q@d64:100>d384"), 10, index=codes)
     with pytest.raises(InvalidInputError, match="'q' without one"):
         Plan.parse("q8@d64:100>d384")
+
+
+def test_full_dim_codes_can_be_rescored_exactly_at_the_same_dim(tmp_path, scifact):
+    _, docs, queries = scifact
+    store = BlockStore.create(tmp_path / "v", NESTING)
+    store.append(docs)
+    codes = PQIndex(dim=384, code_bytes=48).build(store)
+    exact = run_plan(store, queries[:50], Plan.exact(384), 10)
+    rescored = run_plan(store, queries[:50], Plan.parse(f"q@d384:{store.count}>d384"), 10, index=codes)
+    np.testing.assert_array_equal(rescored.ids, exact.ids)

@@ -72,8 +72,9 @@ class Plan:
             if stage.index is not None:
                 raise InvalidInputError(f"plan {self}: only the first stage can use an index ({stage})")
         for a, b in zip(self.stages, self.stages[1:]):
-            if b.dim <= a.dim:
-                raise InvalidInputError(f"plan {self}: stage dims must increase, got {a.dim} then {b.dim}")
+            if b.dim < a.dim or (b.dim == a.dim and a.index is None):
+                raise InvalidInputError(f"plan {self}: stage dims must increase, got {a.dim} then {b.dim} "
+                                        "(only an index's candidates may be re-scored at the same dims)")
         for a, b in zip(shortlists, shortlists[1:]):
             if b.keep >= a.keep:
                 raise InvalidInputError(f"plan {self}: shortlists must shrink, got {a.keep} then {b.keep}")

@@ -126,9 +126,10 @@ def _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, s
         scanned[n] += count
         if n > 0:
             fresh = dots is None  # the index ranked by its own scores: products start here
-            added = store.dots(query, 0 if fresh else done, stage.dim, rows)
-            dots = added if fresh else dots + added
             width = stage.dim if fresh else stage.dim - done
+            if width:
+                added = store.dots(query, 0 if fresh else done, stage.dim, rows)
+                dots = added if fresh else dots + added
         else:
             width = stage.dim if rows is None else 0
         cost.multiply_adds += count * width
