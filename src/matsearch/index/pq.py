@@ -1,7 +1,10 @@
 """Product quantisation on a prefix (AdANNS-OPQ): M bytes per item, re-ranked from the store.
 
 The codes are built (faiss PQ, optionally with an OPQ rotation) on the `dim`-prefix
-of the stored vectors, normalised for cosine. A query ranks every item by
+of the stored vectors, normalised for cosine. Elastic prefixes put most of their
+energy in the first dims, which starves PQ's later sub-spaces; plain PQ therefore
+first deals the prefix's dims out to the M sub-spaces so each gets an equal share
+of log-energy (a fixed permutation, no training; OPQ learns its own rotation). A query ranks every item by
 asymmetric distance (one lookup table per query, M byte lookups per item) and
 the funnel re-scores the best on longer prefixes. `best_prefix` picks, for a byte
 budget, the prefix whose codes rank a sample best.
@@ -46,12 +49,17 @@ class PQIndex:
         if self.dim > store.dim:
             raise InvalidInputError(f"PQ dim {self.dim} exceeds the stored vectors' {store.dim}")
         key = f"OPQ{self.code_bytes},PQ{self.code_bytes}" if self.opq else f"PQ{self.code_bytes}"
-        self.codes_ = faiss.index_factory(self.dim, key, faiss.METRIC_INNER_PRODUCT)
-        codes = faiss.downcast_index(self.codes_.index) if self.opq else self.codes_
-        codes.do_polysemous_training = False  # the factory's default; 15x slower and unused here
         prefix = self._prefix(store, 0)
         sample = np.random.default_rng(self.seed).choice(len(prefix), min(len(prefix), _TRAIN_SAMPLE), replace=False)
-        self.codes_.train(prefix[np.sort(sample)])
+        sample = prefix[np.sort(sample)]
+        codes = faiss.index_factory(self.dim, key, faiss.METRIC_INNER_PRODUCT)
+        faiss.downcast_index(codes.index if self.opq else codes).do_polysemous_training = False  # 15x slower, unused
+        if not self.opq:
+            order = balanced_order(np.mean(sample * sample, axis=0), self.code_bytes)
+            codes = faiss.IndexPreTransform(faiss.RemapDimensionsTransform(self.dim, self.dim, faiss.swig_ptr(order)),
+                                            codes)
+        codes.train(sample)
+        self.codes_ = codes
         self.indexed_ = 0
         return self._add(prefix, progress)
 
@@ -94,6 +102,21 @@ class PQIndex:
     def resident_bytes(self) -> int:
         """RAM the codes hold: M bytes per item, the codebooks, and the OPQ rotation."""
         return self.indexed_ * self.code_bytes + 256 * self.dim * 4 + (self.dim * self.dim * 4 if self.opq else 0)
+
+
+def balanced_order(energy: np.ndarray, parts: int) -> np.ndarray:
+    """A permutation of dims, read as `parts` equal consecutive groups, giving every group
+    about the same total log-energy: each dim, strongest first, joins the poorest open group."""
+    size = len(energy) // parts
+    logs = np.log(np.maximum(energy, 1e-30) / max(float(energy.min()), 1e-30))  # >= 0, so joining adds wealth
+    groups: list[list[int]] = [[] for _ in range(parts)]
+    wealth = np.zeros(parts)
+    for dim in np.argsort(-energy, kind="stable"):
+        open_groups = [g for g in range(parts) if len(groups[g]) < size]
+        poorest = min(open_groups, key=wealth.__getitem__)
+        groups[poorest].append(int(dim))
+        wealth[poorest] += logs[dim]
+    return np.array([d for group in groups for d in group], dtype=np.int32)
 
 
 def best_prefix(store: BlockStore, code_bytes: int, *, dims=None, opq: bool = False, sample: int = 2000,
