@@ -14,9 +14,7 @@ def check_vectors(vectors, dim: int | None = None, *, what: str = "vectors") -> 
     and all-zero rows, which have no direction to search with.
     """
     array = np.asarray(vectors)
-    if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-    ):
+    if array.dtype.kind not in "fiu":
         raise InvalidInputError(f"{what} must be numeric, got dtype {array.dtype}")
     if array.ndim == 1:
         array = array[None, :]

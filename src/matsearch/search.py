@@ -163,5 +163,5 @@ def _scores(store, dots, rows, dim, metric, cost):
 
 
 def _inv_norm(vector: np.ndarray) -> np.float32:
-    norm = np.linalg.norm(vector)
+    norm = np.sqrt(np.dot(vector, vector))
     return np.float32(1.0 / norm if norm > 0 else 0.0)

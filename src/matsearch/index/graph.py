@@ -18,6 +18,7 @@ from ..store import BlockStore
 from .ivf import prefix_of
 
 _ADD_CHUNK = 10_000  # rows per insertion call, so a progress bar can follow
+_STATS = faiss.cvar.hnsw_stats  # faiss's distance counter, read for the cost record
 
 
 class GraphIndex:
@@ -30,6 +31,7 @@ class GraphIndex:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
         self.dim, self.neighbors, self.build_beam, self.metric = dim, neighbors, build_beam, metric
+        self._beams: dict[int, faiss.SearchParametersHNSW] = {}
 
     def build(self, store: BlockStore, *, progress: bool = False) -> "GraphIndex":
         """Insert every stored row's prefix into a new HNSW graph."""
@@ -66,19 +68,33 @@ class GraphIndex:
         return self
 
     def candidates(self, store: BlockStore, query: np.ndarray, stage, keep: int, cost):
-        """The graph's `keep` nearest rows and their similarity on the graph's prefix."""
+        """The graph's `keep` nearest rows, their similarity on the graph's prefix, and their
+        partial products on it (cosine similarity times the stored prefix norm), so the
+        funnel's re-rank adds only the dims past the graph's."""
         if stage.dim != self.dim:
             raise InvalidInputError(f"this graph is built on d{self.dim}; the plan asks for d{stage.dim}")
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = max(stage.effort, keep)
-        stats = faiss.cvar.hnsw_stats
-        stats.reset()
-        scores, found = self.graph_.search(np.ascontiguousarray(query[None, : self.dim]),
-                                           min(keep, self.indexed_), params=params)
-        valid = found[0] >= 0
-        cost.multiply_adds += stats.ndis * self.dim
-        cost.bytes_read += stats.ndis * self.dim * 4
-        return found[0][valid], scores[0][valid], None
+        _STATS.reset()
+        scores, found = self.graph_.search(query[None, : self.dim], min(keep, self.indexed_),
+                                           params=self._params(max(stage.effort, keep)))
+        rows, scores = found[0], scores[0]
+        if rows[-1] < 0:  # fewer reachable rows than asked
+            valid = rows >= 0
+            rows, scores = rows[valid], scores[valid]
+        visited = _STATS.ndis
+        cost.multiply_adds += visited * self.dim
+        cost.bytes_read += visited * self.dim * 4
+        if self.metric != "cosine":
+            return rows, scores, scores
+        inv = store.inv_prefix_norms(self.dim, rows)
+        return rows, scores, np.divide(scores, inv, out=np.zeros_like(scores), where=inv > 0)
+
+    def _params(self, beam: int):
+        """Search parameters for a beam, made once: building them costs as much as a short search."""
+        params = self._beams.get(beam)
+        if params is None:
+            params = self._beams[beam] = faiss.SearchParametersHNSW()
+            params.efSearch = beam
+        return params
 
     def resident_bytes(self) -> int:
         """RAM the graph holds: its prefix vectors and its neighbour lists."""
