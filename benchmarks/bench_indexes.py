@@ -29,10 +29,12 @@ from matsearch import Plan
 from matsearch.search import run_plan
 
 TARGET = 0.95
+GRAPH_SETTINGS = ((24, 24), (32, 24), (32, 32), (40, 32), (48, 32), (48, 40), (56, 40), (64, 48), (80, 64),
+                  (96, 80), (128, 100))  # (beam, shortlist)
 RECIPES = {  # recipe: per-query plans swept
-    "hnsw32@d128": [f"g{ef}@d128:{keep}>d384" for ef, keep in
-                    ((24, 24), (32, 32), (40, 40), (48, 40), (48, 48), (56, 48), (64, 48), (64, 64), (80, 64),
-                     (96, 80), (128, 100))],
+    "hnsw32@d96:d192/int8": [f"g{ef}@d192:{keep}>d384" for ef, keep in GRAPH_SETTINGS],
+    "hnsw32@d192/int8": [f"g{ef}@d192:{keep}>d384" for ef, keep in GRAPH_SETTINGS],
+    "hnsw32@d128": [f"g{ef}@d128:{keep}>d384" for ef, keep in GRAPH_SETTINGS],
     "ivf1024@d64:d128": [f"p{n}@d{ds}:{keep}>d384" for n, ds, keep in
                          ((8, 64, 100), (16, 64, 150), (24, 64, 200), (32, 64, 200), (32, 128, 100),
                           (48, 128, 100), (64, 128, 100))],

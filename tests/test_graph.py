@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from matsearch import BlockStore, InvalidInputError, Plan, run_plan
+from matsearch import BlockStore, CollectionError, InvalidInputError, Plan, run_plan
 from matsearch.index import GraphIndex, IVFIndex
 from matsearch.transform import Transform
 
@@ -65,3 +65,38 @@ def test_the_graph_must_match_the_plan(elastic):
         run_plan(store, queries, Plan.parse("g64@d64:100>d384"), 10, index=ivf)
     with pytest.raises(InvalidInputError, match="graph dim 512 exceeds the stored vectors' 384"):
         GraphIndex(dim=512).build(store)
+
+
+@pytest.mark.parametrize("codec", ["f32", "f16", "int8"])
+def test_a_graph_linked_on_a_shorter_prefix_is_exact_when_exhaustive_and_survives_a_save(elastic, codec, tmp_path):
+    store, _, queries = elastic
+    graph = GraphIndex(dim=128, build_dim=64, codec=codec).build(store)
+    n = store.count
+    exact = run_plan(store, queries[:40], Plan.exact(384), 10)
+    walked = run_plan(store, queries[:40], Plan.parse(f"g{n}@d128:{n}>d384"), 10, index=graph)
+    np.testing.assert_array_equal(walked.ids, exact.ids)
+    np.testing.assert_allclose(walked.scores, exact.scores, rtol=1e-5)  # lossy copies are re-scored exactly
+    plan = Plan.parse("g64@d128:100>d384")
+    short = run_plan(store, queries, plan, 10, index=graph)
+    assert recall(short.ids, run_plan(store, queries, Plan.exact(384), 10).ids) >= 0.95
+    graph.save(tmp_path / "hnsw.faiss")
+    again = GraphIndex(dim=128, build_dim=64, codec=codec).load(tmp_path / "hnsw.faiss", store)
+    np.testing.assert_array_equal(run_plan(store, queries, plan, 10, index=again).ids, short.ids)
+    assert again.resident_bytes() / n < 128 * {"f32": 4, "f16": 2, "int8": 1}[codec] + 400
+
+
+def test_a_saved_graph_of_another_codec_is_refused(elastic, tmp_path):
+    store, graph, _ = elastic
+    graph.save(tmp_path / "hnsw.faiss")
+    with pytest.raises(CollectionError, match="does not match its recipe"):
+        GraphIndex(dim=64, codec="int8").load(tmp_path / "hnsw.faiss", store)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"dim": 64, "build_dim": 128}, "build dim 128 exceeds its search dim 64"),
+    ({"dim": 64, "codec": "int4"}, "graph codec 'int4' is not one of"),
+    ({"dim": 64, "build_dim": 0}, "build_dim must be a positive integer, got 0"),
+])
+def test_bad_graph_settings_are_named(kwargs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        GraphIndex(**kwargs)

@@ -6,7 +6,9 @@ A recipe is a comma-separated list of indexes; ``flat`` (the default) builds non
   prefix and a list-ordered copy of the prefix up to ds dims, which a query
   scans at any nesting dim up to ds (plans ``p<probe>@d<dims>:<keep>``).
 - ``hnsw<neighbors>@d<dim>``: an HNSW graph on the dim-prefix (plans
-  ``g<beam>@d<dim>:<keep>``).
+  ``g<beam>@d<dim>:<keep>``); ``hnsw<neighbors>@d<db>:d<dim>`` links it on the
+  shorter db-prefix, and a suffix ``/f16`` or ``/int8`` stores its copy of the
+  prefix at 2 or 1 bytes per dim (``hnsw32@d96:d192/int8``).
 - ``pq<bytes>@d<dim>`` / ``opq<bytes>@d<dim>``: PQ codes (with an OPQ rotation)
   of the dim-prefix (plans ``q@d<dim>:<keep>``).
 
@@ -22,9 +24,11 @@ from dataclasses import dataclass
 
 from .errors import InvalidInputError
 from .index import GraphIndex, IVFIndex, PQIndex
+from .index.graph import CODECS
 
 _IVF = re.compile(r"ivf(?P<lists>[1-9][0-9]*)@d(?P<dc>[1-9][0-9]*):d(?P<ds>[1-9][0-9]*)")
-_HNSW = re.compile(r"hnsw(?P<neighbors>[1-9][0-9]*)@d(?P<dim>[1-9][0-9]*)")
+_HNSW = re.compile(r"hnsw(?P<neighbors>[1-9][0-9]*)@(?:d(?P<build_dim>[1-9][0-9]*):)?d(?P<dim>[1-9][0-9]*)"
+                   r"(?:/(?P<codec>f16|int8))?")
 _PQ = re.compile(r"(?P<opq>o?)pq(?P<bytes>[1-9][0-9]*)@d(?P<dim>[1-9][0-9]*)")
 
 
@@ -51,19 +55,23 @@ class IVFPart:
 class GraphPart:
     neighbors: int
     dim: int
+    build_dim: int | None = None
+    codec: str = "f32"
     kind = "g"
     file = "hnsw.faiss"
 
     def __str__(self) -> str:
-        return f"hnsw{self.neighbors}@d{self.dim}"
+        built = "" if self.build_dim in (None, self.dim) else f"d{self.build_dim}:"
+        return f"hnsw{self.neighbors}@{built}d{self.dim}" + ("" if self.codec == "f32" else f"/{self.codec}")
 
     def make(self, metric: str = "cosine") -> GraphIndex:
-        return GraphIndex(dim=self.dim, neighbors=self.neighbors, metric=metric)
+        return GraphIndex(dim=self.dim, neighbors=self.neighbors, metric=metric, build_dim=self.build_dim,
+                          codec=self.codec)
 
     def bytes_per_vector(self, count: int, nesting: list[int]) -> float:
         # faiss HNSW: 2M links on level 0, M on each upper level (expected 1/ln M of them), offsets, levels
         upper = self.neighbors / math.log(self.neighbors)
-        return 4 * self.dim + 4 * (2 * self.neighbors + upper) + 8 + 4
+        return CODECS[self.codec] * self.dim + 4 * (2 * self.neighbors + upper) + 8 + 4
 
 
 @dataclass(frozen=True)
@@ -105,12 +113,13 @@ class Recipe:
             if match := _IVF.fullmatch(item):
                 parts.append(IVFPart(int(match["lists"]), int(match["dc"]), int(match["ds"])))
             elif match := _HNSW.fullmatch(item):
-                parts.append(GraphPart(int(match["neighbors"]), int(match["dim"])))
+                build_dim = None if match["build_dim"] is None else int(match["build_dim"])
+                parts.append(GraphPart(int(match["neighbors"]), int(match["dim"]), build_dim, match["codec"] or "f32"))
             elif match := _PQ.fullmatch(item):
                 parts.append(PQPart(int(match["bytes"]), int(match["dim"]), bool(match["opq"])))
             else:
                 raise InvalidInputError(
-                    f"malformed recipe {text!r}: {item!r} is not 'flat', 'ivf<lists>@d<dc>:d<ds>', 'hnsw<M>@d<dim>' or '[o]pq<bytes>@d<dim>'"
+                    f"malformed recipe {text!r}: {item!r} is not 'flat', 'ivf<lists>@d<dc>:d<ds>', 'hnsw<M>@[d<db>:]d<dim>[/f16|/int8]' or '[o]pq<bytes>@d<dim>'"
                 )
         kinds = [p.kind for p in parts]
         if len(set(kinds)) != len(kinds):
@@ -128,6 +137,8 @@ class Recipe:
                     )
             elif part.dim > dim:
                 raise InvalidInputError(f"recipe part {part}: dim {part.dim} exceeds the vectors' {dim}")
+            elif isinstance(part, GraphPart) and (part.build_dim or 0) > part.dim:
+                raise InvalidInputError(f"recipe part {part}: the build dim must not exceed the graph's dim")
             elif isinstance(part, PQPart) and part.dim % part.code_bytes:
                 raise InvalidInputError(f"recipe part {part}: the dim must be a multiple of the code bytes")
         return self

@@ -1,9 +1,16 @@
 """A graph (faiss HNSW) on a short prefix of the stored vectors; the funnel re-ranks.
 
 AdANNS's graph + re-rank: the graph holds only a `dim`-prefix copy (normalised
-for cosine), so it is small and quick to build and to walk; its candidates are
-then re-scored on longer prefixes from the memory-mapped store. Rows added to
-the store later are inserted into the graph (`extend`).
+for cosine), so it is small and quick to walk; its candidates are then
+re-scored on longer prefixes from the memory-mapped store. As AdANNS-IVF
+decouples the clustering dim from the scan dim, the graph's links may be built
+on a shorter prefix (`build_dim`, held as int8 while linking so that it stays in
+cache) than the one it stores and walks: building is the costly part, and a
+short coarse prefix finds nearly the same neighbourhoods. The stored copy may be
+float32, float16 or int8 (per-dim ranges). A float32 copy hands the re-rank
+exact partial products, so it reads only the dims past the graph's; with a
+lossy copy the re-rank recomputes every candidate's products from the store, so
+final scores stay exact either way. Rows added to the store later are inserted into the graph (`extend`).
 """
 
 from __future__ import annotations
@@ -19,40 +26,72 @@ from .ivf import prefix_of
 
 _ADD_CHUNK = 10_000  # rows per insertion call, so a progress bar can follow
 _STATS = faiss.cvar.hnsw_stats  # faiss's distance counter, read for the cost record
+CODECS = {"f32": 4, "f16": 2, "int8": 1}  # bytes per stored dim
+_QUANTIZERS = {"f16": faiss.ScalarQuantizer.QT_fp16, "int8": faiss.ScalarQuantizer.QT_8bit}
 
 
 class GraphIndex:
-    """HNSW over the `dim`-prefix of a BlockStore's rows; `build` does the work."""
+    """HNSW over the `dim`-prefix of a BlockStore's rows, linked on the `build_dim`-prefix."""
 
     kind = "g"
 
-    def __init__(self, *, dim: int, neighbors: int = 32, build_beam: int = 40, metric: str = "cosine"):
-        for name, value in (("dim", dim), ("neighbors", neighbors), ("build_beam", build_beam)):
+    def __init__(self, *, dim: int, neighbors: int = 32, build_beam: int = 40, metric: str = "cosine",
+                 build_dim: int | None = None, codec: str = "f32"):
+        build_dim = dim if build_dim is None else build_dim
+        for name, value in (("dim", dim), ("neighbors", neighbors), ("build_beam", build_beam),
+                            ("build_dim", build_dim)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        if build_dim > dim:
+            raise InvalidInputError(f"the graph's build dim {build_dim} exceeds its search dim {dim}")
+        if codec not in CODECS:
+            raise InvalidInputError(f"graph codec {codec!r} is not one of {sorted(CODECS)}")
         self.dim, self.neighbors, self.build_beam, self.metric = dim, neighbors, build_beam, metric
+        self.build_dim, self.codec = build_dim, codec
         self._beams: dict[int, faiss.SearchParametersHNSW] = {}
 
     def build(self, store: BlockStore, *, progress: bool = False) -> "GraphIndex":
-        """Insert every stored row's prefix into a new HNSW graph."""
+        """Link every stored row in a new HNSW graph, then store the rows' `dim`-prefixes in it."""
         if self.dim > store.dim:
             raise InvalidInputError(f"graph dim {self.dim} exceeds the stored vectors' {store.dim}")
-        self.graph_ = faiss.IndexHNSWFlat(self.dim, self.neighbors, faiss.METRIC_INNER_PRODUCT)
-        self.graph_.hnsw.efConstruction = self.build_beam
+        self.graph_ = self._empty(self.dim, self._prefix(store, 0, self.dim))
         self.indexed_ = 0
-        return self.extend(store, progress=progress)
+        if self.build_dim == self.dim:
+            return self.extend(store, progress=progress)
+        short = self._prefix(store, 0, self.build_dim)
+        builder = self._empty(self.build_dim, short, codec="int8")
+        self._insert(builder, short, progress)
+        self.graph_.hnsw = builder.hnsw  # the links, copied; the builder's short copy is dropped
+        faiss.downcast_index(self.graph_.storage).add(self._prefix(store, 0, self.dim))
+        self.graph_.ntotal = self.indexed_ = builder.ntotal
+        return self
 
     def extend(self, store: BlockStore, *, progress: bool = False) -> "GraphIndex":
-        """Insert the rows stored since the last build or extend."""
-        prefix = prefix_of(store, self.dim, self.indexed_)
-        if self.metric == "cosine":
-            prefix = normalize(prefix)
-        with tqdm(total=len(prefix), desc=f"hnsw{self.neighbors}@d{self.dim}", disable=not progress) as bar:
-            for start in range(0, len(prefix), _ADD_CHUNK):
-                self.graph_.add(prefix[start : start + _ADD_CHUNK])
-                bar.update(min(_ADD_CHUNK, len(prefix) - start))
+        """Insert the rows stored since the last build or extend (linked on the graph's own copy)."""
+        self._insert(self.graph_, self._prefix(store, self.indexed_, self.dim), progress)
         self.indexed_ = self.graph_.ntotal
         return self
+
+    def _prefix(self, store: BlockStore, start: int, dim: int) -> np.ndarray:
+        prefix = prefix_of(store, dim, start)
+        return normalize(prefix) if self.metric == "cosine" else prefix
+
+    def _empty(self, dim: int, sample: np.ndarray, codec: str | None = None):
+        """A new HNSW index over `dim` dims in `codec` (this graph's by default), trained on `sample`."""
+        codec = codec or self.codec
+        if codec == "f32":
+            graph = faiss.IndexHNSWFlat(dim, self.neighbors, faiss.METRIC_INNER_PRODUCT)
+        else:
+            graph = faiss.IndexHNSWSQ(dim, _QUANTIZERS[codec], self.neighbors, faiss.METRIC_INNER_PRODUCT)
+            graph.train(sample)
+        graph.hnsw.efConstruction = self.build_beam
+        return graph
+
+    def _insert(self, graph, prefix: np.ndarray, progress: bool) -> None:
+        with tqdm(total=len(prefix), desc=f"hnsw{self.neighbors}@d{graph.d}", disable=not progress) as bar:
+            for start in range(0, len(prefix), _ADD_CHUNK):
+                graph.add(prefix[start : start + _ADD_CHUNK])
+                bar.update(min(_ADD_CHUNK, len(prefix) - start))
 
     def save(self, path) -> None:
         faiss.write_index(self.graph_, str(path))
@@ -62,7 +101,7 @@ class GraphIndex:
             self.graph_ = faiss.read_index(str(path))
         except RuntimeError as exc:
             raise CollectionError(f"graph index file {path} is missing or corrupt: {str(exc).splitlines()[0]}") from None
-        if self.graph_.d != self.dim or self.graph_.ntotal > store.count:
+        if self.graph_.d != self.dim or _codec_of(self.graph_) != self.codec or self.graph_.ntotal > store.count:
             raise CollectionError(f"graph index file {path} does not match its recipe or the stored vectors")
         self.indexed_ = self.graph_.ntotal
         return self
@@ -82,7 +121,9 @@ class GraphIndex:
             rows, scores = rows[valid], scores[valid]
         visited = _STATS.ndis
         cost.multiply_adds += visited * self.dim
-        cost.bytes_read += visited * self.dim * 4
+        cost.bytes_read += visited * self.dim * CODECS[self.codec]
+        if self.codec != "f32":  # approximate scores: the re-rank starts from dim 0
+            return rows, scores, None
         if self.metric != "cosine":
             return rows, scores, scores
         inv = store.inv_prefix_norms(self.dim, rows)
@@ -97,7 +138,16 @@ class GraphIndex:
         return params
 
     def resident_bytes(self) -> int:
-        """RAM the graph holds: its prefix vectors and its neighbour lists."""
+        """RAM the graph holds: its prefix copy and its neighbour lists."""
         hnsw = self.graph_.hnsw
-        links = faiss.vector_to_array(hnsw.neighbors).nbytes + faiss.vector_to_array(hnsw.offsets).nbytes
-        return self.graph_.ntotal * self.dim * 4 + links + faiss.vector_to_array(hnsw.levels).nbytes
+        links = sum(faiss.vector_to_array(a).nbytes for a in (hnsw.neighbors, hnsw.offsets, hnsw.levels))
+        return self.graph_.ntotal * self.dim * CODECS[self.codec] + links
+
+
+def _codec_of(graph) -> str | None:
+    if isinstance(graph, faiss.IndexHNSWFlat):
+        return "f32"
+    if isinstance(graph, faiss.IndexHNSWSQ):
+        qtype = faiss.downcast_index(graph.storage).sq.qtype
+        return next((name for name, q in _QUANTIZERS.items() if q == qtype), None)
+    return None
