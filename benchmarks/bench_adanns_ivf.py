@@ -18,17 +18,14 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from common import ROOT, recall_at_10
 from threadpoolctl import threadpool_limits
 
 from matsearch import Collection, Plan
 from matsearch.index import IVFIndex
 from matsearch.search import run_plan
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def recall_at_10(found, truth) -> float:
-    return float(np.mean([len(set(f[:10]) & set(t[:10])) / 10 for f, t in zip(found, truth)]))
 
 
 def frontier_wins(rows):

@@ -19,19 +19,16 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from common import ROOT, recall_at_10
 from threadpoolctl import threadpool_limits
 
 from matsearch import Collection, Plan
 from matsearch.index import PQIndex, best_prefix
 from matsearch.search import run_plan
 
-ROOT = Path(__file__).resolve().parents[1]
 DIMS = (32, 64, 96, 128, 192, 384)
 RERANK = 100
 
-
-def recall_at_10(found, truth) -> float:
-    return float(np.mean([len(set(f[:10]) & set(t[:10])) / 10 for f, t in zip(found, truth)]))
 
 
 def rigid_pq(vectors, queries, exact_scores, truth, code_bytes: int) -> dict:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from common import ROOT, recall_at_10
 from threadpoolctl import threadpool_limits
 
 from matsearch import Collection, Plan
 from matsearch.search import run_plan
 
-ROOT = Path(__file__).resolve().parents[1]
 PLANS = [
     "d384",
     "d64:400>d384",
@@ -43,10 +43,6 @@ def timed(fn, queries, batched: bool):
     start = time.perf_counter()
     out = [fn(queries)] if batched else [fn(q[None]) for q in queries]
     return (time.perf_counter() - start) / len(queries), out
-
-
-def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f[:10]) & set(t[:10])) / 10 for f, t in zip(found, truth)]))
 
 
 def numpy_reduction_gbps(nbytes: int, repeats: int = 200) -> float:

@@ -88,9 +88,15 @@ class BlockStore:
     def dots(self, query: np.ndarray, lo: int, hi: int, rows: np.ndarray | None = None) -> np.ndarray:
         """Partial inner products over dims [lo, hi) of `query` with all rows or with `rows`."""
         total = None
+        if rows is not None and query.ndim == 1:
+            rows = np.ascontiguousarray(rows, dtype=np.int64)
         for (b_lo, b_hi), block in zip(self.bounds, self.blocks):
             a, b = max(lo, b_lo), min(hi, b_hi)
             if a >= b:
+                continue
+            if rows is not None and query.ndim == 1 and (a, b) == (b_lo, b_hi):
+                value = _dots_at(block, query[a:b], rows)
+                total = value if total is None else np.add(total, value, out=total)
                 continue
             part = block if rows is None else block[rows]
             if (a, b) != (b_lo, b_hi):
@@ -137,6 +143,15 @@ def _scan(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
     faiss.fvec_inner_products_ny(
         faiss.swig_ptr(out), faiss.swig_ptr(query), faiss.swig_ptr(rows), rows.shape[1], len(rows)
     )
+    return out
+
+
+def _dots_at(block: np.ndarray, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """block[rows] @ query without copying the rows out (they are scattered: the cost is their fetch)."""
+    query = np.ascontiguousarray(query, dtype=np.float32)
+    out = np.empty(len(rows), dtype=np.float32)
+    faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(query), faiss.swig_ptr(block),
+                                     faiss.swig_ptr(rows), block.shape[1], 1, len(rows))
     return out
 
 

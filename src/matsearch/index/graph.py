@@ -25,6 +25,7 @@ from ..store import BlockStore
 from .ivf import prefix_of
 
 _ADD_CHUNK = 10_000  # rows per insertion call, so a progress bar can follow
+_TINY = np.float32(1e-30)
 _STATS = faiss.cvar.hnsw_stats  # faiss's distance counter, read for the cost record
 CODECS = {"f32": 4, "f16": 2, "int8": 1}  # bytes per stored dim
 _QUANTIZERS = {"f16": faiss.ScalarQuantizer.QT_fp16, "int8": faiss.ScalarQuantizer.QT_8bit}
@@ -127,7 +128,7 @@ class GraphIndex:
         if self.metric != "cosine":
             return rows, scores, scores
         inv = store.inv_prefix_norms(self.dim, rows)
-        return rows, scores, np.divide(scores, inv, out=np.zeros_like(scores), where=inv > 0)
+        return rows, scores, scores / np.maximum(inv, _TINY)  # an all-zero prefix scores 0 either way
 
     def _params(self, beam: int):
         """Search parameters for a beam, made once: building them costs as much as a short search."""
