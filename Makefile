@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all bench bench-indexes bench-adanns clean
 
 $(BIN)/matsearch: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -32,6 +32,15 @@ test-all: $(BIN)/matsearch
 ## Funnel vs FAISS on ../shared/data/pkgsum (writes benchmarks/results/).
 bench: $(BIN)/matsearch
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_funnel.py
+
+## Index recipes (graph, IVF) against FAISS HNSW32 and IVF: the recall-vs-QPS frontier (about 10 minutes).
+bench-indexes: $(BIN)/matsearch
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_indexes.py
+
+## The two AdANNS claims: IVF with decoupled dims, PQ on the best prefix (about 15 minutes).
+bench-adanns: $(BIN)/matsearch
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_adanns_ivf.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_adanns_pq.py
 
 clean:
 	rm -rf $(VENV) demo-collection benchmarks/results
