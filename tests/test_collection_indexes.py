@@ -84,3 +84,21 @@ def test_added_rows_join_the_indexes(indexed, scifact):
     with Collection.open(indexed) as col:  # the saved files cover 4000 rows; opening extends them
         assert all(index.indexed_ == 4100 for index in col._indexes.values())
         assert col.search(docs[4077], k=1, plan="g16@d64:20>d384").ids[0, 0] == ids[4077]
+
+
+def test_an_int8_graph_linked_on_a_short_prefix_follows_adds_deletes_and_reopens(tmp_path, scifact):
+    ids, docs, queries = scifact
+    with Collection.create(tmp_path / "col") as col:
+        col.add(ids[:3000], vectors=docs[:3000])
+        col.build("hnsw16@d32:d128/int8")
+        col.add(ids[3000:3500], vectors=docs[3000:3500])
+        col.delete(ids[:20])
+        walked = col.search(queries[:30], k=10, plan="g3480@d128:3480>d384")
+        np.testing.assert_array_equal(walked.ids, col.search(queries[:30], k=10).ids)
+    with Collection.open(tmp_path / "col") as col:  # the saved graph covers 3000 rows; opening inserts the rest
+        assert col.manifest.recipe == "hnsw16@d32:d128/int8"
+        exact = col.search(queries, k=10).ids
+        np.testing.assert_array_equal(col.search(queries[:30], k=10, plan="g3480@d128:3480>d384").ids, exact[:30])
+        short = col.search(queries, k=10, plan="g64@d128:64>d384").ids
+        assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(short, exact)]) >= 0.95
+        assert not set(col.search(docs[:20], k=3, plan="g32@d128:32>d384").ids.ravel()) & set(ids[:20])
