@@ -101,4 +101,4 @@ def test_build_and_search_with_an_index(cranfield, tmp_path):
                           folder / "queries.minilm.f16.npy", "--plan", "g64@d64:100>d384", "--json").stdout)
     assert hits["ann_recall@10"] > 0.95 and hits["mean_cost"] < 1400 * 384 / 2
     bad = run("build", path, "--recipe", "hnsw16", ok=False)
-    assert bad.returncode == 1 and "malformed recipe 'hnsw16'" in bad.stderr
+    assert bad.returncode == 1 and "malformed recipe 'hnsw16'" in bad.stderr and "[/f16|/int8]" in bad.stderr

@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .collection import Collection
@@ -37,7 +38,7 @@ def _cli_errors(command):
         try:
             return command(*args, **kwargs)
         except (MatsearchError, OSError) as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 
     return wrapper
@@ -149,12 +150,12 @@ def search(
     if as_json:
         _emit_json({"query": query, "plan": result.plan, "k": k, "results": hits, "cost": result.cost.per_query()})
         return
-    table = Table(title=f"{query!r}  plan {result.plan}")
+    table = Table(title=escape(f"{query!r}  plan {result.plan}"))
     for column in ("rank", "id", "score", "text"):
         table.add_column(column, overflow="fold")
     for hit in hits:
         text = (hit["text"] or "")[:120]
-        table.add_row(str(hit["rank"]), hit["id"], f"{hit['score']:.4f}", text)
+        table.add_row(str(hit["rank"]), escape(hit["id"]), f"{hit['score']:.4f}", escape(text))
     out.print(table)
     c = result.cost
     out.print(f"{c.multiply_adds:,} multiply-adds, {c.bytes_read:,} bytes, candidates {c.candidates}, "
