@@ -6,6 +6,7 @@ import pytest
 
 SHARED_DATA = Path(os.environ.get("MATSEARCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 BUNDLED = Path(__file__).resolve().parents[1] / "data"
+NESTING = [32, 64, 128, 256, 384]
 
 
 def shared(name: str) -> Path:
@@ -25,6 +26,19 @@ def scifact():
     folder = shared("scifact")
     ids = (folder / "corpus.ids.txt").read_text().split()
     return ids, load_vectors(folder / "corpus.minilm.f16.npy"), load_vectors(folder / "queries.minilm.f16.npy")
+
+
+@pytest.fixture(scope="session")
+def elastic_scifact(scifact, tmp_path_factory):
+    """SciFact made elastic by PCA, in a store (never appended to by tests), and 200 elastic queries."""
+    from matsearch import BlockStore
+    from matsearch.transform import Transform
+
+    _, docs, queries = scifact
+    transform = Transform(kind="pca").fit(docs)
+    store = BlockStore.create(tmp_path_factory.mktemp("elastic") / "vectors", NESTING)
+    store.append(transform.apply(docs))
+    return store, transform.apply(queries[:200])
 
 
 @pytest.fixture

@@ -1,21 +1,16 @@
 import numpy as np
 import pytest
+from conftest import NESTING
 
 from matsearch import BlockStore, CollectionError, InvalidInputError, Plan, run_plan
 from matsearch.index import GraphIndex, IVFIndex
-from matsearch.transform import Transform
-
-NESTING = [32, 64, 128, 256, 384]
 
 
 @pytest.fixture(scope="module")
-def elastic(scifact, tmp_path_factory):
-    """SciFact made elastic by PCA, in a store, with a graph on its 64-dim prefix."""
-    _, docs, queries = scifact
-    transform = Transform(kind="pca").fit(docs)
-    store = BlockStore.create(tmp_path_factory.mktemp("graph") / "vectors", NESTING)
-    store.append(transform.apply(docs))
-    return store, GraphIndex(dim=64).build(store), transform.apply(queries[:200])
+def elastic(elastic_scifact):
+    """A graph on the 64-dim prefix of elastic SciFact."""
+    store, queries = elastic_scifact
+    return store, GraphIndex(dim=64).build(store), queries
 
 
 def recall(found, exact):

@@ -1,22 +1,16 @@
 import numpy as np
 import pytest
+from conftest import NESTING
 
 from matsearch import BlockStore, InvalidInputError, Plan, run_plan
 from matsearch.index import IVFIndex
-from matsearch.transform import Transform
-
-NESTING = [32, 64, 128, 256, 384]
 
 
 @pytest.fixture(scope="module")
-def elastic(scifact, tmp_path_factory):
-    """SciFact made elastic by PCA, in a store, with an IVF index clustered on 32 dims."""
-    _, docs, queries = scifact
-    transform = Transform(kind="pca").fit(docs)
-    store = BlockStore.create(tmp_path_factory.mktemp("ivf") / "vectors", NESTING)
-    store.append(transform.apply(docs))
-    index = IVFIndex(n_lists=64, centroid_dim=32, scan_dim=128).build(store)
-    return store, index, transform.apply(queries[:200])
+def elastic(elastic_scifact):
+    """An IVF index clustered on 32 dims over elastic SciFact."""
+    store, queries = elastic_scifact
+    return store, IVFIndex(n_lists=64, centroid_dim=32, scan_dim=128).build(store), queries
 
 
 def recall(found, exact):

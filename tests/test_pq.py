@@ -1,22 +1,18 @@
 import faiss
 import numpy as np
 import pytest
+from conftest import NESTING
 
 from matsearch import BlockStore, Collection, InvalidInputError, Plan, run_plan
 from matsearch.index import PQIndex, best_prefix
 from matsearch.index.pq import balanced_order
-from matsearch.transform import Transform
-
-NESTING = [32, 64, 128, 256, 384]
 
 
 @pytest.fixture(scope="module")
-def elastic(scifact, tmp_path_factory):
-    _, docs, queries = scifact
-    transform = Transform(kind="pca").fit(docs)
-    store = BlockStore.create(tmp_path_factory.mktemp("pq") / "vectors", NESTING)
-    store.append(transform.apply(docs))
-    return store, PQIndex(dim=128, code_bytes=16).build(store), transform.apply(queries[:200])
+def elastic(elastic_scifact):
+    """PQ codes of 16 bytes on the 128-dim prefix of elastic SciFact."""
+    store, queries = elastic_scifact
+    return store, PQIndex(dim=128, code_bytes=16).build(store), queries
 
 
 def test_exhaustive_codes_then_exact_rerank_is_exact_search(elastic):
