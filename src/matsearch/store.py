@@ -88,20 +88,20 @@ class BlockStore:
     def dots(self, query: np.ndarray, lo: int, hi: int, rows: np.ndarray | None = None) -> np.ndarray:
         """Partial inner products over dims [lo, hi) of `query` with all rows or with `rows`."""
         total = None
-        if rows is not None and query.ndim == 1:
+        in_place = rows is not None and query.ndim == 1  # whole blocks are read at `rows` without a copy
+        if in_place:
             rows = np.ascontiguousarray(rows, dtype=np.int64)
         for (b_lo, b_hi), block in zip(self.bounds, self.blocks):
             a, b = max(lo, b_lo), min(hi, b_hi)
             if a >= b:
                 continue
-            if rows is not None and query.ndim == 1 and (a, b) == (b_lo, b_hi):
+            if in_place and (a, b) == (b_lo, b_hi):
                 value = _dots_at(block, query[a:b], rows)
-                total = value if total is None else np.add(total, value, out=total)
-                continue
-            part = block if rows is None else block[rows]
-            if (a, b) != (b_lo, b_hi):
-                part = part[:, a - b_lo : b - b_lo]
-            value = _scan(part, query[a:b]) if query.ndim == 1 else query[:, a:b] @ part.T
+            else:
+                part = block if rows is None else block[rows]
+                if (a, b) != (b_lo, b_hi):
+                    part = part[:, a - b_lo : b - b_lo]
+                value = _scan(part, query[a:b]) if query.ndim == 1 else query[:, a:b] @ part.T
             total = value if total is None else np.add(total, value, out=total)
         return total
 

@@ -10,7 +10,8 @@ short coarse prefix finds nearly the same neighbourhoods. The stored copy may be
 float32, float16 or int8 (per-dim ranges). A float32 copy hands the re-rank
 exact partial products, so it reads only the dims past the graph's; with a
 lossy copy the re-rank recomputes every candidate's products from the store, so
-final scores stay exact either way. Rows added to the store later are inserted into the graph (`extend`).
+final scores stay exact either way. Rows added to the store later are inserted
+into the graph (`extend`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import normalize
 from ..store import BlockStore
+from .faiss_file import read_faiss_index
 from .ivf import prefix_of
 
 _ADD_CHUNK = 10_000  # rows per insertion call, so a progress bar can follow
@@ -55,16 +57,18 @@ class GraphIndex:
         """Link every stored row in a new HNSW graph, then store the rows' `dim`-prefixes in it."""
         if self.dim > store.dim:
             raise InvalidInputError(f"graph dim {self.dim} exceeds the stored vectors' {store.dim}")
-        self.graph_ = self._empty(self.dim, self._prefix(store, 0, self.dim))
-        self.indexed_ = 0
+        prefix = self._prefix(store, 0, self.dim)
+        self.graph_ = self._empty(self.dim, prefix)
         if self.build_dim == self.dim:
-            return self.extend(store, progress=progress)
-        short = self._prefix(store, 0, self.build_dim)
-        builder = self._empty(self.build_dim, short, codec="int8")
-        self._insert(builder, short, progress)
-        self.graph_.hnsw = builder.hnsw  # the links, copied; the builder's short copy is dropped
-        faiss.downcast_index(self.graph_.storage).add(self._prefix(store, 0, self.dim))
-        self.graph_.ntotal = self.indexed_ = builder.ntotal
+            self._insert(self.graph_, prefix, progress)
+        else:
+            short = self._prefix(store, 0, self.build_dim)
+            builder = self._empty(self.build_dim, short, codec="int8")
+            self._insert(builder, short, progress)
+            self.graph_.hnsw = builder.hnsw  # the links, copied; the builder's short copy is dropped
+            faiss.downcast_index(self.graph_.storage).add(prefix)
+            self.graph_.ntotal = builder.ntotal
+        self.indexed_ = self.graph_.ntotal
         return self
 
     def extend(self, store: BlockStore, *, progress: bool = False) -> "GraphIndex":
@@ -98,11 +102,8 @@ class GraphIndex:
         faiss.write_index(self.graph_, str(path))
 
     def load(self, path, store: BlockStore) -> "GraphIndex":
-        try:
-            self.graph_ = faiss.read_index(str(path))
-        except RuntimeError as exc:
-            raise CollectionError(f"graph index file {path} is missing or corrupt: {str(exc).splitlines()[0]}") from None
-        if self.graph_.d != self.dim or _codec_of(self.graph_) != self.codec or self.graph_.ntotal > store.count:
+        self.graph_ = read_faiss_index(path, "graph index", self.dim, store.count)
+        if _codec_of(self.graph_) != self.codec:
             raise CollectionError(f"graph index file {path} does not match its recipe or the stored vectors")
         self.indexed_ = self.graph_.ntotal
         return self

@@ -16,11 +16,12 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import CollectionError, InvalidInputError
+from ..errors import InvalidInputError
 from ..matryoshka import normalize
 from ..plan import Plan
 from ..search import run_plan
 from ..store import BlockStore
+from .faiss_file import read_faiss_index
 from .ivf import prefix_of
 
 _ADD_CHUNK = 20_000
@@ -90,12 +91,7 @@ class PQIndex:
         faiss.write_index(self.codes_, str(path))
 
     def load(self, path, store: BlockStore) -> "PQIndex":
-        try:
-            self.codes_ = faiss.read_index(str(path))
-        except RuntimeError as exc:
-            raise CollectionError(f"PQ index file {path} is missing or corrupt: {str(exc).splitlines()[0]}") from None
-        if self.codes_.d != self.dim or self.codes_.ntotal > store.count:
-            raise CollectionError(f"PQ index file {path} does not match its recipe or the stored vectors")
+        self.codes_ = read_faiss_index(path, "PQ index", self.dim, store.count)
         self.indexed_ = self.codes_.ntotal
         return self
 
