@@ -102,3 +102,11 @@ def test_build_and_search_with_an_index(cranfield, tmp_path):
     assert hits["ann_recall@10"] > 0.95 and hits["mean_cost"] < 1400 * 384 / 2
     bad = run("build", path, "--recipe", "hnsw16", ok=False)
     assert bad.returncode == 1 and "malformed recipe 'hnsw16'" in bad.stderr and "[/f16|/int8]" in bad.stderr
+
+
+@pytest.mark.parametrize("command", ["index", "build", "search", "eval", "info"])
+def test_help_prints_and_shows_the_grammar_literally(command, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # so rich does not wrap a grammar token
+    proc = run(command, "--help")
+    if command in ("index", "build"):
+        assert "[/f16|/int8]" in proc.stdout and "[o]pq<bytes>@d<dim>" in proc.stdout

@@ -27,7 +27,8 @@ err = Console(stderr=True)
 
 PLAN_HELP = ("Plan, e.g. 'd32:400>d384', or with an index 'p16@d64:400>d384' (IVF), 'g64@d96:100>d384' "
              "(graph) (default: exact search at full dims).")
-RECIPE_HELP = "Recipe: 'flat', 'ivf<lists>@d<dc>:d<ds>', 'hnsw<M>@d<dim>', or several joined by commas."
+RECIPE_HELP = escape("Recipe: 'flat', 'ivf<lists>@d<dc>:d<ds>', 'hnsw<M>@[d<build>:]d<dim>[/f16|/int8]', "
+                     "'[o]pq<bytes>@d<dim>', or several joined by commas (e.g. 'hnsw32@d192/int8').")
 
 
 def _cli_errors(command):

@@ -3,7 +3,8 @@
 Each later stage adds only the dims it lacks to the partial inner products it
 inherits, so a plan costs N·d₀ + Σ kᵢ·(dᵢ₊₁ − dᵢ) multiply-adds. A single-stage
 plan is exact search, the reference every index is tested against. A first
-stage that probes an IVF index scores only the items of the probed lists.
+stage that asks an index (IVF lists, a graph walk, PQ codes) re-ranks only the
+candidates it returns.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def run_plan(
 ) -> SearchResult:
     """Top-k stored rows for each query (float32, already in the store's space).
 
-    `index` (an IVFIndex built on `store`) is needed by plans whose first stage probes.
+    `index` (an IVF, graph or PQ index built on `store`) is needed by plans whose first
+    stage asks one for candidates; its kind must match the stage's.
     """
     if metric not in METRICS:
         raise InvalidInputError(f"metric {metric!r} is not one of {METRICS}")
