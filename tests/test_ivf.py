@@ -19,7 +19,7 @@ def recall(found, exact):
 
 def test_every_row_is_in_exactly_one_list(elastic):
     store, index, _ = elastic
-    assert sorted(index.list_rows_) == list(range(store.count))
+    assert sorted(index.lists_.list_rows) == list(range(store.count))
     assert index.list_sizes().sum() == store.count and len(index.list_sizes()) == 64
 
 
@@ -69,7 +69,7 @@ def test_bad_settings_are_named(elastic):
     store, index, queries = elastic
     with pytest.raises(InvalidInputError, match="needs an IVF index, but none was given"):
         run_plan(store, queries, Plan.parse("p8@d64:50>d384"), 10)
-    with pytest.raises(InvalidInputError, match="scans at nesting dims up to 128, not at d256"):
+    with pytest.raises(InvalidInputError, match="scans f32 lists at d32, d64, d128, not at d256"):
         run_plan(store, queries, Plan.parse("p8@d256:50>d384"), 10, index=index)
     with pytest.raises(InvalidInputError, match="only the first stage can use an index"):
         Plan.parse("d32:100>p8@d64:50>d384")
@@ -82,7 +82,7 @@ def test_bad_settings_are_named(elastic):
 
 
 def test_probe_plans_round_trip():
-    for text in ["p16@d64:400>d384", "p8@d32", "p1@d32:10>d64:5>d128"]:
+    for text in ["p16@d64:400>d384", "p8@d32", "p1@d32:10>d64:5>d128", "p16c32@d128:200>d384"]:
         assert str(Plan.parse(text)) == text
 
 
@@ -95,6 +95,87 @@ def test_extending_equals_assigning_everything_with_the_same_centroids(elastic, 
     index.extend(grown)
     assert index.indexed_ == store.count
     prefix = grown.rows(np.arange(store.count))[:, :32]
-    lists = np.argmax((prefix / np.linalg.norm(prefix, axis=1, keepdims=True)) @ index.centroids_.T, axis=1)
-    np.testing.assert_array_equal(index.list_rows_, np.argsort(lists, kind="stable"))
-    np.testing.assert_array_equal(np.diff(index.offsets_), np.bincount(lists, minlength=32))
+    lists = np.argmax((prefix / np.linalg.norm(prefix, axis=1, keepdims=True)) @ index.centroids_[32].T, axis=1)
+    np.testing.assert_array_equal(index.lists_.list_rows, np.argsort(lists, kind="stable"))
+    np.testing.assert_array_equal(index.list_sizes(), np.bincount(lists, minlength=32))
+
+
+@pytest.fixture(scope="module", params=["f16", "int8", "pq16"])
+def coded(request, elastic_scifact):
+    """An IVF index over elastic SciFact whose lists hold codes of the 128-dim prefix."""
+    store, queries = elastic_scifact
+    return store, IVFIndex(n_lists=64, centroid_dim=32, scan_dim=128, codec=request.param).build(store), queries
+
+
+def test_coded_lists_at_exhaustive_settings_are_exact_search(coded):
+    store, index, queries = coded
+    exact = run_plan(store, queries, Plan.exact(384), 10)
+    ivf = run_plan(store, queries, Plan.parse(f"p64@d128:{store.count}>d384"), 10, index=index)
+    np.testing.assert_array_equal(ivf.ids, exact.ids)
+    np.testing.assert_allclose(ivf.scores, exact.scores, rtol=1e-5)
+
+
+def test_coded_lists_shortlist_well_and_count_their_work(coded):
+    store, index, queries = coded
+    exact = run_plan(store, queries, Plan.exact(384), 10)
+    ivf = run_plan(store, queries, Plan.parse("p16@d128:200>d384"), 10, index=index)
+    assert recall(ivf.ids, exact.ids) >= 0.9
+    per_query = ivf.cost.per_query()
+    assert per_query["lists_probed"] == 16 and per_query["candidates"][0] == 200
+    assert 200 < per_query["items_scanned"] < store.count / 2
+    code, table = {"f16": (256, 0), "int8": (128, 0), "pq16": (16, 256 * 128 * 4)}[index.codec]
+    centroids, rerank = 64 * 32 * 4, 200 * (384 + 1) * 4  # the re-rank reads 384 dims and a norm
+    expected = centroids + table + per_query["items_scanned"] * code + rerank
+    assert per_query["bytes_read"] == pytest.approx(expected)
+
+
+def test_coded_lists_persist_and_follow_added_and_deleted_rows(coded, tmp_path):
+    store, index, queries = coded
+    plan = Plan.parse("p8@d128:100>d384")
+    path = tmp_path / "ivf.npz"
+    index.save(path)
+    reopened = IVFIndex(n_lists=64, centroid_dim=32, scan_dim=128, codec=index.codec).load(path, store)
+    before = run_plan(store, queries, plan, 10, index=index)
+    np.testing.assert_array_equal(run_plan(store, queries, plan, 10, index=reopened).ids, before.ids)
+
+    dead = np.unique(before.ids[:, 0])
+    assert not np.isin(run_plan(store, queries, plan, 10, index=index, dead_rows=dead).ids, dead).any()
+
+    grown = BlockStore.create(tmp_path / "vectors", NESTING)
+    grown.append(store.rows(np.arange(3000)))
+    partial = IVFIndex(n_lists=64, centroid_dim=32, scan_dim=128, codec=index.codec).build(grown)
+    grown.append(store.rows(np.arange(3000, store.count)))
+    partial.extend(grown)
+    exact = run_plan(store, queries, Plan.exact(384), 10)
+    grown_result = run_plan(grown, queries, Plan.parse(f"p64@d128:{store.count}>d384"), 10, index=partial)
+    np.testing.assert_array_equal(grown_result.ids, exact.ids)
+    assert recall(run_plan(grown, queries, plan, 10, index=partial).ids, exact.ids) >= 0.85
+
+
+def test_coded_lists_scan_only_at_their_dim(coded):
+    store, index, queries = coded
+    with pytest.raises(InvalidInputError, match=f"scans {index.codec} lists at d128, not at d64"):
+        run_plan(store, queries, Plan.parse("p8@d64:50>d384"), 10, index=index)
+    with pytest.raises(InvalidInputError, match="IVF list codec 'int4' is not one of"):
+        IVFIndex(n_lists=8, centroid_dim=32, scan_dim=128, codec="int4")
+    with pytest.raises(InvalidInputError, match=r"scan dim \(128\) to be a multiple of the code bytes \(48\)"):
+        IVFIndex(n_lists=8, centroid_dim=32, scan_dim=128, codec="pq48")
+
+
+def test_a_query_picks_the_centroid_set_it_probes_with(elastic_scifact):
+    store, queries = elastic_scifact
+    index = IVFIndex(n_lists=64, centroid_dim=64, scan_dim=128, probe_dims=(32, 128)).build(store)
+    exact = run_plan(store, queries, Plan.exact(384), 10)
+    for probe_dim in (32, 64, 128):
+        result = run_plan(store, queries[:1], Plan.parse(f"p8c{probe_dim}@d64:50>d384"), 10, metric="ip", index=index)
+        scanned = result.cost.candidates[0]
+        assert result.cost.multiply_adds == 64 * probe_dim + scanned * 64 + 50 * 320
+        every_list = run_plan(store, queries, Plan.parse(f"p64c{probe_dim}@d64:{store.count}>d384"), 10, index=index)
+        np.testing.assert_array_equal(every_list.ids, exact.ids)
+    coarse = run_plan(store, queries, Plan.parse("p16c32@d128:200>d384"), 10, index=index)
+    fine = run_plan(store, queries, Plan.parse("p16c128@d128:200>d384"), 10, index=index)
+    assert recall(coarse.ids, exact.ids) >= 0.85 and recall(fine.ids, exact.ids) >= recall(coarse.ids, exact.ids) - 0.02
+    with pytest.raises(InvalidInputError, match="probes with centroids at d32, d64, d128, not at d16"):
+        run_plan(store, queries, Plan.parse("p8c16@d64:50>d384"), 10, index=index)
+    with pytest.raises(InvalidInputError, match="only an IVF stage .'p'. probes with a centroid dim"):
+        Plan.parse("g8c16@d64:50>d384")

@@ -7,7 +7,8 @@ from matsearch.recipe import Recipe
 
 @pytest.mark.parametrize("text", ["flat", "hnsw32@d96", "ivf1024@d32:d128", "ivf256@d64:d64,hnsw16@d128",
                                   "pq16@d128", "opq32@d384,ivf64@d32:d64", "hnsw32@d96:d192/int8",
-                                  "hnsw16@d64/f16", "hnsw32@d64:d128"])
+                                  "hnsw16@d64/f16", "hnsw32@d64:d128", "ivf1024@d64+d32:d128/pq32",
+                                  "ivf256@d32+d16+d64:d128/int8", "ivf64@d32:d64/f16"])
 def test_recipes_round_trip(text):
     assert str(Recipe.parse(text)) == text
 
@@ -21,6 +22,7 @@ def test_recipes_round_trip(text):
         ("hnsw32@d96,hnsw16@d64", "names two indexes of one kind"),
         ("sq8@d128", "'sq8@d128' is not"),
         ("hnsw32@d96/int4", "'hnsw32@d96/int4' is not"),
+        ("ivf64@d32:d64/pq", "'ivf64@d32:d64/pq' is not"),
     ],
 )
 def test_malformed_recipes_are_named(text, message):
@@ -35,6 +37,10 @@ def test_recipes_are_checked_against_the_vectors():
         Recipe.parse("hnsw32@d512").check(384, [32, 64, 128, 256, 384])
     with pytest.raises(InvalidInputError, match="build dim must not exceed the graph's dim"):
         Recipe.parse("hnsw32@d192:d96").check(384, [32, 64, 128, 256, 384])
+    with pytest.raises(InvalidInputError, match="centroid dims at most 384"):
+        Recipe.parse("ivf64@d32+d512:d64").check(384, [32, 64, 128, 256, 384])
+    with pytest.raises(InvalidInputError, match="scan dim must be a multiple of the code bytes"):
+        Recipe.parse("ivf64@d32:d64/pq48").check(384, [32, 64, 128, 256, 384])
 
 
 def test_memory_is_known_before_building(scifact, tmp_path):
@@ -42,7 +48,7 @@ def test_memory_is_known_before_building(scifact, tmp_path):
     nesting = [32, 64, 128, 256, 384]
     store = BlockStore.create(tmp_path / "v", nesting)
     store.append(docs)
-    for text in ["ivf64@d32:d128", "hnsw32@d96", "hnsw16@d64", "hnsw32@d64:d128/int8", "pq16@d128", "opq8@d64"]:
+    for text in ["ivf64@d32:d128", "ivf64@d32+d64:d128/pq16", "ivf64@d32:d128/int8", "hnsw32@d96", "hnsw16@d64", "hnsw32@d64:d128/int8", "pq16@d128", "opq8@d64"]:
         part = Recipe.parse(text).parts[0]
         estimate = part.bytes_per_vector(store.count, nesting)
         built = part.make().build(store).resident_bytes() / store.count

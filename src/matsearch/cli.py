@@ -25,10 +25,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Elastic, ada
 out = Console()
 err = Console(stderr=True)
 
-PLAN_HELP = ("Plan, e.g. 'd32:400>d384', or with an index 'p16@d64:400>d384' (IVF), 'g64@d96:100>d384' "
-             "(graph) (default: exact search at full dims).")
-RECIPE_HELP = escape("Recipe: 'flat', 'ivf<lists>@d<dc>:d<ds>', 'hnsw<M>@[d<build>:]d<dim>[/f16|/int8]', "
-                     "'[o]pq<bytes>@d<dim>', or several joined by commas (e.g. 'hnsw32@d192/int8').")
+PLAN_HELP = ("Plan, e.g. 'd32:400>d384', or with an index 'p16@d64:400>d384' (IVF; 'p16c32@…' probes with "
+             "its 32-d centroids), 'g64@d96:100>d384' (graph), 'q@d128:200>d384' (PQ) "
+             "(default: exact search at full dims).")
+RECIPE_HELP = escape("Recipe: 'flat', 'ivf<lists>@d<dc>[+d<dc>…]:d<ds>[/f16|/int8|/pq<bytes>]', "
+                     "'hnsw<M>@[d<build>:]d<dim>[/f16|/int8]', '[o]pq<bytes>@d<dim>', or several joined by commas "
+                     "(e.g. 'hnsw32@d192/int8').")
 
 
 def _cli_errors(command):
@@ -159,8 +161,9 @@ def search(
         table.add_row(str(hit["rank"]), escape(hit["id"]), f"{hit['score']:.4f}", escape(text))
     out.print(table)
     c = result.cost
-    out.print(f"{c.multiply_adds:,} multiply-adds, {c.bytes_read:,} bytes, candidates {c.candidates}, "
-              f"{c.seconds * 1e3:.2f} ms")
+    probed = f"{c.lists_probed:,} lists probed, " if c.lists_probed else ""
+    out.print(f"{c.multiply_adds:,} multiply-adds, {c.bytes_read:,} bytes, {probed}{c.items_scanned:,} items scanned, "
+              f"candidates {c.candidates}, {c.seconds * 1e3:.2f} ms")
 
 
 @app.command(name="eval")

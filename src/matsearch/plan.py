@@ -8,7 +8,8 @@ never keeps fewer than k candidates: with k=50, ``d32:20>d384`` keeps 50.
 
 The first stage may ask an index for candidates instead of scanning everything:
 ``p16@d64:400>d384`` scores only the items of the 16 IVF lists whose centroids are
-nearest the query, on their 64-dim prefix, keeps 400 and ranks them on 384 dims;
+nearest the query, on their 64-dim prefix, keeps 400 and ranks them on 384 dims
+(``p16c32@d64:400>d384`` picks those lists with the index's 32-dim centroid set);
 ``g64@d96:100>d384`` walks a graph built on the 96-dim prefix with a search
 beam (efSearch) of 64, keeps its 100 nearest and ranks them on 384 dims;
 ``q@d128:200>d384`` ranks every item by its PQ code of the 128-dim prefix.
@@ -22,24 +23,28 @@ from dataclasses import dataclass
 from .errors import InvalidInputError
 
 INDEX_KINDS = {"p": "an IVF index", "g": "a graph index", "q": "PQ codes"}
-_STAGE = re.compile(r"(?:(?P<index>[pgq])(?P<effort>[1-9][0-9]*)?@)?d(?P<dim>[1-9][0-9]*)(?::(?P<keep>[1-9][0-9]*))?")
+_STAGE = re.compile(r"(?:(?P<index>[pgq])(?P<effort>[1-9][0-9]*)?(?:c(?P<probe_dim>[1-9][0-9]*))?@)?"
+                    r"d(?P<dim>[1-9][0-9]*)(?::(?P<keep>[1-9][0-9]*))?")
 
 
 @dataclass(frozen=True)
 class Stage:
     """Score the current candidates on a `dim`-prefix and keep the best `keep`.
 
-    With `index` ("p": IVF, "g": graph) the candidates come from that index,
-    searched with `effort` (lists probed, or the graph's search beam).
+    With `index` ("p": IVF, "g": graph, "q": PQ codes) the candidates come from
+    that index, searched with `effort` (lists probed, or the graph's search
+    beam); an IVF stage may name the `probe_dim` of the centroid set it probes with.
     """
 
     dim: int
     keep: int | None = None
     index: str | None = None
     effort: int | None = None
+    probe_dim: int | None = None
 
     def __post_init__(self):
-        for name, value in (("dim", self.dim), ("keep", self.keep), ("effort", self.effort)):
+        for name, value in (("dim", self.dim), ("keep", self.keep), ("effort", self.effort),
+                            ("probe_dim", self.probe_dim)):
             if value is None and name != "dim":
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -47,9 +52,12 @@ class Stage:
         if self.index not in (None, *INDEX_KINDS) or (self.index in ("p", "g")) != (self.effort is not None):
             raise InvalidInputError(f"stage index must be 'p' or 'g' with an effort, or 'q' without one; "
                                     f"got {self.index!r} and {self.effort!r}")
+        if self.probe_dim is not None and self.index != "p":
+            raise InvalidInputError(f"only an IVF stage ('p') probes with a centroid dim, got {self.index!r}")
 
     def __str__(self) -> str:
-        via = "" if self.index is None else f"{self.index}{self.effort or ''}@"
+        probe = "" if self.probe_dim is None else f"c{self.probe_dim}"
+        via = "" if self.index is None else f"{self.index}{self.effort or ''}{probe}@"
         return f"{via}d{self.dim}" if self.keep is None else f"{via}d{self.dim}:{self.keep}"
 
 
@@ -92,9 +100,9 @@ class Plan:
                     f"malformed plan {text!r}: stage {part.strip()!r} is not "
                     "'d<dims>:<keep>', 'd<dims>', or first 'p<lists>@…', 'g<beam>@…' or 'q@…'"
                 )
-            keep, effort = match["keep"], match["effort"]
-            stages.append(Stage(int(match["dim"]), None if keep is None else int(keep),
-                                match["index"], None if effort is None else int(effort)))
+            keep, effort, probe_dim = (None if match[g] is None else int(match[g])
+                                       for g in ("keep", "effort", "probe_dim"))
+            stages.append(Stage(int(match["dim"]), keep, match["index"], effort, probe_dim))
         return cls(tuple(stages))
 
     @classmethod

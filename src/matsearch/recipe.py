@@ -5,6 +5,10 @@ A recipe is a comma-separated list of indexes; ``flat`` (the default) builds non
 - ``ivf<lists>@d<dc>:d<ds>``: IVF with `lists` k-means centroids on the dc-dim
   prefix and a list-ordered copy of the prefix up to ds dims, which a query
   scans at any nesting dim up to ds (plans ``p<probe>@d<dims>:<keep>``).
+  ``ivf1024@d64+d32:d128`` adds a centroid set at 32 dims (each list's mean) to
+  probe with (plans ``p<probe>c32@…``); a suffix ``/f16``, ``/int8`` or
+  ``/pq<bytes>`` keeps the lists as codes of the ds-prefix instead, scanned at ds
+  only (``ivf1024@d64:d128/pq32`` is IVF-PQ on the 128-dim prefix).
 - ``hnsw<neighbors>@d<dim>``: an HNSW graph on the dim-prefix (plans
   ``g<beam>@d<dim>:<keep>``); ``hnsw<neighbors>@d<db>:d<dim>`` links it on the
   shorter db-prefix, and a suffix ``/f16`` or ``/int8`` stores its copy of the
@@ -25,8 +29,10 @@ from dataclasses import dataclass
 from .errors import InvalidInputError
 from .index import GraphIndex, IVFIndex, PQIndex
 from .index.graph import CODECS
+from .index.ivf_lists import code_bytes, pq_bytes
 
-_IVF = re.compile(r"ivf(?P<lists>[1-9][0-9]*)@d(?P<dc>[1-9][0-9]*):d(?P<ds>[1-9][0-9]*)")
+_IVF = re.compile(r"ivf(?P<lists>[1-9][0-9]*)@d(?P<dc>[1-9][0-9]*)(?P<probe>(?:\+d[1-9][0-9]*)*):d(?P<ds>[1-9][0-9]*)"
+                  r"(?:/(?P<codec>f16|int8|pq[1-9][0-9]*))?")
 _HNSW = re.compile(r"hnsw(?P<neighbors>[1-9][0-9]*)@(?:d(?P<build_dim>[1-9][0-9]*):)?d(?P<dim>[1-9][0-9]*)"
                    r"(?:/(?P<codec>f16|int8))?")
 _PQ = re.compile(r"(?P<opq>o?)pq(?P<bytes>[1-9][0-9]*)@d(?P<dim>[1-9][0-9]*)")
@@ -37,18 +43,27 @@ class IVFPart:
     lists: int
     centroid_dim: int
     scan_dim: int
+    probe_dims: tuple[int, ...] = ()
+    codec: str = "f32"
     kind = "p"
     file = "ivf.npz"
 
     def __str__(self) -> str:
-        return f"ivf{self.lists}@d{self.centroid_dim}:d{self.scan_dim}"
+        probes = "".join(f"+d{d}" for d in sorted(set(self.probe_dims) - {self.centroid_dim}))
+        codec = "" if self.codec == "f32" else f"/{self.codec}"
+        return f"ivf{self.lists}@d{self.centroid_dim}{probes}:d{self.scan_dim}{codec}"
 
     def make(self, metric: str = "cosine") -> IVFIndex:
-        return IVFIndex(n_lists=self.lists, centroid_dim=self.centroid_dim, scan_dim=self.scan_dim, metric=metric)
+        return IVFIndex(n_lists=self.lists, centroid_dim=self.centroid_dim, scan_dim=self.scan_dim,
+                        probe_dims=self.probe_dims, codec=self.codec, metric=metric)
 
     def bytes_per_vector(self, count: int, nesting: list[int]) -> float:
-        norms = 4 * sum(1 for d in nesting if d <= self.scan_dim)
-        return 4 * self.scan_dim + 8 + norms + (4 * self.lists * self.centroid_dim + 8 * (self.lists + 1)) / count
+        centroids = 4 * self.lists * (self.centroid_dim + sum(set(self.probe_dims) - {self.centroid_dim}))
+        if self.codec == "f32":
+            norms = 4 * sum(1 for d in nesting if d <= self.scan_dim)
+            return 4 * self.scan_dim + 8 + norms + (centroids + 8 * (self.lists + 1)) / count
+        tables = 4 * self.scan_dim * (256 if pq_bytes(self.codec) else 2)
+        return code_bytes(self.codec, self.scan_dim) + 8 + (centroids + 4 * self.lists * self.scan_dim + tables) / count
 
 
 @dataclass(frozen=True)
@@ -111,7 +126,9 @@ class Recipe:
         for item in text.split(","):
             item = item.strip()
             if match := _IVF.fullmatch(item):
-                parts.append(IVFPart(int(match["lists"]), int(match["dc"]), int(match["ds"])))
+                probes = tuple(int(d) for d in match["probe"].split("+d")[1:])
+                parts.append(IVFPart(int(match["lists"]), int(match["dc"]), int(match["ds"]), probes,
+                                     match["codec"] or "f32"))
             elif match := _HNSW.fullmatch(item):
                 build_dim = None if match["build_dim"] is None else int(match["build_dim"])
                 parts.append(GraphPart(int(match["neighbors"]), int(match["dim"]), build_dim, match["codec"] or "f32"))
@@ -119,7 +136,7 @@ class Recipe:
                 parts.append(PQPart(int(match["bytes"]), int(match["dim"]), bool(match["opq"])))
             else:
                 raise InvalidInputError(
-                    f"malformed recipe {text!r}: {item!r} is not 'flat', 'ivf<lists>@d<dc>:d<ds>', 'hnsw<M>@[d<db>:]d<dim>[/f16|/int8]' or '[o]pq<bytes>@d<dim>'"
+                    f"malformed recipe {text!r}: {item!r} is not 'flat', 'ivf<lists>@d<dc>[+d<dc>…]:d<ds>[/f16|/int8|/pq<bytes>]', 'hnsw<M>@[d<db>:]d<dim>[/f16|/int8]' or '[o]pq<bytes>@d<dim>'"
                 )
         kinds = [p.kind for p in parts]
         if len(set(kinds)) != len(kinds):
@@ -130,11 +147,13 @@ class Recipe:
         """Raise unless every part fits vectors of `dim` dims with this nesting; return self."""
         for part in self.parts:
             if isinstance(part, IVFPart):
-                if part.scan_dim not in nesting or part.centroid_dim > dim:
+                if part.scan_dim not in nesting or max((part.centroid_dim, *part.probe_dims)) > dim:
                     raise InvalidInputError(
                         f"recipe part {part}: the scan dim must be one of the nesting dims {nesting} "
-                        f"and the centroid dim at most {dim}"
+                        f"and the centroid dims at most {dim}"
                     )
+                if pq_bytes(part.codec) and part.scan_dim % pq_bytes(part.codec):
+                    raise InvalidInputError(f"recipe part {part}: the scan dim must be a multiple of the code bytes")
             elif part.dim > dim:
                 raise InvalidInputError(f"recipe part {part}: dim {part.dim} exceeds the vectors' {dim}")
             elif isinstance(part, GraphPart) and (part.build_dim or 0) > part.dim:

@@ -11,9 +11,12 @@ import numpy as np
 class Cost:
     """Work done for a batch of queries (totals; `per_query` divides them).
 
-    `candidates[i]` is how many items stage i scored per query (a mean when
-    it varies, as with IVF probes), `stage_seconds[i]` the wall time stage i
-    took over the whole batch, `lists_probed` the IVF lists scanned in all.
+    `candidates[i]` is how many items stage i kept scores for per query (a
+    mean when it varies, as with IVF probes), `items_scanned` how many items'
+    prefixes or codes the first stage read in all (every item for a full scan,
+    the probed lists' items for IVF, the visited nodes for a graph),
+    `stage_seconds[i]` the wall time stage i took over the whole batch,
+    `lists_probed` the IVF lists scanned in all.
     """
 
     queries: int
@@ -22,6 +25,7 @@ class Cost:
     candidates: list[int] = field(default_factory=list)
     stage_seconds: list[float] = field(default_factory=list)
     lists_probed: int = 0
+    items_scanned: int = 0
     seconds: float = 0.0
 
     def per_query(self) -> dict:
@@ -33,6 +37,7 @@ class Cost:
             "candidates": list(self.candidates),
             "stage_seconds": [t / n for t in self.stage_seconds],
             "lists_probed": self.lists_probed / n,
+            "items_scanned": self.items_scanned / n,
             "seconds": self.seconds / n,
         }
 

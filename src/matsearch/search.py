@@ -65,6 +65,7 @@ def run_plan(
         if not probing:
             scan_start = time.perf_counter()
             all_dots = store.dots(block[0], 0, first)[None, :] if len(block) == 1 else store.dots(block, 0, first)
+            cost.items_scanned += store.count * len(block)
             cost.stage_seconds[0] += time.perf_counter() - scan_start
         for i, query in enumerate(block):
             if probing:
@@ -108,6 +109,7 @@ def _candidates(store, index, query, stage, keeps, dead, cost):
         rows, scores, dots = rows[live], scores[live], None if dots is None else dots[live]
     if len(rows) < keeps[-1]:
         rows, scores, dots = None, None, store.dots(query, 0, stage.dim)
+        cost.items_scanned += store.count
         cost.multiply_adds += store.count * stage.dim
         cost.bytes_read += store.count * stage.dim * _F32
     cost.stage_seconds[0] += time.perf_counter() - start

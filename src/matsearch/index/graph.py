@@ -122,6 +122,7 @@ class GraphIndex:
             valid = rows >= 0
             rows, scores = rows[valid], scores[valid]
         visited = _STATS.ndis
+        cost.items_scanned += visited
         cost.multiply_adds += visited * self.dim
         cost.bytes_read += visited * self.dim * CODECS[self.codec]
         if self.codec != "f32":  # approximate scores: the re-rank starts from dim 0

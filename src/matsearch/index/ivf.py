@@ -1,11 +1,14 @@
 """AdANNS-IVF: clustering dim and scan dim decoupled.
 
 Centroids are learned (faiss k-means) on the `centroid_dim`-prefix of the stored
-vectors and every item joins its nearest centroid there. The index keeps a copy
-of the stored prefix blocks up to `scan_dim`, with rows grouped list by list, so
-a probed list is a contiguous run that a query scans at any d_s ≤ scan_dim it
-chooses. Rows added to the store later join their nearest lists (`extend`),
-exactly where a build with the same centroids would have put them.
+vectors and every item joins its nearest centroid there. Further centroid sets
+(`probe_dims`) hold each list's mean at other prefix dims, so a query may pick
+the dim it probes with. The lists hold either a float32 copy of the stored
+prefix blocks up to `scan_dim`, which a query scans at any nesting d_s ≤ scan_dim
+it chooses, or compressed codes of the scan_dim prefix (float16, int8, or PQ
+with asymmetric distance tables) that only shortlist for the funnel's exact
+re-rank (see `ivf_lists`). Rows added to the store later join their nearest
+lists (`extend`), exactly where a build with the same centroids would put them.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ import numpy as np
 
 from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import normalize
-from ..store import BlockStore, _scan
+from ..store import BlockStore
 from ..topk import top_k
+from .ivf_lists import CODECS, code_bytes, make_lists, pq_bytes
+
+_F32 = 4
 
 
 class IVFIndex:
@@ -24,119 +30,140 @@ class IVFIndex:
 
     kind = "p"
 
-    def __init__(self, *, n_lists: int, centroid_dim: int, scan_dim: int, metric: str = "cosine",
-                 seed: int = 0, iterations: int = 20):
-        for name, value in (("n_lists", n_lists), ("centroid_dim", centroid_dim), ("scan_dim", scan_dim)):
+    def __init__(self, *, n_lists: int, centroid_dim: int, scan_dim: int, probe_dims=(), codec: str = "f32",
+                 metric: str = "cosine", seed: int = 0, iterations: int = 20):
+        for name, value in (("n_lists", n_lists), ("centroid_dim", centroid_dim), ("scan_dim", scan_dim),
+                            *(("probe dim", d) for d in probe_dims)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-        self.n_lists, self.centroid_dim, self.scan_dim = n_lists, centroid_dim, scan_dim
+        if codec not in CODECS and not pq_bytes(codec):
+            raise InvalidInputError(f"IVF list codec {codec!r} is not one of {list(CODECS)} or 'pq<bytes>'")
+        if pq_bytes(codec) and scan_dim % pq_bytes(codec):
+            raise InvalidInputError(f"IVF-PQ needs the scan dim ({scan_dim}) to be a multiple of the code bytes "
+                                    f"({pq_bytes(codec)})")
+        self.n_lists, self.centroid_dim, self.scan_dim, self.codec = n_lists, centroid_dim, scan_dim, codec
+        self.probe_dims = tuple(sorted({centroid_dim, *probe_dims}))
         self.metric, self.seed, self.iterations = metric, seed, iterations
 
     def build(self, store: BlockStore, *, progress: bool = False) -> "IVFIndex":
-        """Cluster every stored row on the centroid prefix and group rows by list.
+        """Cluster every stored row on the centroid prefix and fill the lists.
 
         For cosine the prefixes are normalised and k-means is spherical.
         """
-        if self.scan_dim not in store.nesting or self.centroid_dim > store.dim:
+        if self.scan_dim not in store.nesting or max(self.probe_dims) > store.dim:
             raise InvalidInputError(
                 f"scan_dim {self.scan_dim} must be one of the nesting dims {store.nesting} and "
-                f"centroid_dim {self.centroid_dim} at most {store.dim}"
+                f"centroid dims {list(self.probe_dims)} at most {store.dim}"
             )
         if store.count < self.n_lists:
             raise InvalidInputError(f"n_lists {self.n_lists} exceeds the {store.count} stored rows")
-        prefix = self._prefix(store, 0)
+        prefix = self._prefix(store, self.centroid_dim, 0)
         kmeans = faiss.Kmeans(self.centroid_dim, self.n_lists, niter=self.iterations, seed=self.seed,
                               spherical=self.metric == "cosine", max_points_per_centroid=256, verbose=progress)
         kmeans.train(prefix)
-        self.centroids_ = kmeans.centroids.astype(np.float32)
-        self.list_rows_ = np.empty(0, dtype=np.int64)
-        self.offsets_ = np.zeros(self.n_lists + 1, dtype=np.int64)
-        return self._assign(store, np.arange(store.count), _nearest(self.centroids_, prefix))
+        lists = _nearest(kmeans.centroids, prefix)
+        self.centroids_ = {d: self._means(store, d, lists) for d in self.probe_dims if d != self.centroid_dim}
+        self.centroids_[self.centroid_dim] = kmeans.centroids.astype(np.float32)
+        self.lists_ = make_lists(self.n_lists, self.scan_dim, self.codec, self.seed)
+        if self.codec != "f32":
+            self.lists_.train(self._prefix(store, self.scan_dim, 0), lists)
+        return self._add(store, 0, lists)
+
+    def _means(self, store: BlockStore, dim: int, lists: np.ndarray) -> np.ndarray:
+        """Each list's mean `dim`-prefix (normalised for cosine): a centroid set for probing at `dim`."""
+        sums = np.zeros((self.n_lists, dim), dtype=np.float64)
+        np.add.at(sums, lists, self._prefix(store, dim, 0))
+        means = (sums / np.maximum(np.bincount(lists, minlength=self.n_lists), 1)[:, None]).astype(np.float32)
+        return normalize(means) if self.metric == "cosine" else means
 
     def extend(self, store: BlockStore) -> "IVFIndex":
         """Put the rows stored since the last build or extend into their nearest lists."""
         if self.indexed_ < store.count:
-            rows = np.arange(self.indexed_, store.count)
-            self._assign(store, rows, _nearest(self.centroids_, self._prefix(store, self.indexed_)))
+            start = self.indexed_
+            self._add(store, start, _nearest(self.centroids_[self.centroid_dim],
+                                             self._prefix(store, self.centroid_dim, start)))
         return self
 
-    def _prefix(self, store: BlockStore, start: int) -> np.ndarray:
-        prefix = prefix_of(store, self.centroid_dim, start)
+    def _add(self, store: BlockStore, start: int, lists: np.ndarray) -> "IVFIndex":
+        rows = np.arange(start, store.count)
+        if self.codec == "f32":
+            self.lists_.add(store, rows, lists)
+        else:
+            self.lists_.add(self._prefix(store, self.scan_dim, start), rows, lists)
+        self.indexed_ = self.lists_.count
+        return self
+
+    def _prefix(self, store: BlockStore, dim: int, start: int) -> np.ndarray:
+        prefix = prefix_of(store, dim, start)
         return normalize(prefix) if self.metric == "cosine" else prefix
 
-    def _assign(self, store: BlockStore, rows: np.ndarray, lists: np.ndarray) -> "IVFIndex":
-        """Merge `rows` (all above the indexed ones) into `lists`; each list stays in row order."""
-        current = np.repeat(np.arange(self.n_lists), np.diff(self.offsets_))
-        order = np.argsort(np.concatenate([current, lists]), kind="stable")
-        list_rows = np.concatenate([self.list_rows_, rows])[order]
-        sizes = np.diff(self.offsets_) + np.bincount(lists, minlength=self.n_lists)
-        return self._group(store, list_rows, np.concatenate([[0], np.cumsum(sizes)]))
-
-    def _group(self, store: BlockStore, list_rows: np.ndarray, offsets: np.ndarray) -> "IVFIndex":
-        """Copy the stored prefix blocks up to scan_dim in list order."""
-        self.list_rows_, self.offsets_ = list_rows, offsets
-        n_blocks = store.nesting.index(self.scan_dim) + 1
-        self.bounds_ = store.bounds[:n_blocks]
-        self.blocks_ = [np.ascontiguousarray(b[list_rows]) for b in store.blocks[:n_blocks]]
-        self.inv_norms_ = [norms[list_rows] for norms in store.inv_norms[:n_blocks]]
-        self.indexed_ = len(list_rows)
-        return self
-
     def save(self, path) -> None:
-        """Centroids and lists; the list-ordered blocks are rebuilt from the store on load."""
+        """Centroid sets and lists; float32 list blocks are rebuilt from the store on load."""
+        centroids = {f"centroids_{d}": c for d, c in self.centroids_.items()}
         with open(path, "wb") as f:
-            np.savez(f, centroids=self.centroids_, list_rows=self.list_rows_, offsets=self.offsets_)
+            np.savez(f, **centroids, **self.lists_.state())
 
     def load(self, path, store: BlockStore) -> "IVFIndex":
         try:
             with np.load(path, allow_pickle=False) as data:
-                centroids, list_rows, offsets = data["centroids"], data["list_rows"], data["offsets"]
+                arrays = {name: data[name] for name in data.files}
+            self.centroids_ = {d: arrays[f"centroids_{d}"] for d in self.probe_dims}
         except (OSError, ValueError, KeyError) as exc:
             raise CollectionError(f"IVF index file {path} is missing or corrupt: {exc}") from None
-        if centroids.shape != (self.n_lists, self.centroid_dim) or len(offsets) != self.n_lists + 1 \
-                or offsets[-1] != len(list_rows) or len(list_rows) > store.count:
+        if any(c.shape != (self.n_lists, d) for d, c in self.centroids_.items()):
             raise CollectionError(f"IVF index file {path} does not match its recipe or the stored vectors")
-        self.centroids_ = centroids
-        return self._group(store, list_rows, offsets)
+        self.lists_ = make_lists(self.n_lists, self.scan_dim, self.codec, self.seed)
+        self.lists_.restore(arrays, store, path)
+        self.indexed_ = self.lists_.count
+        return self
 
     def candidates(self, store: BlockStore, query: np.ndarray, stage, keep: int, cost):
-        """Rows of the `stage.effort` nearest lists, their scores and partial products on `stage.dim` dims."""
-        lists = self.probe(query, stage.effort)
-        rows, dots, inv = self.scan(query, lists, stage.dim)
-        scanned = len(rows) * (stage.dim + (1 if self.metric == "cosine" else 0))
-        cost.multiply_adds += self.n_lists * self.centroid_dim + len(rows) * stage.dim
-        cost.bytes_read += (self.n_lists * self.centroid_dim + scanned) * 4
+        """Rows of the `stage.effort` nearest lists and their scores on `stage.dim` dims: exact partial
+        products from float32 lists, the best `keep` by approximate scores from coded ones."""
+        probe_dim = stage.probe_dim or self.centroid_dim
+        lists = self.probe(query, stage.effort, probe_dim)
+        cost.multiply_adds += self.n_lists * probe_dim
+        cost.bytes_read += self.n_lists * probe_dim * _F32
         cost.lists_probed += len(lists)
-        return rows, dots * inv if self.metric == "cosine" else dots, dots
+        if self.codec == "f32":
+            self._check_scan(stage.dim, [hi for _, hi in self.lists_.bounds])
+            rows, dots, inv = self.lists_.scan(query, lists, stage.dim)
+            cost.items_scanned += len(rows)
+            cost.multiply_adds += len(rows) * stage.dim
+            cost.bytes_read += len(rows) * (stage.dim + (1 if self.metric == "cosine" else 0)) * _F32
+            return rows, dots * inv if self.metric == "cosine" else dots, dots
+        self._check_scan(stage.dim, [self.scan_dim])
+        rows, scores, scanned = self.lists_.scan(query, lists, keep)
+        cost.items_scanned += scanned
+        if pq_bytes(self.codec):  # one table of 256 entries per sub-space, a reference dot per list, M adds per item
+            cost.multiply_adds += 256 * self.scan_dim + len(lists) * self.scan_dim + scanned * pq_bytes(self.codec)
+            cost.bytes_read += 256 * self.scan_dim * _F32
+        else:
+            cost.multiply_adds += scanned * self.scan_dim
+        cost.bytes_read += scanned * code_bytes(self.codec, self.scan_dim)
+        return rows, scores, None
 
-    def probe(self, query: np.ndarray, nprobe: int) -> np.ndarray:
-        """The `nprobe` lists whose centroids are nearest the query's centroid prefix."""
-        scores = self.centroids_ @ query[: self.centroid_dim]
+    def _check_scan(self, dim: int, dims: list[int]) -> None:
+        if dim not in dims:
+            raise InvalidInputError(f"this IVF index scans {self.codec} lists at d{', d'.join(map(str, dims))}, "
+                                    f"not at d{dim}")
+
+    def probe(self, query: np.ndarray, nprobe: int, dim: int | None = None) -> np.ndarray:
+        """The `nprobe` lists whose centroids are nearest the query's prefix at `dim` (the clustering dim
+        by default; any dim the index holds a centroid set for)."""
+        dim = dim or self.centroid_dim
+        if dim not in self.centroids_:
+            raise InvalidInputError(f"this IVF index probes with centroids at d{', d'.join(map(str, self.probe_dims))}"
+                                    f", not at d{dim}")
+        scores = self.centroids_[dim] @ query[:dim]
         return top_k(scores, min(nprobe, self.n_lists), ordered=False)
 
-    def scan(self, query: np.ndarray, lists: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(rows, partial dots over dims [0, dim), inverse prefix norms at dim) of the probed lists."""
-        if dim > self.scan_dim or dim not in [hi for _, hi in self.bounds_]:
-            raise InvalidInputError(
-                f"this IVF index scans at nesting dims up to {self.scan_dim}, not at d{dim}"
-            )
-        positions = np.concatenate([np.arange(self.offsets_[l], self.offsets_[l + 1]) for l in lists])
-        dots = None
-        for (lo, hi), block in zip(self.bounds_, self.blocks_):
-            if lo >= dim:
-                break
-            value = _scan(block[positions], query[lo:hi])
-            dots = value if dots is None else np.add(dots, value, out=dots)
-        j = [hi for _, hi in self.bounds_].index(dim)
-        return self.list_rows_[positions], dots, self.inv_norms_[j][positions]
-
     def list_sizes(self) -> np.ndarray:
-        return np.diff(self.offsets_)
+        return self.lists_.sizes()
 
     def resident_bytes(self) -> int:
-        """RAM the index holds: centroids, row ids, offsets, list-ordered blocks and norms."""
-        arrays = [self.centroids_, self.list_rows_, self.offsets_, *self.blocks_, *self.inv_norms_]
-        return sum(a.nbytes for a in arrays)
+        """RAM the index holds: the centroid sets and the lists."""
+        return sum(c.nbytes for c in self.centroids_.values()) + self.lists_.resident_bytes()
 
 
 def prefix_of(store: BlockStore, dim: int, start: int = 0) -> np.ndarray:

@@ -83,6 +83,7 @@ class PQIndex:
         scores, found = self.codes_.search(np.ascontiguousarray(query[None, : self.dim]), min(keep, self.indexed_))
         table = 256 * self.dim + (self.dim * self.dim if self.opq else 0)
         cost.multiply_adds += table + self.indexed_ * self.code_bytes
+        cost.items_scanned += self.indexed_
         cost.bytes_read += 4 * table + self.indexed_ * self.code_bytes
         valid = found[0] >= 0
         return found[0][valid], scores[0][valid], None

@@ -1,0 +1,169 @@
+"""What an IVF index keeps in its lists: float32 prefix blocks, or faiss codes.
+
+`FlatLists` copies the stored prefix blocks up to the scan dim, rows grouped list
+by list, so a query scans a probed list at any nesting dim it chooses and hands
+the funnel exact partial products. `CodedLists` keeps, per list, float16 or
+int8 codes (faiss scalar quantiser) or PQ codes of the residual to the list's
+centroid, scored with an asymmetric distance table (faiss IVF-PQ); they rank
+at the scan dim only, and the funnel re-scores their candidates exactly.
+Both take the assignment of rows to lists from the IVF index that owns them.
+"""
+
+from __future__ import annotations
+
+import re
+
+import faiss
+import numpy as np
+
+from ..errors import CollectionError
+from ..store import BlockStore, _scan
+
+CODECS = ("f32", "f16", "int8")  # and "pq<bytes>"
+_PQ_CODEC = re.compile(r"pq([1-9][0-9]*)")
+_SQ = {"f16": faiss.ScalarQuantizer.QT_fp16, "int8": faiss.ScalarQuantizer.QT_8bit}
+_TRAIN_SAMPLE = 50_000
+_ID_BYTES = 8
+
+
+def pq_bytes(codec: str) -> int | None:
+    """The code bytes of a ``pq<bytes>`` codec, None for any other."""
+    match = _PQ_CODEC.fullmatch(codec)
+    return int(match[1]) if match else None
+
+
+def code_bytes(codec: str, scan_dim: int) -> int:
+    """Bytes per item a list codec stores for a `scan_dim` prefix."""
+    return pq_bytes(codec) or {"f32": 4, "f16": 2, "int8": 1}[codec] * scan_dim
+
+
+class FlatLists:
+    """Float32 copies of the stored prefix blocks up to `scan_dim`, in list order."""
+
+    def __init__(self, n_lists: int, scan_dim: int):
+        self.n_lists, self.scan_dim = n_lists, scan_dim
+        self.list_rows = np.empty(0, dtype=np.int64)
+        self.offsets = np.zeros(n_lists + 1, dtype=np.int64)
+
+    @property
+    def count(self) -> int:
+        return len(self.list_rows)
+
+    def add(self, store: BlockStore, rows: np.ndarray, lists: np.ndarray) -> None:
+        """Merge `rows` (all above the held ones) into `lists`; each list stays in row order."""
+        current = np.repeat(np.arange(self.n_lists), np.diff(self.offsets))
+        order = np.argsort(np.concatenate([current, lists]), kind="stable")
+        list_rows = np.concatenate([self.list_rows, rows])[order]
+        sizes = np.diff(self.offsets) + np.bincount(lists, minlength=self.n_lists)
+        self._group(store, list_rows, np.concatenate([[0], np.cumsum(sizes)]))
+
+    def _group(self, store: BlockStore, list_rows: np.ndarray, offsets: np.ndarray) -> None:
+        self.list_rows, self.offsets = list_rows, offsets
+        n_blocks = store.nesting.index(self.scan_dim) + 1
+        self.bounds = store.bounds[:n_blocks]
+        self.blocks = [np.ascontiguousarray(b[list_rows]) for b in store.blocks[:n_blocks]]
+        self.inv_norms = [norms[list_rows] for norms in store.inv_norms[:n_blocks]]
+
+    def scan(self, query: np.ndarray, lists: np.ndarray, dim: int):
+        """(rows, partial dots over dims [0, dim), inverse prefix norms at dim) of the probed lists."""
+        positions = np.concatenate([np.arange(self.offsets[l], self.offsets[l + 1]) for l in lists])
+        dots = None
+        for (lo, hi), block in zip(self.bounds, self.blocks):
+            if lo >= dim:
+                break
+            value = _scan(block[positions], query[lo:hi])
+            dots = value if dots is None else np.add(dots, value, out=dots)
+        j = [hi for _, hi in self.bounds].index(dim)
+        return self.list_rows[positions], dots, self.inv_norms[j][positions]
+
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"list_rows": self.list_rows, "offsets": self.offsets}
+
+    def restore(self, state, store: BlockStore, path) -> None:
+        list_rows, offsets = state["list_rows"], state["offsets"]
+        if len(offsets) != self.n_lists + 1 or offsets[-1] != len(list_rows) or len(list_rows) > store.count:
+            raise CollectionError(f"IVF index file {path} does not match its recipe or the stored vectors")
+        self._group(store, list_rows, offsets)
+
+    def resident_bytes(self) -> int:
+        return sum(a.nbytes for a in [self.list_rows, self.offsets, *self.blocks, *self.inv_norms])
+
+
+class CodedLists:
+    """Compressed copies of the (normalised, for cosine) `scan_dim` prefix in a faiss IVF index
+    whose lists we fill ourselves; its quantiser holds each list's mean at the scan dim,
+    the reference PQ codes the residual to."""
+
+    def __init__(self, n_lists: int, scan_dim: int, codec: str, seed: int = 0):
+        self.n_lists, self.scan_dim, self.codec, self.seed = n_lists, scan_dim, codec, seed
+
+    @property
+    def count(self) -> int:
+        return self.codes.ntotal
+
+    def train(self, prefix: np.ndarray, lists: np.ndarray) -> None:
+        """Set the list means and train the codec on a sample of `prefix` (rows already assigned)."""
+        sums = np.zeros((self.n_lists, self.scan_dim), dtype=np.float64)
+        np.add.at(sums, lists, prefix)
+        means = (sums / np.maximum(np.bincount(lists, minlength=self.n_lists), 1)[:, None]).astype(np.float32)
+        quantizer = faiss.IndexFlatIP(self.scan_dim)
+        quantizer.add(means)
+        code = pq_bytes(self.codec)
+        if code:
+            self.codes = faiss.IndexIVFPQ(quantizer, self.scan_dim, self.n_lists, code, 8, faiss.METRIC_INNER_PRODUCT)
+            self.codes.do_polysemous_training = False
+        else:
+            self.codes = faiss.IndexIVFScalarQuantizer(quantizer, self.scan_dim, self.n_lists, _SQ[self.codec],
+                                                       faiss.METRIC_INNER_PRODUCT, False)
+        sample = np.random.default_rng(self.seed).choice(len(prefix), min(len(prefix), _TRAIN_SAMPLE), replace=False)
+        sample = np.sort(sample)
+        train, assign = np.ascontiguousarray(prefix[sample]), np.ascontiguousarray(lists[sample], dtype=np.int64)
+        if code:
+            train = np.ascontiguousarray(train - means[assign])
+        self.codes.train_encoder(len(train), faiss.swig_ptr(train), faiss.swig_ptr(assign) if code else None)
+        self.codes.is_trained = True
+
+    def add(self, prefix: np.ndarray, rows: np.ndarray, lists: np.ndarray) -> None:
+        prefix = np.ascontiguousarray(prefix, dtype=np.float32)
+        rows, lists = np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(lists, dtype=np.int64)
+        self.codes.add_core(len(prefix), faiss.swig_ptr(prefix), faiss.swig_ptr(rows), faiss.swig_ptr(lists))
+
+    def scan(self, query: np.ndarray, lists: np.ndarray, keep: int):
+        """(rows, approximate scores) of the best `keep` items in the probed lists, and how many were scanned."""
+        self.codes.nprobe = len(lists)
+        scores, found = self.codes.search_preassigned(query[None, : self.scan_dim], keep, lists[None, :], None)
+        rows, scores = found[0], scores[0]
+        if len(rows) and rows[-1] < 0:
+            valid = rows >= 0
+            rows, scores = rows[valid], scores[valid]
+        return rows, scores, int(self.sizes()[lists].sum())
+
+    def sizes(self) -> np.ndarray:
+        invlists = self.codes.invlists
+        return np.array([invlists.list_size(l) for l in range(self.n_lists)], dtype=np.int64)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"codes": faiss.serialize_index(self.codes)}
+
+    def restore(self, state, store: BlockStore, path) -> None:
+        try:
+            codes = faiss.deserialize_index(state["codes"])
+        except (RuntimeError, KeyError) as exc:
+            raise CollectionError(f"IVF index file {path} is missing or corrupt: {exc}") from None
+        expected = faiss.IndexIVFPQ if pq_bytes(self.codec) else faiss.IndexIVFScalarQuantizer
+        if not isinstance(codes, expected) or codes.d != self.scan_dim or codes.nlist != self.n_lists \
+                or codes.code_size != code_bytes(self.codec, self.scan_dim) or codes.ntotal > store.count:
+            raise CollectionError(f"IVF index file {path} does not match its recipe or the stored vectors")
+        self.codes = codes
+
+    def resident_bytes(self) -> int:
+        """Codes and ids, the list means, and the codec's tables."""
+        tables = 256 * self.scan_dim * 4 if pq_bytes(self.codec) else 2 * self.scan_dim * 4
+        return self.count * (self.codes.code_size + _ID_BYTES) + self.n_lists * self.scan_dim * 4 + tables
+
+
+def make_lists(n_lists: int, scan_dim: int, codec: str, seed: int = 0):
+    return FlatLists(n_lists, scan_dim) if codec == "f32" else CodedLists(n_lists, scan_dim, codec, seed)
