@@ -17,7 +17,7 @@ import faiss
 import numpy as np
 
 from ..errors import CollectionError
-from ..store import BlockStore, _scan
+from ..store import BlockStore, _dots_at
 
 CODECS = ("f32", "f16", "int8")  # and "pq<bytes>"
 _PQ_CODEC = re.compile(r"pq([1-9][0-9]*)")
@@ -66,12 +66,15 @@ class FlatLists:
 
     def scan(self, query: np.ndarray, lists: np.ndarray, dim: int):
         """(rows, partial dots over dims [0, dim), inverse prefix norms at dim) of the probed lists."""
-        positions = np.concatenate([np.arange(self.offsets[l], self.offsets[l + 1]) for l in lists])
+        starts = self.offsets[lists]
+        sizes = self.offsets[lists + 1] - starts
+        runs = np.cumsum(sizes) - sizes  # where each list's run begins in the output
+        positions = np.arange(int(sizes.sum())) + np.repeat(starts - runs, sizes)
         dots = None
-        for (lo, hi), block in zip(self.bounds, self.blocks):
+        for (lo, hi), block in zip(self.bounds, self.blocks):  # read in place: each list is a contiguous run
             if lo >= dim:
                 break
-            value = _scan(block[positions], query[lo:hi])
+            value = _dots_at(block, query[lo:hi], positions)
             dots = value if dots is None else np.add(dots, value, out=dots)
         j = [hi for _, hi in self.bounds].index(dim)
         return self.list_rows[positions], dots, self.inv_norms[j][positions]
@@ -125,11 +128,13 @@ class CodedLists:
             train = np.ascontiguousarray(train - means[assign])
         self.codes.train_encoder(len(train), faiss.swig_ptr(train), faiss.swig_ptr(assign) if code else None)
         self.codes.is_trained = True
+        self._sizes = np.zeros(self.n_lists, dtype=np.int64)
 
     def add(self, prefix: np.ndarray, rows: np.ndarray, lists: np.ndarray) -> None:
         prefix = np.ascontiguousarray(prefix, dtype=np.float32)
         rows, lists = np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(lists, dtype=np.int64)
         self.codes.add_core(len(prefix), faiss.swig_ptr(prefix), faiss.swig_ptr(rows), faiss.swig_ptr(lists))
+        self._sizes += np.bincount(lists, minlength=self.n_lists)
 
     def scan(self, query: np.ndarray, lists: np.ndarray, keep: int):
         """(rows, approximate scores) of the best `keep` items in the probed lists, and how many were scanned."""
@@ -139,11 +144,10 @@ class CodedLists:
         if len(rows) and rows[-1] < 0:
             valid = rows >= 0
             rows, scores = rows[valid], scores[valid]
-        return rows, scores, int(self.sizes()[lists].sum())
+        return rows, scores, int(self._sizes[lists].sum())
 
     def sizes(self) -> np.ndarray:
-        invlists = self.codes.invlists
-        return np.array([invlists.list_size(l) for l in range(self.n_lists)], dtype=np.int64)
+        return self._sizes.copy()
 
     def state(self) -> dict[str, np.ndarray]:
         return {"codes": faiss.serialize_index(self.codes)}
@@ -158,6 +162,7 @@ class CodedLists:
                 or codes.code_size != code_bytes(self.codec, self.scan_dim) or codes.ntotal > store.count:
             raise CollectionError(f"IVF index file {path} does not match its recipe or the stored vectors")
         self.codes = codes
+        self._sizes = np.array([codes.invlists.list_size(l) for l in range(self.n_lists)], dtype=np.int64)
 
     def resident_bytes(self) -> int:
         """Codes and ids, the list means, and the codec's tables."""
