@@ -32,9 +32,10 @@ from matsearch.search import run_plan
 TARGET = 0.95
 GRAPH_SETTINGS = ((24, 24), (32, 24), (32, 32), (40, 32), (48, 32), (48, 40), (56, 40), (64, 48), (80, 64),
                   (96, 80), (128, 100))  # (beam, shortlist)
-RECIPES = ("hnsw32@d192/int8", "hnsw32@d128:d192/int8", "hnsw32@d128", "ivf1024@d64:d128")
-IVF_SETTINGS = ((8, 64, 100), (16, 64, 150), (24, 64, 200), (32, 64, 200), (32, 128, 100), (48, 128, 100),
-                (64, 128, 100))  # (lists probed, scan dim, shortlist)
+RECIPES = ("hnsw32@d192/int8", "hnsw32@d128:d192/int8", "hnsw32@d128", "ivf1024@d64:d128", "ivf1024@d64:d128/int8",
+           "ivf1024@d64:d128/pq32")
+IVF_SETTINGS = ((8, 64, 100), (16, 64, 150), (32, 64, 200), (16, 128, 100), (32, 128, 100), (64, 128, 100),
+                (96, 128, 100), (128, 128, 100), (160, 128, 100))  # (lists probed, scan dim, shortlist)
 HNSW_EFS = (16, 24, 32, 40, 48, 56, 64, 80, 96, 128)
 IVF_PROBES = (8, 16, 32, 64, 128)
 
@@ -81,7 +82,9 @@ def plans_for(recipe: str) -> list[str]:
     part = Recipe.parse(recipe).parts[0]
     if isinstance(part, GraphPart):
         return [f"g{ef}@d{part.dim}:{keep}>d384" for ef, keep in GRAPH_SETTINGS]
-    return [f"p{n}@d{ds}:{keep}>d384" for n, ds, keep in IVF_SETTINGS if ds <= part.scan_dim]
+    dims = [ds for ds in {ds for _, ds, _ in IVF_SETTINGS} if ds <= part.scan_dim] if part.codec == "f32" \
+        else [part.scan_dim]  # coded lists are scanned at their own dim only
+    return [f"p{n}@d{ds}:{keep}>d384" for n, ds, keep in IVF_SETTINGS if ds in dims]
 
 
 def matsearch_recipe(col, recipe, plans, elastic, truth) -> tuple[dict, list[dict]]:

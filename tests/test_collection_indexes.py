@@ -81,9 +81,13 @@ def test_added_rows_join_the_indexes(indexed, scifact):
     with Collection.open(indexed, writable=True) as col:
         col.add(ids[4000:4100], vectors=docs[4000:4100])
         assert all(index.indexed_ == 4100 for index in col._indexes.values())
-    with Collection.open(indexed) as col:  # the saved files cover 4000 rows; opening extends them
-        assert all(index.indexed_ == 4100 for index in col._indexes.values())
-        assert col.search(docs[4077], k=1, plan="g16@d64:20>d384").ids[0, 0] == ids[4077]
+        with Collection.open(indexed) as reader:  # the files still cover 4000 rows; opening extends them
+            assert reader._saved_rows == {"p": 4000, "g": 4000}
+            assert all(index.indexed_ == 4100 for index in reader._indexes.values())
+            assert reader.search(docs[4077], k=1, plan="g16@d64:20>d384").ids[0, 0] == ids[4077]
+            assert reader.search(docs[4077], k=1, plan="p2@d64:20>d384").ids[0, 0] == ids[4077]
+    with Collection.open(indexed) as col:  # the writer's close saved the grown indexes
+        assert col._saved_rows == {"p": 4100, "g": 4100}
 
 
 def test_an_int8_graph_linked_on_a_short_prefix_follows_adds_deletes_and_reopens(tmp_path, scifact):
@@ -95,8 +99,11 @@ def test_an_int8_graph_linked_on_a_short_prefix_follows_adds_deletes_and_reopens
         col.delete(ids[:20])
         walked = col.search(queries[:30], k=10, plan="g3480@d128:3480>d384")
         np.testing.assert_array_equal(walked.ids, col.search(queries[:30], k=10).ids)
-    with Collection.open(tmp_path / "col") as col:  # the saved graph covers 3000 rows; opening inserts the rest
+        before = col.search(queries, k=10, plan="g16@d128:16>d384")
+    with Collection.open(tmp_path / "col") as col:  # closing saved the graph with the 500 added rows linked
         assert col.manifest.recipe == "hnsw16@d32:d128/int8"
+        assert col._indexes["g"].indexed_ == col._saved_rows["g"] == 3500
+        np.testing.assert_array_equal(col.search(queries, k=10, plan="g16@d128:16>d384").ids, before.ids)
         exact = col.search(queries, k=10).ids
         np.testing.assert_array_equal(col.search(queries[:30], k=10, plan="g3480@d128:3480>d384").ids, exact[:30])
         short = col.search(queries, k=10, plan="g64@d128:64>d384").ids
@@ -114,7 +121,7 @@ def test_ivf_pq_with_a_second_centroid_set_follows_adds_deletes_and_reopens(tmp_
         every_list = col.search(queries[:30], k=10, plan="p32c32@d128:3480>d384")
         np.testing.assert_array_equal(every_list.ids, col.search(queries[:30], k=10).ids)
         before = col.search(queries, k=10, plan="p8@d128:100>d384").ids
-    with Collection.open(tmp_path / "col") as col:  # the saved lists cover 3000 rows; opening adds the rest
+    with Collection.open(tmp_path / "col") as col:
         assert col.manifest.recipe == "ivf32@d64+d32:d128/pq16"
         np.testing.assert_array_equal(col.search(queries, k=10, plan="p8@d128:100>d384").ids, before)
         exact = col.search(queries, k=10).ids

@@ -58,6 +58,7 @@ class Collection:
         self.writable = writable
         self._docs = self._store = self._transform = self._encoder = None
         self._indexes: dict = {}
+        self._saved_rows: dict[str, int] = {}
         self._lock = WriterLock(self.path / ".lock").acquire() if writable else None
         self._release = weakref.finalize(self, self._lock.release) if self._lock else None
         try:
@@ -98,10 +99,11 @@ class Collection:
         if self.writable:
             self._store.truncate(rows)  # the tail of an add that crashed before its commit
         self._refresh_dead()
-        self._indexes = {
-            part.kind: part.make(m.metric).load(self.path / "indexes" / part.file, self._store).extend(self._store)
-            for part in Recipe.parse(m.recipe).parts
-        }
+        self._indexes, self._saved_rows = {}, {}
+        for part in Recipe.parse(m.recipe).parts:
+            index = part.make(m.metric).load(self.path / "indexes" / part.file, self._store)
+            self._saved_rows[part.kind] = index.indexed_
+            self._indexes[part.kind] = index.extend(self._store)  # rows added since the file was written
 
     def _refresh_dead(self) -> None:
         dead = np.ones(self._store.count, dtype=bool)
@@ -147,7 +149,7 @@ class Collection:
         except BaseException:
             self._undo_first_add(nesting) if first_add else self._store.truncate(first_row)
             raise
-        for index in self._indexes.values():  # in memory; saved files catch up on open or rebuild
+        for index in self._indexes.values():  # in memory; the files catch up on close (or, after a crash, on open)
             index.extend(self._store)
         return len(ids)
 
@@ -177,8 +179,8 @@ class Collection:
     def build(self, recipe: "Recipe | str", *, progress: bool = False) -> "Recipe":
         """Build the recipe's indexes over the stored vectors and save them, replacing earlier ones.
 
-        Rows added later are scanned by every query until the next build; deleted
-        rows are skipped at once. Building again is how an index follows drifted data.
+        Rows added later join the indexes as they come; deleted rows are skipped
+        at once. Building again (re-training) is how an index follows drifted data.
         """
         self._require_writable()
         store = self._searchable()
@@ -198,6 +200,7 @@ class Collection:
         self.manifest.save(self.path / "manifest.json")
         self._docs.bump()
         self._indexes = built
+        self._saved_rows = {kind: index.indexed_ for kind, index in built.items()}
         return recipe
 
     def delete(self, ids) -> int:
@@ -303,7 +306,21 @@ class Collection:
         if not self.writable:
             raise CollectionError(f"collection {self.path} is open read-only")
 
+    def _save_grown_indexes(self) -> None:
+        """Rewrite the index files that rows added since they were written have grown, so a
+        reopened collection holds the very same indexes (an HNSW graph re-extended on open
+        would draw new random levels for those rows)."""
+        folder = self.path / "indexes"
+        for part in Recipe.parse(self.manifest.recipe).parts:
+            index = self._indexes.get(part.kind)
+            if index is not None and index.indexed_ > self._saved_rows.get(part.kind, 0):
+                index.save(folder / f"{part.file}.tmp")
+                os.replace(folder / f"{part.file}.tmp", folder / part.file)
+                self._saved_rows[part.kind] = index.indexed_
+
     def close(self) -> None:
+        if self.writable and self._docs is not None and self._indexes:
+            self._save_grown_indexes()
         if self._docs is not None:
             self._docs.close()
             self._docs = None
