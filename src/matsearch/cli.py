@@ -73,7 +73,9 @@ def index(
     vectors: Optional[Path] = typer.Option(None, help="Precomputed vectors (.npy) in corpus order."),
     model: Optional[str] = typer.Option(None, help=f"sentence-transformers model name or path (default: {DEFAULT_MODEL})."),
     metric: Optional[str] = typer.Option(None, help="cosine (default) or ip (inner product); new collections only."),
-    transform: Optional[str] = typer.Option(None, help="pca (default: elastic prefixes) or none; new collections only."),
+    transform: Optional[str] = typer.Option(None, help="pca (default: elastic prefixes), adapter (PCA refined by a "
+                                            "learned rotation: better short prefixes, slower to fit) or none; "
+                                            "new collections only."),
     recipe: Optional[str] = typer.Option(None, help=f"Indexes to build after adding. {RECIPE_HELP}"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ):

@@ -3,7 +3,9 @@
 `pca` rotates vectors onto the principal axes of the collection (eigenvectors of
 its covariance, largest variance first). The rotation is orthogonal and applied
 without centring, so full-dim inner products and cosines are unchanged while
-short prefixes keep as much of the spread as a linear map can.
+short prefixes keep as much of the spread as a linear map can. `adapter` starts
+from that rotation and learns a better one (see `adapter`): prefixes that rank
+neighbours as the full vectors do, full-dim cosines still unchanged.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .adapter import fit_adapter
 from .errors import CollectionError, InvalidInputError
 
-TRANSFORMS = ("pca", "none")
+TRANSFORMS = ("pca", "adapter", "none")
 _FIT_SAMPLE = 200_000
 
 
@@ -27,8 +30,10 @@ class Transform:
         self.kind = kind
         self.matrix_: np.ndarray | None = None
 
-    def fit(self, vectors: np.ndarray, *, seed: int = 0) -> "Transform":
-        """Learn the map from (a sample of up to 200,000 of) `vectors`."""
+    def fit(self, vectors: np.ndarray, *, nesting: list[int] | None = None, seed: int = 0,
+            progress: bool = False) -> "Transform":
+        """Learn the map from (a sample of up to 200,000 of) `vectors`; the adapter
+        makes the prefixes at each dim of `nesting` good (default: powers of two from 16)."""
         dim = vectors.shape[1]
         if self.kind == "none":
             self.matrix_ = None
@@ -42,6 +47,9 @@ class Transform:
         # Fix each axis' sign so the same data always gives the same matrix.
         matrix *= np.where(matrix[np.abs(matrix).argmax(axis=0), np.arange(dim)] < 0, -1.0, 1.0)
         self.matrix_ = np.ascontiguousarray(matrix, dtype=np.float32)
+        if self.kind == "adapter":
+            nesting = nesting or [2**i for i in range(4, 16) if 2**i < dim]
+            self.matrix_ = fit_adapter(vectors, self.matrix_, nesting, seed=seed, progress=progress)
         return self
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:

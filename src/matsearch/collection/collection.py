@@ -141,7 +141,7 @@ class Collection:
             vectors = normalize(vectors)
         first_add, nesting = self._store is None, self.manifest.nesting
         if first_add:
-            self._fix_dim(vectors)
+            self._fix_dim(vectors, progress)
         first_row = self._store.count
         try:
             self._store.append(self._transform.apply(vectors))
@@ -153,7 +153,7 @@ class Collection:
             index.extend(self._store)
         return len(ids)
 
-    def _fix_dim(self, vectors: np.ndarray) -> None:
+    def _fix_dim(self, vectors: np.ndarray, progress: bool = False) -> None:
         """On the first add: set the dim and nesting, fit the transform, create the store."""
         m = self.manifest
         dim = vectors.shape[1]
@@ -163,7 +163,7 @@ class Collection:
                 f"the PCA transform is fitted on the first add, which needs at least {dim} vectors (got "
                 f"{len(vectors)}); add more at once, or create the collection with transform='none'"
             )
-        Transform(kind=m.transform).fit(vectors).save(self.path / "transform.npy")
+        Transform(kind=m.transform).fit(vectors, nesting=nesting, progress=progress).save(self.path / "transform.npy")
         BlockStore.create(self.path / "vectors", nesting)
         m.dim, m.nesting = dim, nesting
         m.save(self.path / "manifest.json")
