@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .errors import InvalidInputError
 
 _SAMPLE = 50_000  # items the adapter learns from
-_NEIGHBOURS = 16  # true neighbours of each anchor put in its pool
+_NEIGHBOURS = 32  # true neighbours of each anchor put in its pool
 _BATCH = 256  # anchors per step
 _RANDOM_POOL = 1024  # random items added to every step's pool
 _HELD_OUT = 512  # anchors kept apart for early stopping
