@@ -63,7 +63,7 @@ def test_bad_adapter_inputs_are_named(cranfield):
     docs, _ = cranfield
     with pytest.raises(InvalidInputError, match=r"nesting dims below the full 384, got \[384\]"):
         fit_adapter(docs, np.eye(384, dtype=np.float32), [384])
-    with pytest.raises(InvalidInputError, match="at least 18 vectors, got 5"):
+    with pytest.raises(InvalidInputError, match=r"needs at least \d+ vectors, got 5"):
         fit_adapter(docs[:5], np.eye(384, dtype=np.float32), [16])
 
 
