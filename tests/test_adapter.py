@@ -82,3 +82,12 @@ def test_a_collection_fits_its_adapter_on_the_first_add_and_applies_it_to_querie
     with Collection.open(tmp_path / "col") as col:
         assert col.manifest.transform == "adapter"
         np.testing.assert_array_equal(col.search(queries[:20], k=5, plan="d32:100>d384").ids, found.ids)
+
+
+def test_a_saved_adapter_reloads_to_the_same_vectors(tmp_path, cranfield, fitted):
+    docs, _ = cranfield
+    transform = Transform(kind="adapter")
+    transform.matrix_ = fitted[1]
+    transform.save(tmp_path / "transform.npy")
+    reloaded = Transform.load(tmp_path / "transform.npy", kind="adapter", dim=384)
+    np.testing.assert_array_equal(reloaded.apply(docs), transform.apply(docs))
