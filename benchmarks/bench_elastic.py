@@ -20,6 +20,7 @@ from common import ROOT
 
 from matsearch.data import load_beir
 from matsearch.eval.metrics import ndcg_at_k
+from matsearch.matryoshka import normalize
 from matsearch.transform import Transform
 
 DATA = ROOT.parent / "shared" / "data"
@@ -31,15 +32,11 @@ def ndcg_by_dim(docs, queries, dataset, doc_ids, dims) -> list[float]:
     judged = [n for n, q in enumerate(dataset.query_ids) if q in dataset.qrels]
     out = []
     for d in dims:
-        a, b = _unit(docs[:, :d]), _unit(queries[judged, :d])
+        a, b = normalize(docs[:, :d]), normalize(queries[judged, :d])
         top = np.argsort(-(b @ a.T), axis=1)[:, :10]
         out.append(float(np.mean([ndcg_at_k([doc_ids[i] for i in t], dataset.qrels[dataset.query_ids[n]], 10)
                                   for t, n in zip(top, judged)])))
     return out
-
-
-def _unit(x):
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def main():

@@ -6,10 +6,11 @@ should match the ranking by the original full vectors. The loss is the KL diverg
 between the softmax of the full-dim similarities (the teacher) and that of each
 prefix's similarities, over a pool holding every anchor's true nearest neighbours
 and random items, each prefix's term divided by its value under PCA (so a long
-prefix that PCA already serves well is not traded for a short one). The map is the PCA rotation times exp(A − Aᵀ), so it starts at
-PCA, stays exactly orthogonal (full-dim cosines, hence full-dim quality, are
-unchanged), and is deterministic for a seed. Training stops early when the loss
-on held-out anchors stops falling.
+prefix that PCA already serves well is not traded for a short one). The map is
+the PCA rotation times exp(A − Aᵀ), so it starts at PCA, stays exactly
+orthogonal (full-dim cosines, hence full-dim quality, are unchanged), and is
+deterministic for a seed. Training stops early when the loss on held-out
+anchors stops falling.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import InvalidInputError
+from .matryoshka import normalize
 
 _SAMPLE = 50_000  # items the adapter learns from
 _NEIGHBOURS = 32  # true neighbours of each anchor put in its pool
@@ -43,7 +45,7 @@ def fit_adapter(vectors: np.ndarray, init: np.ndarray, nesting: list[int], *, st
     torch.manual_seed(seed)
     if len(vectors) > _SAMPLE:
         vectors = vectors[np.sort(rng.choice(len(vectors), _SAMPLE, replace=False))]
-    items = torch.from_numpy(_unit(vectors))
+    items = torch.from_numpy(np.ascontiguousarray(normalize(vectors), dtype=np.float32))
     neighbours = torch.from_numpy(_true_neighbours(items.numpy()))
     order = torch.from_numpy(rng.permutation(len(items)))
     held_out, train = order[: min(_HELD_OUT, len(items) // 5)], order[min(_HELD_OUT, len(items) // 5):]
@@ -109,8 +111,3 @@ def _true_neighbours(items: np.ndarray) -> np.ndarray:
     index.add(items)
     found = index.search(items, _NEIGHBOURS + 1)[1]
     return np.array([[j for j in row if j != i][:_NEIGHBOURS] for i, row in enumerate(found)], dtype=np.int64)
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)

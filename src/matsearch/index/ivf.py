@@ -20,7 +20,7 @@ from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import normalize
 from ..store import BlockStore
 from ..topk import top_k
-from .ivf_lists import CODECS, code_bytes, make_lists, pq_bytes
+from .ivf_lists import CODECS, code_bytes, list_means, make_lists, pq_bytes
 
 _F32 = 4
 
@@ -65,15 +65,15 @@ class IVFIndex:
         self.centroids_ = {d: self._means(store, d, lists) for d in self.probe_dims if d != self.centroid_dim}
         self.centroids_[self.centroid_dim] = kmeans.centroids.astype(np.float32)
         self.lists_ = make_lists(self.n_lists, self.scan_dim, self.codec, self.seed)
-        if self.codec != "f32":
-            self.lists_.train(self._prefix(store, self.scan_dim, 0), lists)
-        return self._add(store, 0, lists)
+        if self.codec == "f32":
+            return self._add(store, 0, lists)
+        scan_prefix = self._prefix(store, self.scan_dim, 0)
+        self.lists_.train(scan_prefix, lists)
+        return self._add(store, 0, lists, scan_prefix)
 
     def _means(self, store: BlockStore, dim: int, lists: np.ndarray) -> np.ndarray:
         """Each list's mean `dim`-prefix (normalised for cosine): a centroid set for probing at `dim`."""
-        sums = np.zeros((self.n_lists, dim), dtype=np.float64)
-        np.add.at(sums, lists, self._prefix(store, dim, 0))
-        means = (sums / np.maximum(np.bincount(lists, minlength=self.n_lists), 1)[:, None]).astype(np.float32)
+        means = list_means(self._prefix(store, dim, 0), lists, self.n_lists)
         return normalize(means) if self.metric == "cosine" else means
 
     def extend(self, store: BlockStore) -> "IVFIndex":
@@ -84,12 +84,15 @@ class IVFIndex:
                                              self._prefix(store, self.centroid_dim, start)))
         return self
 
-    def _add(self, store: BlockStore, start: int, lists: np.ndarray) -> "IVFIndex":
+    def _add(self, store: BlockStore, start: int, lists: np.ndarray, scan_prefix: np.ndarray | None = None):
+        """Put the rows from `start` on into `lists`; coded lists encode `scan_prefix` (their scan-dim
+        prefixes, taken from the store when not given)."""
         rows = np.arange(start, store.count)
         if self.codec == "f32":
             self.lists_.add(store, rows, lists)
         else:
-            self.lists_.add(self._prefix(store, self.scan_dim, start), rows, lists)
+            self.lists_.add(self._prefix(store, self.scan_dim, start) if scan_prefix is None else scan_prefix,
+                            rows, lists)
         self.indexed_ = self.lists_.count
         return self
 

@@ -37,6 +37,13 @@ def code_bytes(codec: str, scan_dim: int) -> int:
     return pq_bytes(codec) or {"f32": 4, "f16": 2, "int8": 1}[codec] * scan_dim
 
 
+def list_means(prefix: np.ndarray, lists: np.ndarray, n_lists: int) -> np.ndarray:
+    """The mean row of `prefix` in each list (zeros for an empty list), float32."""
+    sums = np.zeros((n_lists, prefix.shape[1]), dtype=np.float64)
+    np.add.at(sums, lists, prefix)
+    return (sums / np.maximum(np.bincount(lists, minlength=n_lists), 1)[:, None]).astype(np.float32)
+
+
 class FlatLists:
     """Float32 copies of the stored prefix blocks up to `scan_dim`, in list order."""
 
@@ -109,9 +116,7 @@ class CodedLists:
 
     def train(self, prefix: np.ndarray, lists: np.ndarray) -> None:
         """Set the list means and train the codec on a sample of `prefix` (rows already assigned)."""
-        sums = np.zeros((self.n_lists, self.scan_dim), dtype=np.float64)
-        np.add.at(sums, lists, prefix)
-        means = (sums / np.maximum(np.bincount(lists, minlength=self.n_lists), 1)[:, None]).astype(np.float32)
+        means = list_means(prefix, lists, self.n_lists)
         quantizer = faiss.IndexFlatIP(self.scan_dim)
         quantizer.add(means)
         code = pq_bytes(self.codec)
