@@ -5,7 +5,7 @@ import pytest
 from conftest import shared
 
 from matsearch import Collection, InvalidInputError
-from matsearch.adapter import fit_adapter
+from matsearch.train.adapter import fit_adapter
 from matsearch.transform import Transform
 
 NESTING = [16, 32, 64, 128, 256]

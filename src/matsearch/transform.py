@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .adapter import fit_adapter
+from .train.adapter import fit_adapter
 from .errors import CollectionError, InvalidInputError
 
 TRANSFORMS = ("pca", "adapter", "none")

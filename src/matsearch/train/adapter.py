@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import InvalidInputError
-from .matryoshka import normalize
+from ..errors import InvalidInputError
+from ..matryoshka import normalize
 
 _SAMPLE = 50_000  # items the adapter learns from
 _NEIGHBOURS = 32  # true neighbours of each anchor put in its pool

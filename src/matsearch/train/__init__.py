@@ -1,0 +1,1 @@
+"""Training: the Matryoshka adapter, the MRL loss for features, MatryoshkaLoss fine-tuning of encoders."""
