@@ -51,6 +51,16 @@ def _emit_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
+def _dims(text: Optional[str]) -> Optional[list[int]]:
+    """'16,32,64' → [16, 32, 64]."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InvalidInputError(f"--dims must be comma-separated integers such as 16,32,64, got {text!r}") from None
+
+
 def _load_npy(path: Path, what: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
@@ -215,3 +225,106 @@ def info(
         table.add_row(key, _number(value))
     out.print(table)
 
+
+
+def _training_pairs(pairs: Optional[Path], split: str, eval_split: str) -> Optional[list]:
+    """Pairs from a BEIR folder's qrels/<split>.tsv (never the evaluation split) or a TSV pairs file."""
+    from .train.pairs import beir_pairs, read_pairs
+
+    if pairs is None:
+        return None
+    return beir_pairs(pairs, split, evaluation_split=eval_split) if pairs.is_dir() else read_pairs(pairs)
+
+
+PAIRS_HELP = ("(query, relevant document) pairs: a BEIR folder (its qrels/<--split>.tsv is read; --split corpus "
+              "mines (title, body) pairs from its documents alone) or a TSV file of 'query<TAB>document text' lines.")
+
+
+@app.command()
+@_cli_errors
+def elasticize(
+    collection: Path = typer.Argument(..., help="Collection folder."),
+    method: str = typer.Option("adapter", help="pca or adapter (PCA refined by a learned rotation)."),
+    dims: Optional[str] = typer.Option(None, help="Prefix dims the adapter makes good "
+                                       "(default: 16,32,64,… below the full dim)."),
+    pairs: Optional[Path] = typer.Option(None, help="Supervise the adapter with " + PAIRS_HELP),
+    split: str = typer.Option("train", help="qrels split to take pairs from when --pairs is a BEIR folder."),
+    eval_split: str = typer.Option("test", help="The split you evaluate on: refused as a source of pairs."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+):
+    """Re-fit a collection's transform on its own vectors; re-rotate the store and rebuild its indexes."""
+    start = time.perf_counter()
+    training = _training_pairs(pairs, split, eval_split)
+    with Collection.open(collection, writable=True) as col:
+        summary = col.elasticize(method, dims=_dims(dims), pairs=training, progress=not as_json)
+    summary = {"collection": str(collection), **summary, "seconds": time.perf_counter() - start}
+    if as_json:
+        _emit_json(summary)
+    else:
+        out.print(f"{collection}: transform {summary['transform']} fitted on {summary['fitted_on']:,} vectors"
+                  + (f" and {summary['pairs']:,} pairs" if summary["pairs"] else "")
+                  + f" for prefixes {summary['dims']}, recipe {summary['recipe']} rebuilt, "
+                  f"in {summary['seconds']:.1f}s")
+
+
+@app.command()
+@_cli_errors
+def report(
+    collection: Path = typer.Argument(..., help="Collection folder (holding the BEIR corpus)."),
+    beir: Path = typer.Option(..., help="BEIR folder with queries.jsonl (and qrels/, for nDCG@10)."),
+    query_vectors: Optional[Path] = typer.Option(None, help="Precomputed query vectors (.npy), queries.jsonl order."),
+    dims: Optional[str] = typer.Option(None, help="Prefix dims to score, e.g. 16,32,64 "
+                                       "(default: 16,32,64,… and the full dim)."),
+    split: str = typer.Option("test", help="qrels split to score against."),
+    plot: Path = typer.Option(Path("elasticity.png"), help="Where to write the PNG plot."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """Per prefix dim: nDCG@10 and recall@10 (vs exact full-dim) for truncation, PCA and the adapter."""
+    from .eval.elasticity import elasticity_report, plot_elasticity
+
+    dataset = load_beir(beir, split=split, require_qrels=False)
+    with Collection.open(collection) as col:
+        vectors = None if query_vectors is None else _load_npy(query_vectors, "query vectors")
+        data = elasticity_report(col, dataset, dims=_dims(dims),
+                                 query_vectors=vectors, progress=not as_json)
+    plot_elasticity(data, plot)
+    data["plot"] = str(plot)
+    if as_json:
+        _emit_json(data)
+        return
+    table = Table(title=f"{collection}: {data['documents']:,} documents, {data['queries']} queries")
+    table.add_column("dims", justify="right")
+    for method in data["methods"]:
+        if data["qrels"]:
+            table.add_column(f"{method} nDCG@10", justify="right")
+        table.add_column(f"{method} recall@10", justify="right")
+    for n, dim in enumerate(data["dims"]):
+        cells = []
+        for scores in data["methods"].values():
+            cells += ([f"{scores['ndcg@10'][n]:.4f}"] if data["qrels"] else []) + [f"{scores['recall@10'][n]:.3f}"]
+        table.add_row(str(dim), *cells)
+    out.print(table)
+    out.print(f"recall@10 is against exact search on all {data['dims'][-1]} dims; plot written to {plot}")
+
+
+@app.command()
+@_cli_errors
+def finetune(
+    pairs: Path = typer.Argument(..., help=PAIRS_HELP),
+    output: Path = typer.Option(..., "--out", "-o", help="Folder to save the fine-tuned model to."),
+    model: str = typer.Option(DEFAULT_MODEL, help="sentence-transformers model name or path to start from."),
+    dims: Optional[str] = typer.Option(None, help="Matryoshka dims (default: the full dim and its halvings to 32)."),
+    split: str = typer.Option("train", help="qrels split to take pairs from when PAIRS is a BEIR folder."),
+    eval_split: str = typer.Option("test", help="The split you evaluate on: refused as a source of pairs."),
+    epochs: float = typer.Option(1.0, help="Passes over the pairs."),
+    batch_size: int = typer.Option(32, help="Pairs per step (the other pairs in a batch are the negatives)."),
+):
+    """Fine-tune an encoder with sentence-transformers' MatryoshkaLoss; use it with 'index --model OUT'."""
+    from .train.finetune import finetune_matryoshka
+
+    training = _training_pairs(pairs, split, eval_split)
+    start = time.perf_counter()
+    saved = finetune_matryoshka(training, output, model=model, dims=_dims(dims),
+                                epochs=epochs, batch_size=batch_size, progress=True)
+    out.print(f"fine-tuned {model} on {len(training):,} pairs in {time.perf_counter() - start:.0f}s; "
+              f"saved to {saved} (use: matsearch index SOURCE -c COLLECTION --model {saved})")

@@ -69,6 +69,21 @@ def default_nesting(full_dim: int) -> list[int]:
     return nesting + [full_dim]
 
 
+def default_dims(full_dim: int) -> list[int]:
+    """The prefixes an elastic transform is trained and reported for: 16, 32, 64, … below `full_dim`."""
+    return [2**i for i in range(4, full_dim.bit_length()) if 2**i < full_dim]
+
+
+def check_dims(dims, full_dim: int) -> list[int]:
+    """Validate a list of prefix lengths; return them sorted, each once."""
+    if isinstance(dims, (str, bytes)) or not hasattr(dims, "__iter__"):
+        raise InvalidInputError(f"dims must be a list of integers, got {dims!r}")
+    values = sorted({check_dim(d, full_dim) for d in dims})
+    if not values:
+        raise InvalidInputError("dims must name at least one prefix length")
+    return values
+
+
 def check_nesting(nesting, full_dim: int) -> list[int]:
     """Validate a nesting list: strictly increasing prefix lengths ending at `full_dim`."""
     values = [check_dim(d, full_dim) for d in nesting]

@@ -16,6 +16,7 @@ import numpy as np
 
 from .train.adapter import fit_adapter
 from .errors import CollectionError, InvalidInputError
+from .matryoshka import default_dims
 
 TRANSFORMS = ("pca", "adapter", "none")
 _FIT_SAMPLE = 200_000
@@ -30,11 +31,14 @@ class Transform:
         self.kind = kind
         self.matrix_: np.ndarray | None = None
 
-    def fit(self, vectors: np.ndarray, *, nesting: list[int] | None = None, seed: int = 0,
-            progress: bool = False) -> "Transform":
+    def fit(self, vectors: np.ndarray, *, nesting: list[int] | None = None,
+            pairs: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0, progress: bool = False) -> "Transform":
         """Learn the map from (a sample of up to 200,000 of) `vectors`; the adapter
-        makes the prefixes at each dim of `nesting` good (default: powers of two from 16)."""
+        makes the prefixes at each dim of `nesting` good (default: powers of two from 16),
+        supervised by (query, relevant document) vector `pairs` when given."""
         dim = vectors.shape[1]
+        if pairs is not None and self.kind != "adapter":
+            raise InvalidInputError(f"training pairs supervise the adapter only, not transform {self.kind!r}")
         if self.kind == "none":
             self.matrix_ = None
             return self
@@ -48,13 +52,17 @@ class Transform:
         matrix *= np.where(matrix[np.abs(matrix).argmax(axis=0), np.arange(dim)] < 0, -1.0, 1.0)
         self.matrix_ = np.ascontiguousarray(matrix, dtype=np.float32)
         if self.kind == "adapter":
-            nesting = nesting or [2**i for i in range(4, 16) if 2**i < dim]
-            self.matrix_ = fit_adapter(vectors, self.matrix_, nesting, seed=seed, progress=progress)
+            nesting = nesting or default_dims(dim)
+            self.matrix_ = fit_adapter(vectors, self.matrix_, nesting, pairs=pairs, seed=seed, progress=progress)
         return self
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
         """Vectors in the stored space (a no-op for `none`)."""
         return vectors if self.matrix_ is None else vectors @ self.matrix_
+
+    def restore(self, vectors: np.ndarray) -> np.ndarray:
+        """The raw vectors that `apply` mapped to `vectors` (every transform here is orthogonal)."""
+        return vectors if self.matrix_ is None else vectors @ self.matrix_.T
 
     def save(self, path: Path) -> None:
         if self.matrix_ is not None:

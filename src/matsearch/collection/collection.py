@@ -8,6 +8,7 @@ Folder layout::
     vectors/           column blocks of the transformed vectors (see store.py)
     indexes/           the recipe's indexes (ivf.npz, hnsw.faiss), derived from vectors/
     .lock              held by the one writer
+    elasticize.*/      only while a new transform is swapped in (see refit.py)
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import json
 import os
 import shutil
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..encoder import DEFAULT_MODEL, Encoder
 from ..errors import CollectionError, InvalidInputError
-from ..matryoshka import check_nesting, check_vectors, default_nesting, normalize
+from ..matryoshka import check_dims, check_nesting, check_vectors, default_dims, default_nesting, normalize
 from ..plan import INDEX_KINDS, Plan, as_plan
 from ..recipe import INDEX_FILES, Recipe
 from ..results import SearchResult
@@ -33,6 +34,9 @@ from ..transform import Transform
 from .docstore import DocStore
 from .lock import WriterLock
 from .manifest import Manifest
+from .refit import READY, roll_forward, stage
+
+_FIT_SAMPLE = 200_000  # stored rows a re-fitted transform learns from
 
 
 @dataclass
@@ -62,6 +66,11 @@ class Collection:
         self._lock = WriterLock(self.path / ".lock").acquire() if writable else None
         self._release = weakref.finalize(self, self._lock.release) if self._lock else None
         try:
+            if writable and roll_forward(self.path):  # a transform swap that a crash interrupted
+                self.manifest = Manifest.load(self.path / "manifest.json")
+            elif not writable and (self.path / READY).exists():
+                raise CollectionError(f"collection {self.path} is being switched to a new transform (elasticize); "
+                                      "open it again when that ends, or open it writable to finish an interrupted one")
             self._docs = DocStore(self.path / "docs.sqlite", writable=writable, create=new)
             self._seen = self._docs.version()
             if manifest.dim is not None:
@@ -203,6 +212,42 @@ class Collection:
         self._saved_rows = {kind: index.indexed_ for kind, index in built.items()}
         return recipe
 
+    def elasticize(self, method: str = "adapter", *, dims: list[int] | None = None,
+                   pairs: list[tuple[str, str]] | None = None, seed: int = 0, progress: bool = False) -> dict:
+        """Re-fit the collection's transform (`pca` or `adapter`) on its stored vectors so the
+        prefixes in `dims` (default: 16, 32, 64, … below the full dim) are good, optionally
+        supervised by (query text, relevant document text) `pairs`; re-rotate the store and
+        rebuild the indexes to match. A crash leaves either the old collection or the new one."""
+        self._require_writable()
+        store = self._searchable()
+        if method not in ("pca", "adapter"):
+            raise InvalidInputError(f"elasticize method {method!r} is not one of ('pca', 'adapter')")
+        dims = default_dims(store.dim) if dims is None else check_dims(dims, store.dim)
+        manifest = replace(self.manifest, transform=method)
+        live = self._docs.live_rows()
+        if len(live) > _FIT_SAMPLE:
+            live = np.sort(np.random.default_rng(seed).choice(live, _FIT_SAMPLE, replace=False))
+        transform = Transform(kind=method).fit(self._transform.restore(store.rows(live)), nesting=dims,
+                                               pairs=self._pair_vectors(pairs), seed=seed, progress=progress)
+        stage(self.path, store, self._transform, transform, manifest, progress=progress)
+        roll_forward(self.path)
+        self.manifest = Manifest.load(self.path / "manifest.json")
+        self._docs.bump()
+        self._open_vectors()
+        return {"transform": method, "dims": dims, "fitted_on": len(live), "pairs": len(pairs or []),
+                "recipe": self.manifest.recipe}
+
+    def _pair_vectors(self, pairs) -> tuple[np.ndarray, np.ndarray] | None:
+        """(query, relevant document) texts embedded by the collection's encoder, raw (untransformed)."""
+        if pairs is None:
+            return None
+        if not pairs or any(len(p) != 2 or not all(isinstance(t, str) and t.strip() for t in p) for p in pairs):
+            raise InvalidInputError("pairs must be a non-empty list of (query text, relevant document text)")
+        queries, documents = (self.encoder.encode([p[n] for p in pairs]) for n in (0, 1))
+        if self.manifest.metric == "cosine":
+            queries, documents = normalize(queries), normalize(documents)
+        return queries, documents
+
     def delete(self, ids) -> int:
         """Remove items by id; they never come back from a search."""
         self._require_writable()
@@ -267,6 +312,12 @@ class Collection:
     @property
     def dim(self) -> int | None:
         return self.manifest.dim
+
+    @property
+    def transform(self) -> Transform | None:
+        """The fitted map from raw vectors to stored ones (None before the first add)."""
+        self._sync()
+        return self._transform
 
     @property
     def encoder(self) -> Encoder:

@@ -42,12 +42,14 @@ def read_corpus_jsonl(path) -> tuple[list[str], list[str], list[dict | None]]:
     return ids, texts, metadata
 
 
-def load_beir(folder, split: str = "test") -> BeirDataset:
-    """Read a BEIR folder; queries are kept in file order (the order of its query vectors)."""
+def load_beir(folder, split: str = "test", *, require_qrels: bool = True) -> BeirDataset:
+    """Read a BEIR folder; queries are kept in file order (the order of its query vectors).
+    Without `require_qrels`, a missing qrels/<split>.tsv gives empty qrels."""
     folder = Path(folder)
     if not (folder / "corpus.jsonl").is_file():
         raise InvalidInputError(f"{folder} is not a BEIR folder: corpus.jsonl is missing")
     doc_ids, doc_texts, doc_metadata = read_corpus_jsonl(folder / "corpus.jsonl")
+    qrels = folder / "qrels" / f"{split}.tsv"
     query_ids, query_texts = [], []
     for n, row in enumerate(_read_jsonl(folder / "queries.jsonl"), start=1):
         if "_id" not in row or not isinstance(row.get("text"), str):
@@ -60,7 +62,7 @@ def load_beir(folder, split: str = "test") -> BeirDataset:
         doc_metadata=doc_metadata,
         query_ids=query_ids,
         query_texts=query_texts,
-        qrels=read_qrels(folder / "qrels" / f"{split}.tsv"),
+        qrels=read_qrels(qrels) if require_qrels or qrels.is_file() else {},
     )
 
 
