@@ -1,5 +1,8 @@
 """Training pairs, and a MatryoshkaLoss fine-tune of the bundled encoder on tiny real data."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import BUNDLED, shared
@@ -65,5 +68,14 @@ def test_bad_fine_tune_inputs_are_named(tmp_path):
 
     with pytest.raises(InvalidInputError, match="needs at least 2 pairs"):
         finetune_matryoshka([("a", "b")], tmp_path / "m")
-    with pytest.raises(InvalidInputError, match=r"Matryoshka dims must lie in 1\.\.384, got \[64, 512\]"):
+    with pytest.raises(InvalidInputError, match=r"dims must be distinct and lie in 1\.\.384, got \[512, 64\]"):
         finetune_matryoshka([("a", "b"), ("c", "d")], tmp_path / "m", dims=[512, 64])
+    with pytest.raises(InvalidInputError, match=r"1 weights given for the 2 Matryoshka dims \[384, 64\]"):
+        finetune_matryoshka([("a", "b"), ("c", "d")], tmp_path / "m", dims=[384, 64], weights=[2.0])
+
+
+def test_cli_finetune_refuses_the_evaluation_split(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "matsearch", "finetune", str(BUNDLED / "cranfield"), "--split", "test",
+                           "--out", str(tmp_path / "model")], capture_output=True, text=True)
+    assert proc.returncode == 1 and not (tmp_path / "model").exists()
+    assert "refusing to train on split 'test': it is the evaluation split" in proc.stderr

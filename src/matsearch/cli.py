@@ -318,13 +318,23 @@ def finetune(
     eval_split: str = typer.Option("test", help="The split you evaluate on: refused as a source of pairs."),
     epochs: float = typer.Option(1.0, help="Passes over the pairs."),
     batch_size: int = typer.Option(32, help="Pairs per step (the other pairs in a batch are the negatives)."),
+    start_from: Optional[Path] = typer.Option(None, help="A collection made with this model: training starts from "
+                                              "the model followed by that collection's transform (PCA or adapter)."),
 ):
     """Fine-tune an encoder with sentence-transformers' MatryoshkaLoss; use it with 'index --model OUT'."""
     from .train.finetune import finetune_matryoshka
 
     training = _training_pairs(pairs, split, eval_split)
+    rotation = None
+    if start_from is not None:
+        with Collection.open(start_from) as col:
+            if col.manifest.model != model:
+                raise InvalidInputError(f"collection {start_from} was made with model {col.manifest.model!r}, "
+                                        f"not {model!r}")
+            rotation = None if col.transform is None else col.transform.matrix_
     start = time.perf_counter()
-    saved = finetune_matryoshka(training, output, model=model, dims=_dims(dims),
-                                epochs=epochs, batch_size=batch_size, progress=True)
+    saved = finetune_matryoshka(training, output, model=model, dims=_dims(dims), epochs=epochs,
+                                batch_size=batch_size, rotation=rotation, progress=True)
+    transform = " --transform none" if rotation is not None else ""
     out.print(f"fine-tuned {model} on {len(training):,} pairs in {time.perf_counter() - start:.0f}s; "
-              f"saved to {saved} (use: matsearch index SOURCE -c COLLECTION --model {saved})")
+              f"saved to {saved} (use: matsearch index SOURCE -c COLLECTION --model {saved}{transform})")

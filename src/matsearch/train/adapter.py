@@ -63,8 +63,8 @@ def fit_adapter(vectors: np.ndarray, init: np.ndarray, nesting: list[int], *,
         queries, relevant = _check_pairs(pairs, vectors.shape[1])
         vectors = np.concatenate([vectors, relevant])  # relevant documents join the items they are ranked among
     items = torch.from_numpy(np.ascontiguousarray(normalize(vectors), dtype=np.float32))
-    parts = [_Anchors(items, items[:sampled], _true_neighbours(items.numpy(), items[:sampled].numpy(), True),
-                      None, rng, temperature)]
+    own = items[:sampled]  # the sampled items rank each other, not the copies of relevant documents
+    parts = [_Anchors(own, own, _true_neighbours(own.numpy(), own.numpy(), True), None, rng, temperature)]
     if pairs is not None:
         unit = np.ascontiguousarray(normalize(queries), dtype=np.float32)
         parts.append(_Anchors(items, torch.from_numpy(unit), _true_neighbours(items.numpy(), unit, False),

@@ -31,12 +31,13 @@ log = logging.getLogger(__name__)
 
 
 def finetune_matryoshka(pairs: list[Pair], output, *, model: str = DEFAULT_MODEL, dims: list[int] | None = None,
-                        epochs: float = 1.0, batch_size: int = 32, learning_rate: float = 2e-5,
+                        weights: list[float] | None = None, epochs: float = 1.0, batch_size: int = 32, learning_rate: float = 2e-5,
                         max_seq_length: int = 128, max_steps: int = -1, rotation: np.ndarray | None = None,
                         seed: int = 0, progress: bool = False) -> Path:
     """Train `model` on (query, relevant text) pairs with MatryoshkaLoss over `dims`
-    (default: the full dim and 32, 64, 128, … below it), starting from `rotation`
-    applied to its output if given, and save it to `output`."""
+    (default: the full dim and 32, 64, 128, … below it; `weights`, one per dim in the
+    same order, default all 1), starting from `rotation` applied to its output if given, and
+    save it to `output`."""
     if len(pairs) < 2:
         raise InvalidInputError(f"fine-tuning needs at least 2 pairs (in-batch negatives), got {len(pairs)}")
     if batch_size < 2:
@@ -55,12 +56,15 @@ def finetune_matryoshka(pairs: list[Pair], output, *, model: str = DEFAULT_MODEL
     serving_length = encoder.max_seq_length
     encoder.max_seq_length = min(max_seq_length, serving_length or max_seq_length)
     full = encoder.get_embedding_dimension()
-    dims = sorted(set(dims or [full] + [d for d in default_dims(full) if d >= 32]), reverse=True)
-    if dims[-1] < 1 or dims[0] > full:
-        raise InvalidInputError(f"Matryoshka dims must lie in 1..{full}, got {sorted(dims)}")
+    dims = list(dims or [full] + [d for d in default_dims(full) if d >= 32])
+    if len(set(dims)) != len(dims) or min(dims) < 1 or max(dims) > full:
+        raise InvalidInputError(f"Matryoshka dims must be distinct and lie in 1..{full}, got {dims}")
+    if weights is not None and len(weights) != len(dims):
+        raise InvalidInputError(f"{len(weights)} weights given for the {len(dims)} Matryoshka dims {dims}")
     if rotation is not None:
         encoder = _with_rotation(encoder, rotation)
-    loss = MatryoshkaLoss(encoder, MultipleNegativesRankingLoss(encoder), matryoshka_dims=dims)
+    loss = MatryoshkaLoss(encoder, MultipleNegativesRankingLoss(encoder), matryoshka_dims=dims,
+                          matryoshka_weights=weights)
     train = Dataset.from_dict({"anchor": [q for q, _ in pairs], "positive": [d for _, d in pairs]})
     log.info("fine-tuning %s on %d pairs, Matryoshka dims %s", model, len(pairs), dims)
     with tempfile.TemporaryDirectory() as scratch:
