@@ -5,6 +5,8 @@ import pytest
 from conftest import shared
 
 from matsearch import Collection, InvalidInputError
+from matsearch.data import load_beir
+from matsearch.eval import ndcg_at_k
 from matsearch.train.adapter import fit_adapter
 from matsearch.transform import Transform
 
@@ -91,3 +93,32 @@ def test_a_saved_adapter_reloads_to_the_same_vectors(tmp_path, cranfield, fitted
     transform.save(tmp_path / "transform.npy")
     reloaded = Transform.load(tmp_path / "transform.npy", kind="adapter", dim=384)
     np.testing.assert_array_equal(reloaded.apply(docs), transform.apply(docs))
+
+
+def test_supervision_with_training_pairs_lifts_unseen_test_queries():
+    """SciFact: (claim, abstract) pairs of the train split; scored on the disjoint test claims."""
+    folder = shared("scifact")
+    docs = np.load(folder / "corpus.minilm.f16.npy").astype(np.float32)
+    queries = np.load(folder / "queries.minilm.f16.npy").astype(np.float32)
+    doc_row = {d: n for n, d in enumerate((folder / "corpus.ids.txt").read_text().split())}
+    query_row = {q: n for n, q in enumerate((folder / "queries.ids.txt").read_text().split())}
+    train, test = (load_beir(folder, split=split).qrels for split in ("train", "test"))
+    assert not set(train) & set(test)
+    rows = [(query_row[q], doc_row[d]) for q, judged in train.items() for d in judged]
+    pairs = queries[[q for q, _ in rows]], docs[[d for _, d in rows]]
+    pca = Transform(kind="pca").fit(docs).matrix_
+    plain = fit_adapter(docs, pca, [32, 64], steps=20)
+    supervised = fit_adapter(docs, pca, [32, 64], steps=20, pairs=pairs)
+    np.testing.assert_allclose(supervised @ supervised.T, np.eye(384), atol=2e-5)
+    judged = [query_row[q] for q in test]
+
+    def ndcg(matrix, dim):
+        unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+        top = np.argsort(-(unit(queries[judged] @ matrix[:, :dim]) @ unit(docs @ matrix[:, :dim]).T), axis=1)[:, :10]
+        names = list(doc_row)
+        return np.mean([ndcg_at_k([names[i] for i in t], test[q], 10) for t, q in zip(top, test)])
+
+    for dim in (32, 64):
+        assert ndcg(supervised, dim) >= ndcg(plain, dim) + 0.03, dim
+    with pytest.raises(InvalidInputError, match=r"pairs must be two \(3, 384\) arrays"):
+        fit_adapter(docs, pca, [32], pairs=(queries[:3], docs[:2]))
