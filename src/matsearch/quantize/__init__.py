@@ -1,0 +1,1 @@
+"""Pure encode / fit functions for compact codes."""
