@@ -72,3 +72,20 @@ def test_bad_binary_inputs_are_named():
         hamming_topk(planes, pack_signs(np.ones((1, 64))), 6)
     with pytest.raises(InvalidInputError, match="must be uint64 with the same words"):
         hamming_topk(planes, pack_signs(np.ones((1, 128))), 2)
+
+
+def test_learned_code_training_is_deterministic_for_a_seed(scifact):
+    from matsearch.train.codes import fit_learned_codes
+    from matsearch.transform import Transform
+
+    _, docs, _ = scifact
+    elastic = Transform(kind="pca").fit(docs).apply(docs[:2000])
+    mean, projection = fit_learned_codes(elastic, 32, steps=10, seed=4)
+    assert mean.shape == (64,) and projection.shape == (64, 32) and projection.dtype == np.float32
+    again = fit_learned_codes(elastic, 32, steps=10, seed=4)
+    np.testing.assert_array_equal(projection, again[1])
+    np.testing.assert_array_equal(mean, again[0])
+    assert not np.array_equal(projection, fit_learned_codes(elastic, 32, steps=10, seed=5)[1])
+    assert pack_signs((elastic[:, :64] - mean) @ projection).shape == (2000, 1)
+    with pytest.raises(InvalidInputError, match=r"1 <= bits \(32\) <= input_dim \(16\) <= dim \(384\)"):
+        fit_learned_codes(elastic, 32, input_dim=16)

@@ -64,10 +64,10 @@ def fit_adapter(vectors: np.ndarray, init: np.ndarray, nesting: list[int], *,
         vectors = np.concatenate([vectors, relevant])  # relevant documents join the items they are ranked among
     items = torch.from_numpy(np.ascontiguousarray(normalize(vectors), dtype=np.float32))
     own = items[:sampled]  # the sampled items rank each other, not the copies of relevant documents
-    parts = [_Anchors(own, own, _true_neighbours(own.numpy(), own.numpy(), True), None, rng, temperature)]
+    parts = [_Anchors(own, own, true_neighbours(own.numpy(), own.numpy(), True), None, rng, temperature)]
     if pairs is not None:
         unit = np.ascontiguousarray(normalize(queries), dtype=np.float32)
-        parts.append(_Anchors(items, torch.from_numpy(unit), _true_neighbours(items.numpy(), unit, False),
+        parts.append(_Anchors(items, torch.from_numpy(unit), true_neighbours(items.numpy(), unit, False),
                               torch.arange(sampled, len(items)), rng, temperature))
     init = torch.from_numpy(np.ascontiguousarray(init, dtype=np.float32))
     skew = torch.zeros_like(init, requires_grad=True)
@@ -164,7 +164,7 @@ def _check_pairs(pairs, dim: int) -> tuple[np.ndarray, np.ndarray]:
     return queries, relevant
 
 
-def _true_neighbours(items: np.ndarray, anchors: np.ndarray, anchors_are_items: bool) -> np.ndarray:
+def true_neighbours(items: np.ndarray, anchors: np.ndarray, anchors_are_items: bool) -> np.ndarray:
     """Each anchor's nearest items by full-dim inner product (faiss exact search), itself left out."""
     index = faiss.IndexFlatIP(items.shape[1])
     index.add(items)
