@@ -19,7 +19,7 @@ from .errors import CollectionError, InvalidInputError
 from .matryoshka import default_dims
 
 TRANSFORMS = ("pca", "adapter", "none")
-_FIT_SAMPLE = 200_000
+FIT_SAMPLE = 200_000  # vectors a transform is fitted on at most
 
 
 class Transform:
@@ -42,8 +42,8 @@ class Transform:
         if self.kind == "none":
             self.matrix_ = None
             return self
-        if len(vectors) > _FIT_SAMPLE:
-            rows = np.random.default_rng(seed).choice(len(vectors), _FIT_SAMPLE, replace=False)
+        if len(vectors) > FIT_SAMPLE:
+            rows = np.random.default_rng(seed).choice(len(vectors), FIT_SAMPLE, replace=False)
             vectors = vectors[np.sort(rows)]
         centred = vectors.astype(np.float64) - vectors.mean(axis=0, dtype=np.float64)
         _, eigenvectors = np.linalg.eigh(centred.T @ centred)

@@ -30,13 +30,11 @@ from ..recipe import INDEX_FILES, Recipe
 from ..results import SearchResult
 from ..search import check_k, run_plan
 from ..store import BlockStore
-from ..transform import Transform
+from ..transform import FIT_SAMPLE, Transform
 from .docstore import DocStore
 from .lock import WriterLock
 from .manifest import Manifest
 from .refit import READY, roll_forward, stage
-
-_FIT_SAMPLE = 200_000  # stored rows a re-fitted transform learns from
 
 
 @dataclass
@@ -225,8 +223,8 @@ class Collection:
         dims = default_dims(store.dim) if dims is None else check_dims(dims, store.dim)
         manifest = replace(self.manifest, transform=method)
         live = self._docs.live_rows()
-        if len(live) > _FIT_SAMPLE:
-            live = np.sort(np.random.default_rng(seed).choice(live, _FIT_SAMPLE, replace=False))
+        if len(live) > FIT_SAMPLE:
+            live = np.sort(np.random.default_rng(seed).choice(live, FIT_SAMPLE, replace=False))
         transform = Transform(kind=method).fit(self._transform.restore(store.rows(live)), nesting=dims,
                                                pairs=self._pair_vectors(pairs), seed=seed, progress=progress)
         stage(self.path, store, self._transform, transform, manifest, progress=progress)

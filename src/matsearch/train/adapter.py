@@ -23,18 +23,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import InvalidInputError
 from ..matryoshka import normalize
+from . import neighbours
 
 _SAMPLE = 50_000  # items the adapter learns from
-_NEIGHBOURS = 32  # true neighbours of each anchor put in its pool
 _BATCH = 256  # anchors per step
-_RANDOM_POOL = 1024  # random items added to every step's pool
 _HELD_OUT = 512  # anchors kept apart for early stopping
 _CHECK_EVERY = 25  # steps between held-out checks
 _RELEVANT_WEIGHT = 0.5  # share of a query's teacher distribution put on its relevant document
@@ -52,8 +50,8 @@ def fit_adapter(vectors: np.ndarray, init: np.ndarray, nesting: list[int], *,
     dims = [d for d in nesting if d < vectors.shape[1]]
     if not dims:
         raise InvalidInputError(f"the adapter needs nesting dims below the full {vectors.shape[1]}, got {nesting}")
-    if len(vectors) < _NEIGHBOURS + 2:
-        raise InvalidInputError(f"the adapter needs at least {_NEIGHBOURS + 2} vectors, got {len(vectors)}")
+    if len(vectors) < neighbours.NEIGHBOURS + 2:
+        raise InvalidInputError(f"the adapter needs at least {neighbours.NEIGHBOURS + 2} vectors, got {len(vectors)}")
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     if len(vectors) > _SAMPLE:
@@ -64,10 +62,10 @@ def fit_adapter(vectors: np.ndarray, init: np.ndarray, nesting: list[int], *,
         vectors = np.concatenate([vectors, relevant])  # relevant documents join the items they are ranked among
     items = torch.from_numpy(np.ascontiguousarray(normalize(vectors), dtype=np.float32))
     own = items[:sampled]  # the sampled items rank each other, not the copies of relevant documents
-    parts = [_Anchors(own, own, true_neighbours(own.numpy(), own.numpy(), True), None, rng, temperature)]
+    parts = [_Anchors(own, own, neighbours.true_neighbours(own.numpy(), own.numpy(), True), None, rng, temperature)]
     if pairs is not None:
         unit = np.ascontiguousarray(normalize(queries), dtype=np.float32)
-        parts.append(_Anchors(items, torch.from_numpy(unit), true_neighbours(items.numpy(), unit, False),
+        parts.append(_Anchors(items, torch.from_numpy(unit), neighbours.true_neighbours(items.numpy(), unit, False),
                               torch.arange(sampled, len(items)), rng, temperature))
     init = torch.from_numpy(np.ascontiguousarray(init, dtype=np.float32))
     skew = torch.zeros_like(init, requires_grad=True)
@@ -106,10 +104,10 @@ class _Anchors:
     """Vectors whose neighbour rankings the prefixes must reproduce: the items themselves
     (each excluded from its own pool), or queries with one relevant item each."""
 
-    def __init__(self, items, anchors, neighbours, relevant, rng, temperature):
+    def __init__(self, items, anchors, true_neighbours, relevant, rng, temperature):
         self.items, self.anchors, self.relevant = items, anchors, relevant
         self.temperature = temperature
-        self.neighbours = torch.from_numpy(neighbours)
+        self.neighbours = torch.from_numpy(true_neighbours)
         order = torch.from_numpy(rng.permutation(len(anchors)))
         cut = min(_HELD_OUT, len(anchors) // 5)
         self.held_out, self.train = order[:cut], order[cut:]
@@ -119,13 +117,14 @@ class _Anchors:
 
     def batch(self, rows: torch.Tensor, generator) -> "_Batch":
         """The rows' pool (true neighbours, relevant items, random items, each once) and teacher."""
-        chosen = [self.neighbours[rows].flatten(), torch.randint(len(self.items), (_RANDOM_POOL,), generator=generator)]
-        if self.relevant is not None:
-            chosen.append(self.relevant[rows])
-        pool = torch.unique(torch.cat(chosen))
+        relevant = () if self.relevant is None else (self.relevant[rows],)
+        pool = neighbours.pool(self.neighbours[rows], len(self.items), generator, *relevant)
         a, p = self.anchors[rows], self.items[pool]
-        excluded = (rows[:, None] == pool[None, :]) if self.relevant is None else torch.zeros(len(rows), len(pool), dtype=torch.bool)
-        teacher = torch.softmax((a @ p.T).masked_fill(excluded, -1e4) / self.temperature, dim=1)
+        if self.relevant is None:
+            excluded = rows[:, None] == pool[None, :]
+        else:
+            excluded = torch.zeros(len(rows), len(pool), dtype=torch.bool)
+        teacher = neighbours.teacher(a, p, excluded, self.temperature)
         if self.relevant is not None:
             labels = (self.relevant[rows][:, None] == pool[None, :]).float()
             teacher = (1 - _RELEVANT_WEIGHT) * teacher + _RELEVANT_WEIGHT * labels
@@ -162,13 +161,3 @@ def _check_pairs(pairs, dim: int) -> tuple[np.ndarray, np.ndarray]:
         raise InvalidInputError(f"pairs must be two ({len(queries)}, {dim}) arrays of query and relevant-document "
                                 f"vectors, got shapes {queries.shape} and {relevant.shape}")
     return queries, relevant
-
-
-def true_neighbours(items: np.ndarray, anchors: np.ndarray, anchors_are_items: bool) -> np.ndarray:
-    """Each anchor's nearest items by full-dim inner product (faiss exact search), itself left out."""
-    index = faiss.IndexFlatIP(items.shape[1])
-    index.add(items)
-    found = index.search(anchors, _NEIGHBOURS + 1)[1]
-    if not anchors_are_items:
-        return found[:, :_NEIGHBOURS].astype(np.int64)
-    return np.array([[j for j in row if j != i][:_NEIGHBOURS] for i, row in enumerate(found)], dtype=np.int64)

@@ -18,18 +18,18 @@ from tqdm.auto import tqdm
 from ..errors import InvalidInputError
 from ..matryoshka import normalize
 from ..quantize.binary import fit_itq
-from .adapter import true_neighbours
+from . import neighbours
 
 _SAMPLE = 50_000  # items the codes learn from
 _BATCH = 256  # anchors per step
-_RANDOM_POOL = 1024  # random items added to every step's pool
 _TEACHER_TEMPERATURE = 0.05
 _AGREEMENT_SCALE = 30.0  # code agreement in [-1, 1] times this gives the student's logits
 _SHARPNESS = 20.0  # tanh(sharpness · z) carries the sign's gradient
 
 
 def fit_learned_codes(vectors: np.ndarray, bits: int, *, input_dim: int | None = None, steps: int = 600,
-                      learning_rate: float = 1e-4, seed: int = 0, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                      learning_rate: float = 1e-4, seed: int = 0,
+                      progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(mean (input_dim,), projection (input_dim, bits)) for codes of `bits` bits learned from
     (a sample of up to 50,000 of) `vectors`; `input_dim` defaults to min(2 · bits, dim)."""
     vectors = np.asarray(vectors, dtype=np.float32)
@@ -47,7 +47,7 @@ def fit_learned_codes(vectors: np.ndarray, bits: int, *, input_dim: int | None =
     start = np.zeros((input_dim, bits), dtype=np.float32)
     start[:bits] = rotation
     unit = np.ascontiguousarray(normalize(vectors), dtype=np.float32)
-    neighbours = torch.from_numpy(true_neighbours(unit, unit, True))
+    true_neighbours = torch.from_numpy(neighbours.true_neighbours(unit, unit, True))
     full = torch.from_numpy(unit)
     centred = torch.from_numpy(np.ascontiguousarray(vectors[:, :input_dim] - mean))
     torch.manual_seed(seed)
@@ -56,10 +56,9 @@ def fit_learned_codes(vectors: np.ndarray, bits: int, *, input_dim: int | None =
     optimizer = torch.optim.Adam([projection], lr=learning_rate)
     for _ in tqdm(range(steps), desc=f"learned codes ({bits} bits)", disable=not progress):
         anchors = torch.randint(len(full), (min(_BATCH, len(full)),), generator=generator)
-        pool = torch.unique(torch.cat([neighbours[anchors].flatten(),
-                                       torch.randint(len(full), (_RANDOM_POOL,), generator=generator)]))
+        pool = neighbours.pool(true_neighbours[anchors], len(full), generator)
         itself = anchors[:, None] == pool[None, :]
-        teacher = torch.softmax((full[anchors] @ full[pool].T).masked_fill(itself, -1e4) / _TEACHER_TEMPERATURE, 1)
+        teacher = neighbours.teacher(full[anchors], full[pool], itself, _TEACHER_TEMPERATURE)
         agreement = _bits(centred[anchors] @ projection) @ _bits(centred[pool] @ projection).T / bits
         student = torch.log_softmax((agreement * _AGREEMENT_SCALE).masked_fill(itself, -1e4), dim=1)
         loss = torch.nn.functional.kl_div(student, teacher, reduction="batchmean")

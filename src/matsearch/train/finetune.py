@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def finetune_matryoshka(pairs: list[Pair], output, *, model: str = DEFAULT_MODEL, dims: list[int] | None = None,
-                        weights: list[float] | None = None, epochs: float = 1.0, batch_size: int = 32, learning_rate: float = 2e-5,
-                        max_seq_length: int = 128, max_steps: int = -1, rotation: np.ndarray | None = None,
+                        weights: list[float] | None = None, epochs: float = 1.0, batch_size: int = 32,
+                        learning_rate: float = 2e-5, max_seq_length: int = 128, max_steps: int = -1, rotation: np.ndarray | None = None,
                         seed: int = 0, progress: bool = False) -> Path:
     """Train `model` on (query, relevant text) pairs with MatryoshkaLoss over `dims`
     (default: the full dim and 32, 64, 128, … below it; `weights`, one per dim in the
