@@ -71,10 +71,10 @@ def test_bad_adapter_inputs_are_named(cranfield):
 
 def test_a_collection_fits_its_adapter_on_the_first_add_and_applies_it_to_queries(tmp_path, cranfield, monkeypatch):
     docs, queries = cranfield
-    import matsearch.transform
+    import matsearch.train.adapter
 
     quick = functools.partial(fit_adapter, steps=10)  # this test is about the plumbing
-    monkeypatch.setattr(matsearch.transform, "fit_adapter", quick)
+    monkeypatch.setattr(matsearch.train.adapter, "fit_adapter", quick)
     with Collection.create(tmp_path / "col", transform="adapter") as col:
         col.add([f"d{i}" for i in range(len(docs))], vectors=docs)
         found = col.search(queries[:20], k=5, plan="d32:100>d384")

@@ -11,7 +11,7 @@ from conftest import BUNDLED, brute_force, shared
 
 import matsearch.collection.collection as collection_module
 import matsearch.collection.refit as refit
-import matsearch.transform
+import matsearch.train.adapter
 from matsearch import Collection, CollectionError, InvalidInputError
 from matsearch.data import load_beir
 from matsearch.eval import ndcg_at_k
@@ -22,7 +22,7 @@ from matsearch.train.adapter import fit_adapter
 @pytest.fixture
 def quick_adapter(monkeypatch):
     """These tests are about the plumbing: a 10-step adapter is enough."""
-    monkeypatch.setattr(matsearch.transform, "fit_adapter", functools.partial(fit_adapter, steps=10))
+    monkeypatch.setattr(matsearch.train.adapter, "fit_adapter", functools.partial(fit_adapter, steps=10))
 
 
 @pytest.fixture(scope="module")

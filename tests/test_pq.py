@@ -61,7 +61,7 @@ def test_bad_pq_settings(elastic):
         PQIndex(dim=100, code_bytes=16)
     with pytest.raises(InvalidInputError, match="built on d128; the plan asks for d64"):
         run_plan(store, queries, Plan.parse("q@d64:100>d384"), 10, index=codes)
-    with pytest.raises(InvalidInputError, match="'q' without one"):
+    with pytest.raises(InvalidInputError, match="or 'q' or 'h' without one"):
         Plan.parse("q8@d64:100>d384")
 
 

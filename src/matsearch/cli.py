@@ -222,7 +222,8 @@ def info(
     table.add_column("field")
     table.add_column("value", justify="right")
     for key, value in data.items():
-        table.add_row(key, _number(value))
+        for name, item in (value.items() if isinstance(value, dict) else [(None, value)]):
+            table.add_row(key if name is None else f"{key}: {name}", _number(item))
     out.print(table)
 
 

@@ -12,28 +12,32 @@ nearest the query, on their 64-dim prefix, keeps 400 and ranks them on 384 dims
 (``p16c32@d64:400>d384`` picks those lists with the index's 32-dim centroid set);
 ``g64@d96:100>d384`` walks a graph built on the 96-dim prefix with a search
 beam (efSearch) of 64, keeps its 100 nearest and ranks them on 384 dims;
-``q@d128:200>d384`` ranks every item by its PQ code of the 128-dim prefix.
+``q@d128:200>d384`` ranks every item by its PQ code of the 128-dim prefix;
+``h@b128:1000>d384`` ranks every item by the Hamming distance of its 128-bit
+binary code (``b`` counts bits, not dims) and re-ranks the nearest 1,000 on
+384 dims. Codes only shortlist: a code stage is followed by a float stage at any dims.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import InvalidInputError
 
-INDEX_KINDS = {"p": "an IVF index", "g": "a graph index", "q": "PQ codes"}
-_STAGE = re.compile(r"(?:(?P<index>[pgq])(?P<effort>[1-9][0-9]*)?(?:c(?P<probe_dim>[1-9][0-9]*))?@)?"
-                    r"d(?P<dim>[1-9][0-9]*)(?::(?P<keep>[1-9][0-9]*))?")
+INDEX_KINDS = {"p": "an IVF index", "g": "a graph index", "q": "PQ codes", "h": "binary codes"}
+_STAGE = re.compile(r"(?:(?P<index>[pgqh])(?P<effort>[1-9][0-9]*)?(?:c(?P<probe_dim>[1-9][0-9]*))?@)?"
+                    r"(?P<unit>[db])(?P<dim>[1-9][0-9]*)(?::(?P<keep>[1-9][0-9]*))?")
 
 
 @dataclass(frozen=True)
 class Stage:
     """Score the current candidates on a `dim`-prefix and keep the best `keep`.
 
-    With `index` ("p": IVF, "g": graph, "q": PQ codes) the candidates come from
-    that index, searched with `effort` (lists probed, or the graph's search
-    beam); an IVF stage may name the `probe_dim` of the centroid set it probes with.
+    With `index` ("p": IVF, "g": graph, "q": PQ codes, "h": binary codes) the
+    candidates come from that index, searched with `effort` (lists probed, or the
+    graph's search beam); an IVF stage may name the `probe_dim` of the centroid set
+    it probes with. For binary codes `dim` is the code's bits.
     """
 
     dim: int
@@ -49,8 +53,9 @@ class Stage:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"stage {name} must be a positive integer, got {value!r}")
-        if self.index not in (None, *INDEX_KINDS) or (self.index in ("p", "g")) != (self.effort is not None):
-            raise InvalidInputError(f"stage index must be 'p' or 'g' with an effort, or 'q' without one; "
+        if (self.index not in (None, *INDEX_KINDS) or (self.index in ("p", "g") and self.effort is None)
+                or (self.index in (None, "q") and self.effort is not None)):
+            raise InvalidInputError(f"stage index must be 'p' or 'g' with an effort, or 'q' or 'h' without one; "
                                     f"got {self.index!r} and {self.effort!r}")
         if self.probe_dim is not None and self.index != "p":
             raise InvalidInputError(f"only an IVF stage ('p') probes with a centroid dim, got {self.index!r}")
@@ -58,7 +63,8 @@ class Stage:
     def __str__(self) -> str:
         probe = "" if self.probe_dim is None else f"c{self.probe_dim}"
         via = "" if self.index is None else f"{self.index}{self.effort or ''}{probe}@"
-        return f"{via}d{self.dim}" if self.keep is None else f"{via}d{self.dim}:{self.keep}"
+        size = f"{via}{'b' if self.index == 'h' else 'd'}{self.dim}"
+        return size if self.keep is None else f"{size}:{self.keep}"
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,10 @@ class Plan:
         if not self.stages:
             raise InvalidInputError("a plan needs at least one stage")
         *shortlists, last = self.stages
+        if last.index == "h":
+            example = f"{replace(last, keep=last.keep or 1000)}>d384"
+            raise InvalidInputError(f"plan {self}: binary codes only shortlist; re-rank their candidates on "
+                                    f"float dims, e.g. '{example}'")
         if last.keep is not None:
             raise InvalidInputError(f"plan {self}: the last stage returns k items and takes no ':keep'")
         for stage in shortlists:
@@ -80,6 +90,8 @@ class Plan:
             if stage.index is not None:
                 raise InvalidInputError(f"plan {self}: only the first stage can use an index ({stage})")
         for a, b in zip(self.stages, self.stages[1:]):
+            if a.index == "h":  # bits, not dims: any re-rank dims follow
+                continue
             if b.dim < a.dim or (b.dim == a.dim and a.index is None):
                 raise InvalidInputError(f"plan {self}: stage dims must increase, got {a.dim} then {b.dim} "
                                         "(only an index's candidates may be re-scored at the same dims)")
@@ -98,8 +110,11 @@ class Plan:
             if match is None:
                 raise InvalidInputError(
                     f"malformed plan {text!r}: stage {part.strip()!r} is not "
-                    "'d<dims>:<keep>', 'd<dims>', or first 'p<lists>@…', 'g<beam>@…' or 'q@…'"
+                    "'d<dims>:<keep>', 'd<dims>', or first 'p<lists>@…', 'g<beam>@…', 'q@…' or 'h@b<bits>:<keep>'"
                 )
+            if (match["unit"] == "b") != (match["index"] == "h"):
+                raise InvalidInputError(f"malformed plan {text!r}: stage {part.strip()!r}: 'b<bits>' sizes a binary "
+                                        "code stage ('h@b<bits>'), every other stage takes 'd<dims>'")
             keep, effort, probe_dim = (None if match[g] is None else int(match[g])
                                        for g in ("keep", "effort", "probe_dim"))
             stages.append(Stage(int(match["dim"]), keep, match["index"], effort, probe_dim))

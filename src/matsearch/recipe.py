@@ -15,6 +15,9 @@ A recipe is a comma-separated list of indexes; ``flat`` (the default) builds non
   prefix at 2 or 1 bytes per dim (``hnsw32@d96:d192/int8``).
 - ``pq<bytes>@d<dim>`` / ``opq<bytes>@d<dim>``: PQ codes (with an OPQ rotation)
   of the dim-prefix (plans ``q@d<dim>:<keep>``).
+- ``bin<bits>``: learned binary codes of `bits` bits, bits/8 bytes per item in RAM
+  (plans ``h@b<bits>:<keep>>d<dims>…``, re-ranked from the memory-mapped store);
+  ``bin<bits>/itq`` and ``bin<bits>/sign`` code with ITQ or the prefix's sign bits.
 
 ``describe(parse(s)) == s`` for a canonical string, and `bytes_per_vector`
 tells the memory a recipe will hold before anything is built.
@@ -27,15 +30,17 @@ import re
 from dataclasses import dataclass
 
 from .errors import InvalidInputError
-from .index import GraphIndex, IVFIndex, PQIndex
+from .index import BinaryIndex, GraphIndex, IVFIndex, PQIndex
 from .index.graph import CODECS
 from .index.ivf_lists import code_bytes, pq_bytes
+from .quantize.binary import words_for
 
 _IVF = re.compile(r"ivf(?P<lists>[1-9][0-9]*)@d(?P<dc>[1-9][0-9]*)(?P<probe>(?:\+d[1-9][0-9]*)*):d(?P<ds>[1-9][0-9]*)"
                   r"(?:/(?P<codec>f16|int8|pq[1-9][0-9]*))?")
 _HNSW = re.compile(r"hnsw(?P<neighbors>[1-9][0-9]*)@(?:d(?P<build_dim>[1-9][0-9]*):)?d(?P<dim>[1-9][0-9]*)"
                    r"(?:/(?P<codec>f16|int8))?")
 _PQ = re.compile(r"(?P<opq>o?)pq(?P<bytes>[1-9][0-9]*)@d(?P<dim>[1-9][0-9]*)")
+_BIN = re.compile(r"bin(?P<bits>[1-9][0-9]*)(?:/(?P<method>itq|sign))?")
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,25 @@ class PQPart:
         return self.code_bytes + (256 * self.dim * 4 + (self.dim * self.dim * 4 if self.opq else 0)) / count
 
 
-INDEX_FILES = (IVFPart.file, GraphPart.file, PQPart.file)
+@dataclass(frozen=True)
+class BinaryPart:
+    bits: int
+    method: str = "learned"
+    kind = "h"
+    file = "codes.npz"
+
+    def __str__(self) -> str:
+        return f"bin{self.bits}" + ("" if self.method == "learned" else f"/{self.method}")
+
+    def make(self, metric: str = "cosine") -> BinaryIndex:
+        return BinaryIndex(bits=self.bits, method=self.method, metric=metric)
+
+    def bytes_per_vector(self, count: int, nesting: list[int]) -> float:
+        input_dim = {"learned": min(2 * self.bits, nesting[-1]), "itq": self.bits, "sign": 0}[self.method]
+        return 8 * words_for(self.bits) + 4 * input_dim * (self.bits + 1) / count
+
+
+INDEX_FILES = (IVFPart.file, GraphPart.file, PQPart.file, BinaryPart.file)
 
 
 @dataclass(frozen=True)
@@ -134,9 +157,11 @@ class Recipe:
                 parts.append(GraphPart(int(match["neighbors"]), int(match["dim"]), build_dim, match["codec"] or "f32"))
             elif match := _PQ.fullmatch(item):
                 parts.append(PQPart(int(match["bytes"]), int(match["dim"]), bool(match["opq"])))
+            elif match := _BIN.fullmatch(item):
+                parts.append(BinaryPart(int(match["bits"]), match["method"] or "learned"))
             else:
                 raise InvalidInputError(
-                    f"malformed recipe {text!r}: {item!r} is not 'flat', 'ivf<lists>@d<dc>[+d<dc>…]:d<ds>[/f16|/int8|/pq<bytes>]', 'hnsw<M>@[d<db>:]d<dim>[/f16|/int8]' or '[o]pq<bytes>@d<dim>'"
+                    f"malformed recipe {text!r}: {item!r} is not 'flat', 'ivf<lists>@d<dc>[+d<dc>…]:d<ds>[/f16|/int8|/pq<bytes>]', 'hnsw<M>@[d<db>:]d<dim>[/f16|/int8]', '[o]pq<bytes>@d<dim>' or 'bin<bits>[/itq|/sign]'"
                 )
         kinds = [p.kind for p in parts]
         if len(set(kinds)) != len(kinds):
@@ -154,6 +179,10 @@ class Recipe:
                     )
                 if pq_bytes(part.codec) and part.scan_dim % pq_bytes(part.codec):
                     raise InvalidInputError(f"recipe part {part}: the scan dim must be a multiple of the code bytes")
+            elif isinstance(part, BinaryPart):
+                if part.bits > dim:
+                    raise InvalidInputError(f"recipe part {part}: {part.bits} bits need at least {part.bits} dims, "
+                                            f"the vectors have {dim}")
             elif part.dim > dim:
                 raise InvalidInputError(f"recipe part {part}: dim {part.dim} exceeds the vectors' {dim}")
             elif isinstance(part, GraphPart) and (part.build_dim or 0) > part.dim:

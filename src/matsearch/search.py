@@ -4,7 +4,7 @@ Each later stage adds only the dims it lacks to the partial inner products it
 inherits, so a plan costs N·d₀ + Σ kᵢ·(dᵢ₊₁ − dᵢ) multiply-adds. A single-stage
 plan is exact search, the reference every index is tested against. A first
 stage that asks an index (IVF lists, a graph walk, PQ codes) re-ranks only the
-candidates it returns.
+candidates it returns (binary codes only shortlist).
 """
 
 from __future__ import annotations
@@ -107,7 +107,12 @@ def _candidates(store, index, query, stage, keeps, dead, cost):
     if dead is not None:
         live = ~dead[rows]
         rows, scores, dots = rows[live], scores[live], None if dots is None else dots[live]
-    if len(rows) < keeps[-1]:
+    if len(rows) < keeps[-1] and index.kind == "h":  # rank every code instead
+        rows, scores, dots = index.candidates(store, query, stage, store.count, cost)
+        if dead is not None:
+            rows, scores = rows[~dead[rows]], scores[~dead[rows]]
+        rows, scores = rows[: keeps[0]], scores[: keeps[0]]  # nearest first, ties by row, as a shortlist
+    elif len(rows) < keeps[-1]:
         rows, scores, dots = None, None, store.dots(query, 0, stage.dim)
         cost.items_scanned += store.count
         cost.multiply_adds += store.count * stage.dim

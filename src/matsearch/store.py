@@ -2,8 +2,8 @@
 
 Block i holds dims [nesting[i-1], nesting[i]) of every item as its own row-major
 file, so scanning a d-prefix reads only N·d contiguous values. Beside the blocks,
-each item's prefix norm at every nesting boundary is kept for cosine scoring; it
-is derived data and is rebuilt from the blocks when missing.
+each item's prefix norm at every nesting boundary is kept (memory-mapped too) for
+cosine scoring; it is derived data and is rebuilt from the blocks when missing.
 """
 
 from __future__ import annotations
@@ -62,13 +62,12 @@ class BlockStore:
         norms_path = self.folder / _NORMS
         n_bounds = len(self.nesting)
         if norms_path.exists() and norms_path.stat().st_size >= count * n_bounds * _F32:
-            norms = _map_rows(norms_path, count, n_bounds)
+            self.norms = _map_rows(norms_path, count, n_bounds)
         else:
-            norms = _prefix_norms(self.blocks)
+            self.norms = _prefix_norms(self.blocks)
             if self.writable:
-                norms.tofile(norms_path)
-        # One contiguous array per boundary, so a scan reads them sequentially.
-        self.inv_norms = [_inverse(np.ascontiguousarray(norms[:, j])) for j in range(n_bounds)]
+                self.norms.tofile(norms_path)
+        self._inv_columns: dict[int, np.ndarray] = {}
 
     def append(self, vectors: np.ndarray) -> None:
         """Write rows after the current ones, flush them to disk, and make them visible."""
@@ -115,8 +114,10 @@ class BlockStore:
         Kept for every nesting boundary; any other dim is computed from the blocks.
         """
         if dim in self.nesting:
-            values = self.inv_norms[self.nesting.index(dim)]
-            return values if rows is None else values[rows]
+            j = self.nesting.index(dim)
+            if rows is None:
+                return self._inv_column(j)
+            return self._inv_columns[j][rows] if j in self._inv_columns else _inverse(self.norms[rows, j])
         squares = np.zeros(self.count if rows is None else len(rows), dtype=np.float32)
         for (lo, hi), block in zip(self.bounds, self.blocks):
             if lo >= dim:
@@ -124,6 +125,13 @@ class BlockStore:
             part = (block if rows is None else block[rows])[:, : min(hi, dim) - lo]
             squares += np.einsum("ij,ij->i", part, part)
         return _inverse(np.sqrt(squares))
+
+    def _inv_column(self, j: int) -> np.ndarray:
+        """1/prefix norm of every row at boundary j, made contiguous in RAM the first time a full
+        scan needs it (a tier that only re-ranks reads the memory-mapped norms at its rows)."""
+        if j not in self._inv_columns:
+            self._inv_columns[j] = _inverse(np.ascontiguousarray(self.norms[:, j]))
+        return self._inv_columns[j]
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """Full stored vectors of `rows`."""

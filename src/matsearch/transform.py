@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .train.adapter import fit_adapter
 from .errors import CollectionError, InvalidInputError
 from .matryoshka import default_dims
 
@@ -52,6 +51,8 @@ class Transform:
         matrix *= np.where(matrix[np.abs(matrix).argmax(axis=0), np.arange(dim)] < 0, -1.0, 1.0)
         self.matrix_ = np.ascontiguousarray(matrix, dtype=np.float32)
         if self.kind == "adapter":
+            from .train.adapter import fit_adapter  # torch loads only for training, not in a search process
+
             nesting = nesting or default_dims(dim)
             self.matrix_ = fit_adapter(vectors, self.matrix_, nesting, pairs=pairs, seed=seed, progress=progress)
         return self

@@ -6,7 +6,7 @@ Folder layout::
     docs.sqlite        ids, text, JSON metadata; the commit point of every add
     transform.npy      the fitted elastic transform (absent for `none`)
     vectors/           column blocks of the transformed vectors (see store.py)
-    indexes/           the recipe's indexes (ivf.npz, hnsw.faiss), derived from vectors/
+    indexes/           the recipe's indexes (ivf.npz, hnsw.faiss, pq.faiss, codes.npz), derived from vectors/
     .lock              held by the one writer
     elasticize.*/      only while a new transform is swapped in (see refit.py)
 """
@@ -113,6 +113,9 @@ class Collection:
             self._indexes[part.kind] = index.extend(self._store)  # rows added since the file was written
 
     def _refresh_dead(self) -> None:
+        if self._docs.live_count() == self._store.count:  # nothing deleted: skip listing every row
+            self._dead = np.empty(0, dtype=np.int64)
+            return
         dead = np.ones(self._store.count, dtype=bool)
         dead[self._docs.live_rows()] = False
         self._dead = np.flatnonzero(dead)
@@ -324,7 +327,8 @@ class Collection:
         return self._encoder
 
     def info(self, plan: Plan | str | None = None) -> dict:
-        """Counts, dims and bytes per vector: on disk, and resident for `plan`'s full scan."""
+        """Counts, dims and bytes per vector: on disk (all files, and the memory-mapped vector store
+        that re-ranking reads), held in RAM by each index, and resident for `plan`'s first stage."""
         m = self.manifest
         count = len(self)
         stored = 0 if self._store is None else self._store.count
@@ -334,15 +338,21 @@ class Collection:
             "dim": m.dim, "nesting": m.nesting, "metric": m.metric, "transform": m.transform, "model": m.model,
             "on_disk_bytes": disk, "on_disk_bytes_per_vector": disk / stored if stored else 0.0,
         }
+        info["store_bytes_per_vector"] = (sum(p.stat().st_size for p in (self.path / "vectors").glob("*"))
+                                          / stored if stored else 0.0)
         info["recipe"] = m.recipe
-        info["index_bytes_per_vector"] = sum(i.resident_bytes() for i in self._indexes.values()) / max(stored, 1)
+        per_index = {str(part): self._indexes[part.kind].resident_bytes() / max(stored, 1)
+                     for part in Recipe.parse(m.recipe).parts if part.kind in self._indexes}
+        info["index_bytes_per_vector"] = sum(per_index.values())
+        info["in_memory_bytes_per_vector"] = per_index
         if m.dim is not None:
             plan = as_plan(plan, m.dim)
             info["plan"] = str(plan)
-            if plan.stages[0].index is None:
+            via = plan.stages[0].index
+            if via is None:
                 scanned = 4 * plan.stages[0].dim + (4 if m.metric == "cosine" else 0)
             else:
-                scanned = info["index_bytes_per_vector"]
+                scanned = self._indexes[via].resident_bytes() / max(stored, 1) if via in self._indexes else 0.0
             info["resident_bytes_per_vector"] = scanned
         return info
 

@@ -57,6 +57,9 @@ class DocStore:
             self.db.execute("INSERT INTO meta VALUES ('builds', '1') "
                             "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
 
+    def live_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM docs").fetchone()[0])
+
     def live_rows(self) -> np.ndarray:
         return np.fromiter((r for (r,) in self.db.execute("SELECT row FROM docs")), dtype=np.int64)
 

@@ -169,9 +169,9 @@ class IVFIndex:
         return sum(c.nbytes for c in self.centroids_.values()) + self.lists_.resident_bytes()
 
 
-def prefix_of(store: BlockStore, dim: int, start: int = 0) -> np.ndarray:
-    """The first `dim` dims of the stored rows from `start` on, as one contiguous array."""
-    parts = [block[start:, : min(hi, dim) - lo] for (lo, hi), block in zip(store.bounds, store.blocks) if lo < dim]
+def prefix_of(store: BlockStore, dim: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """The first `dim` dims of the stored rows [start, stop), as one contiguous array."""
+    parts = [block[start:stop, : min(hi, dim) - lo] for (lo, hi), block in zip(store.bounds, store.blocks) if lo < dim]
     return np.ascontiguousarray(np.hstack(parts))
 
 

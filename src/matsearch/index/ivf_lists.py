@@ -69,7 +69,7 @@ class FlatLists:
         n_blocks = store.nesting.index(self.scan_dim) + 1
         self.bounds = store.bounds[:n_blocks]
         self.blocks = [np.ascontiguousarray(b[list_rows]) for b in store.blocks[:n_blocks]]
-        self.inv_norms = [norms[list_rows] for norms in store.inv_norms[:n_blocks]]
+        self.inv_norms = [store.inv_prefix_norms(dim, list_rows) for dim in store.nesting[:n_blocks]]
 
     def scan(self, query: np.ndarray, lists: np.ndarray, dim: int):
         """(rows, partial dots over dims [0, dim), inverse prefix norms at dim) of the probed lists."""

@@ -1,0 +1,144 @@
+import numpy as np
+import pytest
+
+from matsearch import Collection, CollectionError, InvalidInputError, Plan, run_plan
+from matsearch.index import BinaryIndex
+from matsearch.recipe import Recipe
+
+
+def recall(found, truth) -> float:
+    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
+
+
+@pytest.fixture(scope="module")
+def coded(elastic_scifact):
+    """64-bit codes of elastic SciFact by each method (learned codes train for ~20 s)."""
+    store, queries = elastic_scifact
+    indexes = {m: BinaryIndex(bits=64, method=m).build(store) for m in ("sign", "itq", "learned")}
+    return store, queries, indexes, run_plan(store, queries, Plan.exact(384), 10)
+
+
+@pytest.mark.parametrize("method", ["sign", "itq", "learned"])
+def test_whole_collection_shortlist_is_exact_search(coded, method):
+    store, queries, indexes, exact = coded
+    found = run_plan(store, queries, Plan.parse(f"h@b64:{store.count}>d384"), 10, index=indexes[method])
+    np.testing.assert_array_equal(found.ids, exact.ids)
+    np.testing.assert_allclose(found.scores, exact.scores, rtol=1e-5)
+
+
+def test_codes_shortlist_keeps_recall_and_learned_bits_beat_sign_bits(coded):
+    store, queries, indexes, exact = coded
+    plan = Plan.parse("h@b64:500>d384")
+    got = {m: recall(run_plan(store, queries, plan, 10, index=i).ids, exact.ids) for m, i in indexes.items()}
+    assert got["learned"] >= 0.9 and got["itq"] >= 0.9
+    assert got["learned"] > got["sign"] + 0.04 and got["itq"] > got["sign"] + 0.04
+
+
+def test_cost_counts_code_bytes_and_rerank_reads(coded):
+    store, queries, indexes, _ = coded
+    result = run_plan(store, queries, Plan.parse("h@b64:200>d64:50>d384"), 10, index=indexes["itq"])
+    per_query = result.cost.per_query()
+    assert per_query["items_scanned"] == store.count
+    assert per_query["candidates"] == [200, 200, 50]  # items each stage scored
+    norms = (200 + 50) * 4  # each re-rank stage reads its candidates' prefix norms
+    assert per_query["bytes_read"] == store.count * 8 + 200 * 64 * 4 + 50 * (384 - 64) * 4 + norms
+    assert indexes["sign"].resident_bytes() == store.count * 8 + 64 * 4
+    assert 8 < indexes["learned"].resident_bytes() / store.count < 8 + 128 * 65 * 4 / store.count + 1
+
+
+def test_codes_match_a_sign_bit_reference(coded):
+    store, _, indexes, _ = coded
+    rows = store.rows(np.arange(100))
+    bits = np.unpackbits(indexes["sign"].planes[:, :100].T.copy().view(np.uint8), axis=1, bitorder="little")
+    np.testing.assert_array_equal(bits.astype(bool), rows[:, :64] > 0)
+
+
+def test_wrong_code_size_and_missing_index_are_named(coded):
+    store, queries, indexes, _ = coded
+    with pytest.raises(InvalidInputError, match="these binary codes have 64 bits; the plan asks for b128"):
+        run_plan(store, queries, Plan.parse("h@b128:100>d384"), 10, index=indexes["sign"])
+    with pytest.raises(InvalidInputError, match="scanned whole, they have no lists to probe \\(h8@b64:100\\)"):
+        run_plan(store, queries, Plan.parse("h8@b64:100>d384"), 10, index=indexes["sign"])
+    with pytest.raises(InvalidInputError, match="needs binary codes, but none was given"):
+        run_plan(store, queries, Plan.parse("h@b64:100>d384"), 10)
+    with pytest.raises(InvalidInputError, match="method 'lsh' is not one of"):
+        BinaryIndex(bits=64, method="lsh")
+    with pytest.raises(InvalidInputError, match="bits must be a positive integer, got 0"):
+        BinaryIndex(bits=0)
+    with pytest.raises(InvalidInputError, match="512-bit codes need at least 512 dims, the vectors have 384"):
+        BinaryIndex(bits=512, method="sign").build(store)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("h@b64>d384", "stage h@b64 needs ':keep'"),
+    ("h@b64:100", "binary codes only shortlist; re-rank their candidates on float dims, e.g. 'h@b64:100>d384'"),
+    ("h@b64", "binary codes only shortlist; re-rank their candidates on float dims, e.g. 'h@b64:1000>d384'"),
+    ("h@d64:100>d384", "'b<bits>' sizes a binary code stage"),
+    ("h@b64:100>d384:10", "the last stage returns k items"),
+    ("b64:100>d384", "'b<bits>' sizes a binary code stage"),
+    ("d32:100>h@b64:50>d384", "only the first stage can use an index"),
+])
+def test_bad_code_plans_are_refused(text, message):
+    with pytest.raises(InvalidInputError, match=message):
+        Plan.parse(text)
+
+
+def test_code_plans_and_recipes_round_trip():
+    for text in ("h@b64:1000>d384", "h@b128:2000>d32:300>d384", "h@b256:500>d128"):
+        assert str(Plan.parse(text)) == text
+    for text in ("bin64", "bin128/itq", "bin256/sign", "bin64,ivf16@d32:d64"):
+        assert str(Recipe.parse(text)) == text
+    with pytest.raises(InvalidInputError, match="'bin<bits>\\[/itq\\|/sign\\]'"):
+        Recipe.parse("bin64/lsh")
+    with pytest.raises(InvalidInputError, match="bin512: 512 bits need at least 512 dims, the vectors have 384"):
+        Recipe.parse("bin512").check(384, [64, 384])
+    assert Recipe.parse("bin128").bytes_per_vector(10**9, [64, 384]) == pytest.approx(16, abs=0.01)
+
+
+def test_collection_codes_follow_adds_and_deletes_and_persist(tmp_path, scifact):
+    ids, docs, queries = scifact
+    plan = "h@b64:300>d384"
+    with Collection.create(tmp_path / "c") as col:
+        col.add(ids[:4000], vectors=docs[:4000])
+        col.build("bin64/itq")
+        col.add(ids[4000:], vectors=docs[4000:])
+        assert col.search(docs[4500], k=1, plan=plan).ids[0, 0] == ids[4500]
+        col.delete(ids[:10])
+        found = col.search(docs[:10], k=5, plan=plan).ids
+        assert not set(found.ravel()) & set(ids[:10])
+        before = col.search(queries[:30], k=10, plan=plan)
+        info = col.info(plan)
+        assert info["in_memory_bytes_per_vector"]["bin64/itq"] == pytest.approx(8 + (64 * 65 * 4) / len(ids), abs=4)
+        assert info["resident_bytes_per_vector"] == info["in_memory_bytes_per_vector"]["bin64/itq"]
+        assert info["store_bytes_per_vector"] == pytest.approx(384 * 4 + 5 * 4)
+    with Collection.open(tmp_path / "c") as col:
+        after = col.search(queries[:30], k=10, plan=plan)
+        np.testing.assert_array_equal(after.ids, before.ids)
+        exact = col.search(queries[:30], k=10)
+        assert recall(after.ids, exact.ids) >= 0.85
+
+
+def test_deletions_that_empty_the_shortlist_fall_back_to_ranking_every_code(tmp_path, synthetic):
+    docs, queries = synthetic
+    names = np.array([f"d{i}" for i in range(len(docs))])
+    with Collection.create(tmp_path / "c", transform="none") as col:
+        col.add(list(names), vectors=docs)
+        col.build("bin32/sign")
+        near = col.search(queries[0], k=40, plan="h@b32:40>d64").ids[0]
+        col.delete(list(near[:35]))
+        found = col.search(queries[0], k=10, plan="h@b32:40>d64").ids
+    live = ~np.isin(names, near[:35])
+    with Collection.create(tmp_path / "live", transform="none") as col:  # never held the deleted rows
+        col.add(list(names[live]), vectors=docs[live])
+        col.build("bin32/sign")
+        np.testing.assert_array_equal(found, col.search(queries[0], k=10, plan="h@b32:40>d64").ids)
+
+
+def test_a_corrupt_code_file_is_named(tmp_path, synthetic):
+    docs, _ = synthetic
+    with Collection.create(tmp_path / "c", transform="none") as col:
+        col.add([f"d{i}" for i in range(len(docs))], vectors=docs)
+        col.build("bin32/sign")
+    (tmp_path / "c" / "indexes" / "codes.npz").write_bytes(b"not a zip")
+    with pytest.raises(CollectionError, match="binary code file .*codes.npz is missing or corrupt"):
+        Collection.open(tmp_path / "c")
