@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-all bench bench-indexes bench-adanns bench-elastic bench-finetune clean
+.PHONY: demo test test-all bench bench-indexes bench-adanns bench-elastic bench-finetune bench-compact bench-scale clean
 
 $(BIN)/matsearch: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -49,6 +49,15 @@ bench-elastic: $(BIN)/matsearch
 ## MatryoshkaLoss fine-tuning of MiniLM on pairs mined from SciFact's corpus (about 15 minutes on 2 cores).
 bench-finetune: $(BIN)/matsearch
 	$(BIN)/python benchmarks/bench_finetune.py
+
+## The compact tier on pkgsum: Hamming stage of sign bits, ITQ and learned codes; re-ranked against FAISS (about 12 minutes).
+bench-compact: $(BIN)/matsearch
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_binary.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_compact.py
+
+## Resident memory of a search process over 1M and 10M items with 64-bit codes (17 GB of disk in /tmp, about 20 minutes).
+bench-scale: $(BIN)/matsearch
+	$(BIN)/python benchmarks/bench_scale.py
 
 clean:
 	rm -rf $(VENV) demo-collection benchmarks/results

@@ -20,7 +20,7 @@ import numpy as np
 from common import PKGSUM, ROOT, load_vectors
 from threadpoolctl import threadpool_limits
 
-from matsearch.quantize.binary import fit_itq, hamming_topk, pack_signs, to_planes
+from matsearch.quantize.binary import fit_itq, hamming_topk, pack_signs
 from matsearch.train.codes import fit_learned_codes
 from matsearch.transform import Transform
 
@@ -62,12 +62,11 @@ def main():
                                (queries[:, :width] - learned_mean) @ projection)}
         for name, (doc_values, query_values) in codings.items():
             codes, query_codes = pack_signs(doc_values), pack_signs(query_values)
-            planes = to_planes(codes)
             binary = faiss.IndexBinaryFlat(bits)
             binary.add(codes.view(np.uint8))
             for shortlist in args.shortlists:
                 with threadpool_limits(1):
-                    ours, found = timed(lambda q: hamming_topk(planes, q, shortlist)[0][0], query_codes)
+                    ours, found = timed(lambda q: hamming_topk(codes, q, shortlist)[0][0], query_codes)
                     theirs, _ = timed(lambda q: binary.search(q.view(np.uint8), shortlist)[1][0], query_codes)
                 recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])
                 rows.append({"codes": name, "bits": bits, "shortlist": shortlist, "recall_of_top10": float(recall),

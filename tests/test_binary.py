@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from matsearch import InvalidInputError
-from matsearch.quantize.binary import (fit_itq, hamming_topk, pack_signs, smallest, to_planes, unpack_signs,
+from matsearch.quantize import binary
+from matsearch.quantize.binary import (fit_itq, hamming_topk, pack_signs, unpack_signs,
                                        words_for)
 
 
@@ -32,16 +33,24 @@ def test_hamming_topk_equals_brute_force(bits, k):
     centres = rng.normal(size=(8, bits))  # clustered codes: many tied distances
     codes = pack_signs(centres[rng.integers(0, 8, 1000)] + 0.7 * rng.normal(size=(1000, bits)))
     queries = pack_signs(rng.normal(size=(12, bits)))
-    ids, dists = hamming_topk(to_planes(codes), queries, k)
+    ids, dists = hamming_topk(codes, queries, k)
     want_ids, want_dists = reference_topk(codes, queries, bits, k)
     np.testing.assert_array_equal(dists, want_dists)
     np.testing.assert_array_equal(ids, want_ids)
 
 
-def test_selection_orders_ties_by_row_without_sorting_everything():
-    distances = np.array([3, 1, 3, 0, 1, 3, 2], dtype=np.uint16)
-    np.testing.assert_array_equal(smallest(distances, 4, 64), [3, 1, 4, 6])
-    np.testing.assert_array_equal(smallest(distances, 7, 64), [3, 1, 4, 6, 0, 2, 5])
+def test_streamed_selection_across_many_chunks_keeps_ties_by_row(monkeypatch):
+    monkeypatch.setattr(binary, "_SCAN_CHUNK", 64)  # 1,000 codes in 16 chunks: the running bound prunes
+    rng = np.random.default_rng(3)
+    codes = pack_signs(rng.normal(size=(4, 64))[rng.integers(0, 4, 1000)] + 0.3 * rng.normal(size=(1000, 64)))
+    queries = pack_signs(rng.normal(size=(6, 64)))
+    for k in (1, 7, 100, 1000):
+        ids, dists = hamming_topk(codes, queries, k)
+        want_ids, want_dists = reference_topk(codes, queries, 64, k)
+        np.testing.assert_array_equal(dists, want_dists)
+        np.testing.assert_array_equal(ids, want_ids)
+    ties = np.zeros((50, 1), dtype=np.uint64)  # every code equal: all distances tie
+    np.testing.assert_array_equal(hamming_topk(ties, ties[:1], 5)[0], [[0, 1, 2, 3, 4]])
 
 
 def test_itq_is_deterministic_and_loses_less_than_a_random_rotation(scifact):
@@ -67,11 +76,11 @@ def test_bad_binary_inputs_are_named():
         words_for(0)
     with pytest.raises(InvalidInputError, match=r"codes of 64 bits need 1 words per row, got shape \(3, 2\)"):
         unpack_signs(np.zeros((3, 2), dtype=np.uint64), 64)
-    planes = to_planes(pack_signs(np.ones((5, 64))))
+    codes = pack_signs(np.ones((5, 64)))
     with pytest.raises(InvalidInputError, match="k must be between 1 and the 5 codes, got 6"):
-        hamming_topk(planes, pack_signs(np.ones((1, 64))), 6)
+        hamming_topk(codes, pack_signs(np.ones((1, 64))), 6)
     with pytest.raises(InvalidInputError, match="must be uint64 with the same words"):
-        hamming_topk(planes, pack_signs(np.ones((1, 128))), 2)
+        hamming_topk(codes, pack_signs(np.ones((1, 128))), 2)
 
 
 def test_learned_code_training_is_deterministic_for_a_seed(scifact):

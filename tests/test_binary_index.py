@@ -49,7 +49,7 @@ def test_cost_counts_code_bytes_and_rerank_reads(coded):
 def test_codes_match_a_sign_bit_reference(coded):
     store, _, indexes, _ = coded
     rows = store.rows(np.arange(100))
-    bits = np.unpackbits(indexes["sign"].planes[:, :100].T.copy().view(np.uint8), axis=1, bitorder="little")
+    bits = np.unpackbits(indexes["sign"].codes[:100].view(np.uint8), axis=1, bitorder="little")
     np.testing.assert_array_equal(bits.astype(bool), rows[:, :64] > 0)
 
 

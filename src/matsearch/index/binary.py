@@ -3,7 +3,7 @@
 Each stored row gets a code of `bits` bits — sign bits of its `bits`-prefix
 (`sign`), of an ITQ rotation of that prefix (`itq`), or of a learned projection of
 its 2·bits-prefix (`learned`, see `train.codes`) — packed into uint64 words and
-held as word planes. A query is coded the same way; the codes nearest it by
+held row by row. A query is coded the same way; the codes nearest it by
 Hamming distance are the shortlist the funnel re-ranks with float prefixes read
 from the memory-mapped store (plans ``h@b<bits>:<keep>>d<dim>…``). Only the codes,
 the code's mean and projection live in RAM.
@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import normalize
-from ..quantize.binary import fit_itq, hamming_distances, pack_signs, smallest, words_for
+from ..quantize.binary import fit_itq, nearest, pack_signs, words_for
 from ..store import BlockStore
 from .ivf import prefix_of
 
@@ -51,7 +51,7 @@ class BinaryIndex:
                 from ..train.codes import fit_learned_codes  # torch loads only to train
 
                 self.mean_, self.projection_ = fit_learned_codes(sample, self.bits, seed=self.seed, progress=progress)
-        self._planes = np.zeros((words_for(self.bits), 0), dtype=np.uint64)
+        self._codes = np.zeros((0, words_for(self.bits)), dtype=np.uint64)
         self.indexed_ = 0
         return self.extend(store, progress=progress)
 
@@ -69,21 +69,21 @@ class BinaryIndex:
         """Code the rows stored since the last build or extend."""
         if self.indexed_ >= store.count:
             return self
-        grown = np.zeros((len(self._planes), _capacity(self._planes.shape[1], store.count)), dtype=np.uint64)
-        grown[:, : self.indexed_] = self._planes[:, : self.indexed_]
-        self._planes = grown
+        grown = np.zeros((_capacity(len(self._codes), store.count), self._codes.shape[1]), dtype=np.uint64)
+        grown[: self.indexed_] = self._codes[: self.indexed_]
+        self._codes = grown
         with tqdm(total=store.count - self.indexed_, desc=f"bin{self.bits}/{self.method}", disable=not progress) as bar:
             for lo in range(self.indexed_, store.count, _ENCODE_CHUNK):
                 hi = min(lo + _ENCODE_CHUNK, store.count)
-                self._planes[:, lo:hi] = self.encode(prefix_of(store, self.input_dim, lo, hi)).T
+                self._codes[lo:hi] = self.encode(prefix_of(store, self.input_dim, lo, hi))
                 bar.update(hi - lo)
         self.indexed_ = store.count
         return self
 
     @property
-    def planes(self) -> np.ndarray:
-        """(words, indexed rows) word planes of the codes."""
-        return self._planes[:, : self.indexed_]
+    def codes(self) -> np.ndarray:
+        """(indexed rows, words) uint64 codes."""
+        return self._codes[: self.indexed_]
 
     def candidates(self, store: BlockStore, query: np.ndarray, stage, keep: int, cost):
         """The `keep` rows whose codes are nearest the query's by Hamming distance (ties: lower row),
@@ -93,15 +93,14 @@ class BinaryIndex:
         if stage.effort is not None:
             raise InvalidInputError(f"these binary codes are scanned whole, they have no lists to probe ({stage})")
         unit = normalize(query[None]) if self.metric == "cosine" else query[None]
-        distances = hamming_distances(self.planes, self.encode(unit)[0])
-        rows = smallest(distances, min(keep, self.indexed_), self.bits)
+        rows, distances = nearest(self.codes, self.encode(unit)[0], min(keep, self.indexed_))
         cost.items_scanned += self.indexed_
-        cost.bytes_read += self.indexed_ * 8 * len(self._planes)
+        cost.bytes_read += self.codes.nbytes
         cost.multiply_adds += 0 if self.projection_ is None else self.projection_.size
-        return rows, -distances[rows].astype(np.float32), None
+        return rows, -distances.astype(np.float32), None
 
     def save(self, path) -> None:
-        arrays = {"mean": self.mean_, "planes": self.planes}
+        arrays = {"mean": self.mean_, "codes": self.codes}
         if self.projection_ is not None:
             arrays["projection"] = self.projection_
         with open(path, "wb") as f:
@@ -110,20 +109,20 @@ class BinaryIndex:
     def load(self, path, store: BlockStore) -> "BinaryIndex":
         try:
             with np.load(path, allow_pickle=False) as data:
-                self.mean_, planes = data["mean"], data["planes"]
+                self.mean_, codes = data["mean"], data["codes"]
                 self.projection_ = data["projection"] if "projection" in data.files else None
         except (OSError, ValueError, KeyError) as exc:
             raise CollectionError(f"binary code file {path} is missing or corrupt: {exc}") from None
         width = self.bits if self.projection_ is None else self.projection_.shape[1]
-        if (planes.dtype != np.uint64 or len(planes) != words_for(self.bits) or planes.shape[1] > store.count
+        if (codes.dtype != np.uint64 or codes.ndim != 2 or codes.shape[1] != words_for(self.bits) or len(codes) > store.count
                 or width != self.bits or (self.method != "sign") != (self.projection_ is not None)):
             raise CollectionError(f"binary code file {path} does not match its recipe or the stored vectors")
-        self._planes, self.indexed_ = planes, planes.shape[1]
+        self._codes, self.indexed_ = codes, len(codes)
         return self
 
     def resident_bytes(self) -> int:
         """RAM the codes hold (with any room kept for adds), the mean and the projection."""
-        return self._planes.nbytes + self.mean_.nbytes + (0 if self.projection_ is None else self.projection_.nbytes)
+        return self._codes.nbytes + self.mean_.nbytes + (0 if self.projection_ is None else self.projection_.nbytes)
 
 
 def _capacity(current: int, needed: int) -> int:
