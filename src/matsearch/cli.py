@@ -26,10 +26,12 @@ out = Console()
 err = Console(stderr=True)
 
 PLAN_HELP = ("Plan, e.g. 'd32:400>d384', or with an index 'p16@d64:400>d384' (IVF; 'p16c32@…' probes with "
-             "its 32-d centroids), 'g64@d96:100>d384' (graph), 'q@d128:200>d384' (PQ) "
+             "its 32-d centroids), 'g64@d96:100>d384' (graph), 'q@d128:200>d384' (PQ), "
+             "'h@b128:1000>d128:100>d384' (binary codes) "
              "(default: exact search at full dims).")
 RECIPE_HELP = escape("Recipe: 'flat', 'ivf<lists>@d<dc>[+d<dc>…]:d<ds>[/f16|/int8|/pq<bytes>]', "
-                     "'hnsw<M>@[d<build>:]d<dim>[/f16|/int8]', '[o]pq<bytes>@d<dim>', or several joined by commas "
+                     "'hnsw<M>@[d<build>:]d<dim>[/f16|/int8]', '[o]pq<bytes>@d<dim>', 'bin<bits>[/itq|/sign]', "
+                     "or several joined by commas "
                      "(e.g. 'hnsw32@d192/int8').")
 
 
