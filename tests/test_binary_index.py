@@ -86,9 +86,9 @@ def test_bad_code_plans_are_refused(text, message):
 def test_code_plans_and_recipes_round_trip():
     for text in ("h@b64:1000>d384", "h@b128:2000>d32:300>d384", "h@b256:500>d128"):
         assert str(Plan.parse(text)) == text
-    for text in ("bin64", "bin128/itq", "bin256/sign", "bin64,ivf16@d32:d64"):
+    for text in ("bin64", "bin128/itq", "bin256/sign", "bin64,ivf16@d32:d64", "bin64/itq+ivf1024@d64"):
         assert str(Recipe.parse(text)) == text
-    with pytest.raises(InvalidInputError, match="'bin<bits>\\[/itq\\|/sign\\]'"):
+    with pytest.raises(InvalidInputError, match="'bin<bits>\\[/itq\\|/sign\\]\\[\\+ivf<lists>@d<dc>\\]'"):
         Recipe.parse("bin64/lsh")
     with pytest.raises(InvalidInputError, match="bin512: 512 bits need at least 512 dims, the vectors have 384"):
         Recipe.parse("bin512").check(384, [64, 384])
@@ -142,3 +142,40 @@ def test_a_corrupt_code_file_is_named(tmp_path, synthetic):
     (tmp_path / "c" / "indexes" / "codes.npz").write_bytes(b"not a zip")
     with pytest.raises(CollectionError, match="binary code file .*codes.npz is missing or corrupt"):
         Collection.open(tmp_path / "c")
+
+
+@pytest.fixture(scope="module")
+def binary_ivf(elastic_scifact):
+    store, queries = elastic_scifact
+    return BinaryIndex(bits=64, method="itq", lists=64, centroid_dim=64).build(store)
+
+
+def test_binary_ivf_probes_few_lists_and_all_lists_is_exact(coded, binary_ivf):
+    store, queries, indexes, exact = coded
+    everything = run_plan(store, queries, Plan.parse(f"h64@b64:{store.count}>d384"), 10, index=binary_ivf)
+    np.testing.assert_array_equal(everything.ids, exact.ids)
+    flat = run_plan(store, queries, Plan.parse("h@b64:500>d384"), 10, index=indexes["itq"])
+    probed = run_plan(store, queries, Plan.parse("h16@b64:500>d384"), 10, index=binary_ivf)
+    assert probed.cost.items_scanned / len(queries) < store.count / 2
+    assert probed.cost.lists_probed == 16 * len(queries)
+    assert recall(probed.ids, exact.ids) >= recall(flat.ids, exact.ids) - 0.05
+    sizes = np.diff(binary_ivf.lists_.offsets)
+    assert sizes.sum() == store.count and np.array_equal(np.sort(binary_ivf.lists_.rows), np.arange(store.count))
+
+
+def test_binary_ivf_lists_follow_adds_and_persist(tmp_path, scifact):
+    ids, docs, queries = scifact
+    plan = "h8@b64:300>d384"
+    with Collection.create(tmp_path / "c") as col:
+        col.add(ids[:4000], vectors=docs[:4000])
+        col.build("bin64/itq+ivf32@d32")
+        col.add(ids[4000:], vectors=docs[4000:])
+        assert col.search(docs[4500], k=1, plan=plan).ids[0, 0] == ids[4500]
+        before = col.search(queries[:30], k=10, plan=plan).ids
+        assert col.info(plan)["in_memory_bytes_per_vector"]["bin64/itq+ivf32@d32"] > 8 + 4
+    with Collection.open(tmp_path / "c") as col:
+        np.testing.assert_array_equal(col.search(queries[:30], k=10, plan=plan).ids, before)
+    with pytest.raises(InvalidInputError, match="binary IVF needs positive integer lists and centroid_dim together"):
+        BinaryIndex(bits=64, lists=16)
+    with pytest.raises(InvalidInputError, match="centroid dim 512 exceeds the vectors' 384"):
+        Recipe.parse("bin64+ivf16@d512").check(384, [64, 384])

@@ -15,7 +15,8 @@ beam (efSearch) of 64, keeps its 100 nearest and ranks them on 384 dims;
 ``q@d128:200>d384`` ranks every item by its PQ code of the 128-dim prefix;
 ``h@b128:1000>d384`` ranks every item by the Hamming distance of its 128-bit
 binary code (``b`` counts bits, not dims) and re-ranks the nearest 1,000 on
-384 dims. Codes only shortlist: a code stage is followed by a float stage at any dims.
+384 dims (``h32@b128:1000>d384`` scans only the codes of the 32 nearest lists of
+a binary IVF). Codes only shortlist: a code stage is followed by a float stage at any dims.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ A recipe is a comma-separated list of indexes; ``flat`` (the default) builds non
   of the dim-prefix (plans ``q@d<dim>:<keep>``).
 - ``bin<bits>``: learned binary codes of `bits` bits, bits/8 bytes per item in RAM
   (plans ``h@b<bits>:<keep>>d<dims>…``, re-ranked from the memory-mapped store);
-  ``bin<bits>/itq`` and ``bin<bits>/sign`` code with ITQ or the prefix's sign bits.
+  ``bin<bits>/itq`` and ``bin<bits>/sign`` code with ITQ or the prefix's sign bits;
+  ``bin<bits>+ivf<lists>@d<dc>`` also groups the rows in k-means lists on the dc-prefix
+  (binary IVF, 4 more bytes per item; plans ``h<probe>@b<bits>:<keep>>…``).
 
 ``describe(parse(s)) == s`` for a canonical string, and `bytes_per_vector`
 tells the memory a recipe will hold before anything is built.
@@ -40,7 +42,7 @@ _IVF = re.compile(r"ivf(?P<lists>[1-9][0-9]*)@d(?P<dc>[1-9][0-9]*)(?P<probe>(?:\
 _HNSW = re.compile(r"hnsw(?P<neighbors>[1-9][0-9]*)@(?:d(?P<build_dim>[1-9][0-9]*):)?d(?P<dim>[1-9][0-9]*)"
                    r"(?:/(?P<codec>f16|int8))?")
 _PQ = re.compile(r"(?P<opq>o?)pq(?P<bytes>[1-9][0-9]*)@d(?P<dim>[1-9][0-9]*)")
-_BIN = re.compile(r"bin(?P<bits>[1-9][0-9]*)(?:/(?P<method>itq|sign))?")
+_BIN = re.compile(r"bin(?P<bits>[1-9][0-9]*)(?:/(?P<method>itq|sign))?(?:\+ivf(?P<lists>[1-9][0-9]*)@d(?P<dc>[1-9][0-9]*))?")
 
 
 @dataclass(frozen=True)
@@ -116,18 +118,23 @@ class PQPart:
 class BinaryPart:
     bits: int
     method: str = "learned"
+    lists: int | None = None
+    centroid_dim: int | None = None
     kind = "h"
     file = "codes.npz"
 
     def __str__(self) -> str:
-        return f"bin{self.bits}" + ("" if self.method == "learned" else f"/{self.method}")
+        ivf = "" if self.lists is None else f"+ivf{self.lists}@d{self.centroid_dim}"
+        return f"bin{self.bits}" + ("" if self.method == "learned" else f"/{self.method}") + ivf
 
     def make(self, metric: str = "cosine") -> BinaryIndex:
-        return BinaryIndex(bits=self.bits, method=self.method, metric=metric)
+        return BinaryIndex(bits=self.bits, method=self.method, metric=metric, lists=self.lists,
+                           centroid_dim=self.centroid_dim)
 
     def bytes_per_vector(self, count: int, nesting: list[int]) -> float:
         input_dim = {"learned": min(2 * self.bits, nesting[-1]), "itq": self.bits, "sign": 0}[self.method]
-        return 8 * words_for(self.bits) + 4 * input_dim * (self.bits + 1) / count
+        lists = 0 if self.lists is None else 4 + (4 * self.lists * self.centroid_dim + 8 * (self.lists + 1)) / count
+        return 8 * words_for(self.bits) + 4 * input_dim * (self.bits + 1) / count + lists
 
 
 INDEX_FILES = (IVFPart.file, GraphPart.file, PQPart.file, BinaryPart.file)
@@ -158,10 +165,11 @@ class Recipe:
             elif match := _PQ.fullmatch(item):
                 parts.append(PQPart(int(match["bytes"]), int(match["dim"]), bool(match["opq"])))
             elif match := _BIN.fullmatch(item):
-                parts.append(BinaryPart(int(match["bits"]), match["method"] or "learned"))
+                lists, centroid_dim = (None if match[g] is None else int(match[g]) for g in ("lists", "dc"))
+                parts.append(BinaryPart(int(match["bits"]), match["method"] or "learned", lists, centroid_dim))
             else:
                 raise InvalidInputError(
-                    f"malformed recipe {text!r}: {item!r} is not 'flat', 'ivf<lists>@d<dc>[+d<dc>…]:d<ds>[/f16|/int8|/pq<bytes>]', 'hnsw<M>@[d<db>:]d<dim>[/f16|/int8]', '[o]pq<bytes>@d<dim>' or 'bin<bits>[/itq|/sign]'"
+                    f"malformed recipe {text!r}: {item!r} is not 'flat', 'ivf<lists>@d<dc>[+d<dc>…]:d<ds>[/f16|/int8|/pq<bytes>]', 'hnsw<M>@[d<db>:]d<dim>[/f16|/int8]', '[o]pq<bytes>@d<dim>' or 'bin<bits>[/itq|/sign][+ivf<lists>@d<dc>]'"
                 )
         kinds = [p.kind for p in parts]
         if len(set(kinds)) != len(kinds):
@@ -183,6 +191,9 @@ class Recipe:
                 if part.bits > dim:
                     raise InvalidInputError(f"recipe part {part}: {part.bits} bits need at least {part.bits} dims, "
                                             f"the vectors have {dim}")
+                if (part.centroid_dim or 0) > dim:
+                    raise InvalidInputError(f"recipe part {part}: centroid dim {part.centroid_dim} exceeds the "
+                                            f"vectors' {dim}")
             elif part.dim > dim:
                 raise InvalidInputError(f"recipe part {part}: dim {part.dim} exceeds the vectors' {dim}")
             elif isinstance(part, GraphPart) and (part.build_dim or 0) > part.dim:

@@ -7,10 +7,16 @@ held row by row. A query is coded the same way; the codes nearest it by
 Hamming distance are the shortlist the funnel re-ranks with float prefixes read
 from the memory-mapped store (plans ``h@b<bits>:<keep>>d<dim>…``). Only the codes,
 the code's mean and projection live in RAM.
+
+With `lists` (binary IVF, recipe ``bin64+ivf4096@d64``) the rows are also grouped by
+their nearest of `lists` spherical k-means centroids on the `centroid_dim`-prefix;
+a query (``h32@b64:…``) scans only the codes of the lists whose centroids are
+nearest its prefix, at 4 more bytes per item (the lists' row numbers).
 """
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -18,6 +24,7 @@ from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import normalize
 from ..quantize.binary import fit_itq, nearest, pack_signs, words_for
 from ..store import BlockStore
+from ..topk import top_k
 from .ivf import prefix_of
 
 METHODS = ("learned", "itq", "sign")
@@ -30,11 +37,17 @@ class BinaryIndex:
 
     kind = "h"
 
-    def __init__(self, *, bits: int, method: str = "learned", metric: str = "cosine", seed: int = 0):
+    def __init__(self, *, bits: int, method: str = "learned", metric: str = "cosine", lists: int | None = None,
+                 centroid_dim: int | None = None, seed: int = 0):
         words_for(bits)  # checks bits
         if method not in METHODS:
             raise InvalidInputError(f"binary code method {method!r} is not one of {METHODS}")
+        if (lists is None) != (centroid_dim is None) or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (lists, centroid_dim) if v is not None):
+            raise InvalidInputError(f"binary IVF needs positive integer lists and centroid_dim together, "
+                                    f"got {lists!r} and {centroid_dim!r}")
         self.bits, self.method, self.metric, self.seed = int(bits), method, metric, seed
+        self.lists, self.centroid_dim = lists, centroid_dim
 
     def build(self, store: BlockStore, *, progress: bool = False) -> "BinaryIndex":
         """Fit the coding on a sample of the stored rows (not for `sign`) and code every row."""
@@ -53,6 +66,8 @@ class BinaryIndex:
                 self.mean_, self.projection_ = fit_learned_codes(sample, self.bits, seed=self.seed, progress=progress)
         self._codes = np.zeros((0, words_for(self.bits)), dtype=np.uint64)
         self.indexed_ = 0
+        if self.lists is not None:
+            self.lists_ = CodeLists.train(store, self.lists, self.centroid_dim, self.metric, self.seed, progress)
         return self.extend(store, progress=progress)
 
     @property
@@ -77,6 +92,8 @@ class BinaryIndex:
                 hi = min(lo + _ENCODE_CHUNK, store.count)
                 self._codes[lo:hi] = self.encode(prefix_of(store, self.input_dim, lo, hi))
                 bar.update(hi - lo)
+        if self.lists is not None:
+            self.lists_.add(store, self.indexed_)
         self.indexed_ = store.count
         return self
 
@@ -90,19 +107,28 @@ class BinaryIndex:
         scored by minus that distance."""
         if stage.dim != self.bits:
             raise InvalidInputError(f"these binary codes have {self.bits} bits; the plan asks for b{stage.dim}")
-        if stage.effort is not None:
+        if stage.effort is not None and self.lists is None:
             raise InvalidInputError(f"these binary codes are scanned whole, they have no lists to probe ({stage})")
         unit = normalize(query[None]) if self.metric == "cosine" else query[None]
-        rows, distances = nearest(self.codes, self.encode(unit)[0], min(keep, self.indexed_))
-        cost.items_scanned += self.indexed_
-        cost.bytes_read += self.codes.nbytes
+        code = self.encode(unit)[0]
         cost.multiply_adds += 0 if self.projection_ is None else self.projection_.size
-        return rows, -distances.astype(np.float32), None
+        if stage.effort is None or stage.effort >= self.lists:  # every code
+            rows, distances = nearest(self.codes, code, min(keep, self.indexed_))
+            cost.items_scanned += self.indexed_
+            cost.bytes_read += self.codes.nbytes
+            return rows, -distances.astype(np.float32), None
+        members = self.lists_.probe(unit[0], stage.effort, cost)
+        found, distances = nearest(self.codes[members], code, min(keep, len(members)))
+        cost.items_scanned += len(members)
+        cost.bytes_read += len(members) * (self._codes.shape[1] * 8 + 4)
+        return members[found], -distances.astype(np.float32), None
 
     def save(self, path) -> None:
         arrays = {"mean": self.mean_, "codes": self.codes}
         if self.projection_ is not None:
             arrays["projection"] = self.projection_
+        if self.lists is not None:
+            arrays.update(self.lists_.state())
         with open(path, "wb") as f:
             np.savez(f, **arrays)
 
@@ -111,6 +137,8 @@ class BinaryIndex:
             with np.load(path, allow_pickle=False) as data:
                 self.mean_, codes = data["mean"], data["codes"]
                 self.projection_ = data["projection"] if "projection" in data.files else None
+                if self.lists is not None:
+                    self.lists_ = CodeLists.restore(data, self.lists, self.centroid_dim, self.metric, len(codes))
         except (OSError, ValueError, KeyError) as exc:
             raise CollectionError(f"binary code file {path} is missing or corrupt: {exc}") from None
         width = self.bits if self.projection_ is None else self.projection_.shape[1]
@@ -122,7 +150,74 @@ class BinaryIndex:
 
     def resident_bytes(self) -> int:
         """RAM the codes hold (with any room kept for adds), the mean and the projection."""
-        return self._codes.nbytes + self.mean_.nbytes + (0 if self.projection_ is None else self.projection_.nbytes)
+        coding = self._codes.nbytes + self.mean_.nbytes + (0 if self.projection_ is None else self.projection_.nbytes)
+        return coding + (0 if self.lists is None else self.lists_.resident_bytes())
+
+
+class CodeLists:
+    """Rows grouped by nearest centroid on a prefix: uint32 row numbers in (list, row) order."""
+
+    def __init__(self, centroids: np.ndarray, metric: str):
+        self.centroids, self.metric = centroids, metric
+        self.rows = np.empty(0, dtype=np.uint32)
+        self.offsets = np.zeros(len(centroids) + 1, dtype=np.int64)
+
+    @classmethod
+    def train(cls, store: BlockStore, lists: int, dim: int, metric: str, seed: int, progress: bool) -> "CodeLists":
+        """Spherical (for cosine) k-means on a sample of the stored `dim`-prefixes: 256 per list at most."""
+        if dim > store.dim or lists > store.count:
+            raise InvalidInputError(f"binary IVF with {lists} lists on d{dim} needs at most {store.dim} dims and "
+                                    f"{store.count} stored rows")
+        rng = np.random.default_rng(seed)
+        sample = store.rows(np.sort(rng.choice(store.count, min(store.count, 256 * lists), replace=False)))[:, :dim]
+        sample = normalize(sample) if metric == "cosine" else np.ascontiguousarray(sample)
+        kmeans = faiss.Kmeans(dim, lists, niter=20, seed=seed, spherical=metric == "cosine", verbose=progress)
+        kmeans.train(sample)
+        return cls(kmeans.centroids.astype(np.float32), metric)
+
+    def add(self, store: BlockStore, start: int) -> None:
+        """Put rows [start, store.count) into their nearest lists; each list stays in row order."""
+        nearest_list = faiss.IndexFlatIP(self.centroids.shape[1])
+        nearest_list.add(self.centroids)
+        new = [nearest_list.search(self._prefix(store, lo, min(lo + _ENCODE_CHUNK, store.count)), 1)[1][:, 0]
+               for lo in range(start, store.count, _ENCODE_CHUNK)]
+        held = np.repeat(np.arange(len(self.centroids)), np.diff(self.offsets))
+        assigned = np.concatenate([held, *new])
+        rows = np.concatenate([self.rows, np.arange(start, store.count, dtype=np.uint32)])
+        order = np.argsort(assigned, kind="stable")  # rows were in order within each part
+        self.rows = rows[order]
+        self.offsets = np.concatenate([[0], np.cumsum(np.bincount(assigned, minlength=len(self.centroids)))])
+
+    def _prefix(self, store: BlockStore, lo: int, hi: int) -> np.ndarray:
+        prefix = prefix_of(store, self.centroids.shape[1], lo, hi)
+        return normalize(prefix) if self.metric == "cosine" else prefix
+
+    def probe(self, query: np.ndarray, count: int, cost) -> np.ndarray:
+        """Rows (ascending) of the `count` lists whose centroids are nearest the query's prefix."""
+        dim = self.centroids.shape[1]
+        prefix = query[:dim]
+        if self.metric == "cosine":
+            prefix = normalize(prefix[None])[0]
+        chosen = top_k(self.centroids @ prefix, count, ordered=False)
+        cost.multiply_adds += self.centroids.size
+        cost.bytes_read += self.centroids.nbytes
+        cost.lists_probed += len(chosen)
+        starts, ends = self.offsets[chosen], self.offsets[chosen + 1]
+        return np.sort(np.concatenate([self.rows[a:b] for a, b in zip(starts, ends)])).astype(np.int64)
+
+    def state(self) -> dict:
+        return {"centroids": self.centroids, "list_rows": self.rows, "list_offsets": self.offsets}
+
+    @classmethod
+    def restore(cls, data, lists: int, dim: int, metric: str, count: int) -> "CodeLists":
+        restored = cls(data["centroids"], metric)
+        restored.rows, restored.offsets = data["list_rows"], data["list_offsets"]
+        if restored.centroids.shape != (lists, dim) or len(restored.rows) != count or restored.offsets[-1] != count:
+            raise ValueError("its lists do not match the recipe or the codes")
+        return restored
+
+    def resident_bytes(self) -> int:
+        return self.centroids.nbytes + self.rows.nbytes + self.offsets.nbytes
 
 
 def _capacity(current: int, needed: int) -> int:
