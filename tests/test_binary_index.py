@@ -88,7 +88,7 @@ def test_code_plans_and_recipes_round_trip():
         assert str(Plan.parse(text)) == text
     for text in ("bin64", "bin128/itq", "bin256/sign", "bin64,ivf16@d32:d64", "bin64/itq+ivf1024@d64"):
         assert str(Recipe.parse(text)) == text
-    with pytest.raises(InvalidInputError, match="'bin<bits>\\[/itq\\|/sign\\]\\[\\+ivf<lists>@d<dc>\\]'"):
+    with pytest.raises(InvalidInputError, match="'bin<bits>\\[/itq\\|/sign\\]\\[\\+ivf<lists>@d<dc>\\]\\[\\+int8\\|\\+f16@d<dim>\\]'"):
         Recipe.parse("bin64/lsh")
     with pytest.raises(InvalidInputError, match="bin512: 512 bits need at least 512 dims, the vectors have 384"):
         Recipe.parse("bin512").check(384, [64, 384])
@@ -179,3 +179,48 @@ def test_binary_ivf_lists_follow_adds_and_persist(tmp_path, scifact):
         BinaryIndex(bits=64, lists=16)
     with pytest.raises(InvalidInputError, match="centroid dim 512 exceeds the vectors' 384"):
         Recipe.parse("bin64+ivf16@d512").check(384, [64, 384])
+
+
+@pytest.fixture(scope="module")
+def with_copies(elastic_scifact):
+    store, _ = elastic_scifact
+    return {codec: BinaryIndex(bits=64, method="itq", copy=(codec, 64)).build(store) for codec in ("int8", "f16")}
+
+
+def test_a_prefix_copy_in_ram_reranks_the_shortlist_almost_as_the_store_does(coded, with_copies):
+    store, queries, _, exact = coded
+    from_store = run_plan(store, queries, Plan.parse("h@b64:1000>d64:100>d384"), 10, index=with_copies["int8"])
+    for codec, index in with_copies.items():
+        in_ram = run_plan(store, queries, Plan.parse(f"h@b64:1000>d64/{codec}:100>d384"), 10, index=index)
+        assert recall(in_ram.ids, exact.ids) >= recall(from_store.ids, exact.ids) - (0.02 if codec == "int8" else 0.005)
+        width = {"int8": 1, "f16": 2}[codec]
+        # the copy, not the store, is read at d64; the last stage then reads all 384 dims of its 100, not 320
+        difference = len(queries) * (1000 * 64 * width - 1000 * (64 + 1) * 4 + 100 * 64 * 4)
+        assert in_ram.cost.bytes_read - from_store.cost.bytes_read == difference
+        assert index.resident_bytes() - index.codes.nbytes >= store.count * 64 * width
+    with pytest.raises(InvalidInputError, match="needs a int8 copy of d32 in RAM; these binary codes hold a int8 copy of d64"):
+        run_plan(store, queries, Plan.parse("h@b64:500>d32/int8:100>d384"), 10, index=with_copies["int8"])
+    with pytest.raises(InvalidInputError, match="these binary codes hold no prefix copy"):
+        run_plan(store, queries, Plan.parse("h@b64:500>d64/int8:100>d384"), 10, index=coded[2]["itq"])
+
+
+@pytest.mark.parametrize("text", ["d32/int8:100>d384", "h@b64:500>d384:100>d32/int8:50>d384", "h@b64:500>d32/f16"])
+def test_a_copy_stage_must_follow_a_code_stage_and_not_end_the_plan(text):
+    with pytest.raises(InvalidInputError, match="stage re-ranks a binary-code shortlist|last stage returns k"):
+        Plan.parse(text)
+
+
+def test_copy_plans_and_recipes_round_trip_and_persist(tmp_path, scifact):
+    assert str(Plan.parse("h@b64:2000>d32/int8:200>d384")) == "h@b64:2000>d32/int8:200>d384"
+    assert str(Recipe.parse("bin64/itq+ivf64@d32+f16@d32")) == "bin64/itq+ivf64@d32+f16@d32"
+    assert Recipe.parse("bin64+int8@d8").bytes_per_vector(10**9, [64, 384]) == pytest.approx(16, abs=0.01)
+    ids, docs, queries = scifact
+    plan = "h@b64:500>d32/int8:100>d384"
+    with Collection.create(tmp_path / "c") as col:
+        col.add(ids[:4000], vectors=docs[:4000])
+        col.build("bin64/itq+int8@d32")
+        col.add(ids[4000:], vectors=docs[4000:])
+        assert col.search(docs[4500], k=1, plan=plan).ids[0, 0] == ids[4500]
+        before = col.search(queries[:30], k=10, plan=plan).ids
+    with Collection.open(tmp_path / "c") as col:
+        np.testing.assert_array_equal(col.search(queries[:30], k=10, plan=plan).ids, before)

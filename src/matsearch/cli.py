@@ -30,7 +30,7 @@ PLAN_HELP = ("Plan, e.g. 'd32:400>d384', or with an index 'p16@d64:400>d384' (IV
              "'h@b128:1000>d128:100>d384' (binary codes) "
              "(default: exact search at full dims).")
 RECIPE_HELP = escape("Recipe: 'flat', 'ivf<lists>@d<dc>[+d<dc>…]:d<ds>[/f16|/int8|/pq<bytes>]', "
-                     "'hnsw<M>@[d<build>:]d<dim>[/f16|/int8]', '[o]pq<bytes>@d<dim>', 'bin<bits>[/itq|/sign][+ivf<lists>@d<dc>]', "
+                     "'hnsw<M>@[d<build>:]d<dim>[/f16|/int8]', '[o]pq<bytes>@d<dim>', 'bin<bits>[/itq|/sign][+ivf<lists>@d<dc>][+int8|+f16@d<dim>]', "
                      "or several joined by commas "
                      "(e.g. 'hnsw32@d192/int8').")
 

@@ -16,7 +16,8 @@ beam (efSearch) of 64, keeps its 100 nearest and ranks them on 384 dims;
 ``h@b128:1000>d384`` ranks every item by the Hamming distance of its 128-bit
 binary code (``b`` counts bits, not dims) and re-ranks the nearest 1,000 on
 384 dims (``h32@b128:1000>d384`` scans only the codes of the 32 nearest lists of
-a binary IVF). Codes only shortlist: a code stage is followed by a float stage at any dims.
+a binary IVF). Codes only shortlist: a code stage is followed by a float stage at any dims,
+or by a stage on the codes' int8/float16 prefix copy in RAM: ``h@b64:2000>d32/int8:200>d384``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from .errors import InvalidInputError
 
 INDEX_KINDS = {"p": "an IVF index", "g": "a graph index", "q": "PQ codes", "h": "binary codes"}
 _STAGE = re.compile(r"(?:(?P<index>[pgqh])(?P<effort>[1-9][0-9]*)?(?:c(?P<probe_dim>[1-9][0-9]*))?@)?"
-                    r"(?P<unit>[db])(?P<dim>[1-9][0-9]*)(?::(?P<keep>[1-9][0-9]*))?")
+                    r"(?P<unit>[db])(?P<dim>[1-9][0-9]*)(?:/(?P<codec>int8|f16))?(?::(?P<keep>[1-9][0-9]*))?")
+COPY_CODECS = ("int8", "f16")
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,8 @@ class Stage:
     With `index` ("p": IVF, "g": graph, "q": PQ codes, "h": binary codes) the
     candidates come from that index, searched with `effort` (lists probed, or the
     graph's search beam); an IVF stage may name the `probe_dim` of the centroid set
-    it probes with. For binary codes `dim` is the code's bits.
+    it probes with. For binary codes `dim` is the code's bits. With `codec`
+    ("int8", "f16") the stage scores with the binary index's copy of its prefix in RAM.
     """
 
     dim: int
@@ -46,6 +49,7 @@ class Stage:
     index: str | None = None
     effort: int | None = None
     probe_dim: int | None = None
+    codec: str | None = None
 
     def __post_init__(self):
         for name, value in (("dim", self.dim), ("keep", self.keep), ("effort", self.effort),
@@ -58,13 +62,16 @@ class Stage:
                 or (self.index in (None, "q") and self.effort is not None)):
             raise InvalidInputError(f"stage index must be 'p' or 'g' with an effort, or 'q' or 'h' without one; "
                                     f"got {self.index!r} and {self.effort!r}")
+        if self.codec not in (None, *COPY_CODECS) or (self.codec is not None and self.index is not None):
+            raise InvalidInputError(f"stage codec must be one of {COPY_CODECS} on a stage without an index, "
+                                    f"got {self.codec!r}")
         if self.probe_dim is not None and self.index != "p":
             raise InvalidInputError(f"only an IVF stage ('p') probes with a centroid dim, got {self.index!r}")
 
     def __str__(self) -> str:
         probe = "" if self.probe_dim is None else f"c{self.probe_dim}"
         via = "" if self.index is None else f"{self.index}{self.effort or ''}{probe}@"
-        size = f"{via}{'b' if self.index == 'h' else 'd'}{self.dim}"
+        size = f"{via}{'b' if self.index == 'h' else 'd'}{self.dim}" + (f"/{self.codec}" if self.codec else "")
         return size if self.keep is None else f"{size}:{self.keep}"
 
 
@@ -84,6 +91,10 @@ class Plan:
                                     f"float dims, e.g. '{example}'")
         if last.keep is not None:
             raise InvalidInputError(f"plan {self}: the last stage returns k items and takes no ':keep'")
+        for n, stage in enumerate(self.stages):
+            if stage.codec and (n == 0 or self.stages[n - 1].index != "h" or stage is last):
+                raise InvalidInputError(f"plan {self}: a '/{stage.codec}' stage re-ranks a binary-code shortlist "
+                                        f"from the codes' prefix copy, so it follows 'h@b<bits>:<keep>' and is not last")
         for stage in shortlists:
             if stage.keep is None:
                 raise InvalidInputError(f"plan {self}: stage {stage} needs ':keep' (only the last stage has none)")
@@ -91,7 +102,7 @@ class Plan:
             if stage.index is not None:
                 raise InvalidInputError(f"plan {self}: only the first stage can use an index ({stage})")
         for a, b in zip(self.stages, self.stages[1:]):
-            if a.index == "h":  # bits, not dims: any re-rank dims follow
+            if a.index == "h" or a.codec:  # bits, or approximate scores: the next stage's products start afresh
                 continue
             if b.dim < a.dim or (b.dim == a.dim and a.index is None):
                 raise InvalidInputError(f"plan {self}: stage dims must increase, got {a.dim} then {b.dim} "
@@ -118,7 +129,7 @@ class Plan:
                                         "code stage ('h@b<bits>'), every other stage takes 'd<dims>'")
             keep, effort, probe_dim = (None if match[g] is None else int(match[g])
                                        for g in ("keep", "effort", "probe_dim"))
-            stages.append(Stage(int(match["dim"]), keep, match["index"], effort, probe_dim))
+            stages.append(Stage(int(match["dim"]), keep, match["index"], effort, probe_dim, match["codec"]))
         return cls(tuple(stages))
 
     @classmethod

@@ -19,7 +19,9 @@ A recipe is a comma-separated list of indexes; ``flat`` (the default) builds non
   (plans ``h@b<bits>:<keep>>d<dims>…``, re-ranked from the memory-mapped store);
   ``bin<bits>/itq`` and ``bin<bits>/sign`` code with ITQ or the prefix's sign bits;
   ``bin<bits>+ivf<lists>@d<dc>`` also groups the rows in k-means lists on the dc-prefix
-  (binary IVF, 4 more bytes per item; plans ``h<probe>@b<bits>:<keep>>…``).
+  (binary IVF, 4 more bytes per item; plans ``h<probe>@b<bits>:<keep>>…``), and
+  ``+int8@d<dim>`` / ``+f16@d<dim>`` holds a copy of a prefix in RAM to re-rank the
+  Hamming shortlist before the store is read (plans ``h@b64:2000>d32/int8:200>d384``).
 
 ``describe(parse(s)) == s`` for a canonical string, and `bytes_per_vector`
 tells the memory a recipe will hold before anything is built.
@@ -42,7 +44,8 @@ _IVF = re.compile(r"ivf(?P<lists>[1-9][0-9]*)@d(?P<dc>[1-9][0-9]*)(?P<probe>(?:\
 _HNSW = re.compile(r"hnsw(?P<neighbors>[1-9][0-9]*)@(?:d(?P<build_dim>[1-9][0-9]*):)?d(?P<dim>[1-9][0-9]*)"
                    r"(?:/(?P<codec>f16|int8))?")
 _PQ = re.compile(r"(?P<opq>o?)pq(?P<bytes>[1-9][0-9]*)@d(?P<dim>[1-9][0-9]*)")
-_BIN = re.compile(r"bin(?P<bits>[1-9][0-9]*)(?:/(?P<method>itq|sign))?(?:\+ivf(?P<lists>[1-9][0-9]*)@d(?P<dc>[1-9][0-9]*))?")
+_BIN = re.compile(r"bin(?P<bits>[1-9][0-9]*)(?:/(?P<method>itq|sign))?(?:\+ivf(?P<lists>[1-9][0-9]*)@d(?P<dc>[1-9][0-9]*))?"
+                  r"(?:\+(?P<copy>int8|f16)@d(?P<copy_dim>[1-9][0-9]*))?")
 
 
 @dataclass(frozen=True)
@@ -120,21 +123,24 @@ class BinaryPart:
     method: str = "learned"
     lists: int | None = None
     centroid_dim: int | None = None
+    copy: tuple[str, int] | None = None
     kind = "h"
     file = "codes.npz"
 
     def __str__(self) -> str:
         ivf = "" if self.lists is None else f"+ivf{self.lists}@d{self.centroid_dim}"
-        return f"bin{self.bits}" + ("" if self.method == "learned" else f"/{self.method}") + ivf
+        copy = "" if self.copy is None else f"+{self.copy[0]}@d{self.copy[1]}"
+        return f"bin{self.bits}" + ("" if self.method == "learned" else f"/{self.method}") + ivf + copy
 
     def make(self, metric: str = "cosine") -> BinaryIndex:
         return BinaryIndex(bits=self.bits, method=self.method, metric=metric, lists=self.lists,
-                           centroid_dim=self.centroid_dim)
+                           centroid_dim=self.centroid_dim, copy=self.copy)
 
     def bytes_per_vector(self, count: int, nesting: list[int]) -> float:
         input_dim = {"learned": min(2 * self.bits, nesting[-1]), "itq": self.bits, "sign": 0}[self.method]
         lists = 0 if self.lists is None else 4 + (4 * self.lists * self.centroid_dim + 8 * (self.lists + 1)) / count
-        return 8 * words_for(self.bits) + 4 * input_dim * (self.bits + 1) / count + lists
+        copy = 0 if self.copy is None else {"int8": 1, "f16": 2}[self.copy[0]] * self.copy[1] + 8 * self.copy[1] / count
+        return 8 * words_for(self.bits) + 4 * input_dim * (self.bits + 1) / count + lists + copy
 
 
 INDEX_FILES = (IVFPart.file, GraphPart.file, PQPart.file, BinaryPart.file)
@@ -166,10 +172,11 @@ class Recipe:
                 parts.append(PQPart(int(match["bytes"]), int(match["dim"]), bool(match["opq"])))
             elif match := _BIN.fullmatch(item):
                 lists, centroid_dim = (None if match[g] is None else int(match[g]) for g in ("lists", "dc"))
-                parts.append(BinaryPart(int(match["bits"]), match["method"] or "learned", lists, centroid_dim))
+                copy = None if match["copy"] is None else (match["copy"], int(match["copy_dim"]))
+                parts.append(BinaryPart(int(match["bits"]), match["method"] or "learned", lists, centroid_dim, copy))
             else:
                 raise InvalidInputError(
-                    f"malformed recipe {text!r}: {item!r} is not 'flat', 'ivf<lists>@d<dc>[+d<dc>…]:d<ds>[/f16|/int8|/pq<bytes>]', 'hnsw<M>@[d<db>:]d<dim>[/f16|/int8]', '[o]pq<bytes>@d<dim>' or 'bin<bits>[/itq|/sign][+ivf<lists>@d<dc>]'"
+                    f"malformed recipe {text!r}: {item!r} is not 'flat', 'ivf<lists>@d<dc>[+d<dc>…]:d<ds>[/f16|/int8|/pq<bytes>]', 'hnsw<M>@[d<db>:]d<dim>[/f16|/int8]', '[o]pq<bytes>@d<dim>' or 'bin<bits>[/itq|/sign][+ivf<lists>@d<dc>][+int8|+f16@d<dim>]'"
                 )
         kinds = [p.kind for p in parts]
         if len(set(kinds)) != len(kinds):
@@ -191,6 +198,9 @@ class Recipe:
                 if part.bits > dim:
                     raise InvalidInputError(f"recipe part {part}: {part.bits} bits need at least {part.bits} dims, "
                                             f"the vectors have {dim}")
+                if part.copy is not None and part.copy[1] > dim:
+                    raise InvalidInputError(f"recipe part {part}: the copied prefix d{part.copy[1]} exceeds the "
+                                            f"vectors' {dim} dims")
                 if (part.centroid_dim or 0) > dim:
                     raise InvalidInputError(f"recipe part {part}: centroid dim {part.centroid_dim} exceeds the "
                                             f"vectors' {dim}")

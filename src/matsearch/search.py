@@ -72,7 +72,8 @@ def run_plan(
                 rows, scores, dots = _candidates(store, index, query, plan.stages[0], keeps, dead, cost)
             else:
                 rows, scores, dots = None, None, all_dots[i]
-            top_rows, top = _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, scanned)
+            top_rows, top = _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, scanned,
+                                    index)
             ids[lo + i], scores_out[lo + i] = top_rows, top
     cost.seconds = time.perf_counter() - start
     cost.candidates = [int(t) // len(queries) if t % len(queries) == 0 else t / len(queries) for t in scanned]
@@ -121,7 +122,7 @@ def _candidates(store, index, query, stage, keeps, dead, cost):
     return rows, scores, dots
 
 
-def _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, scanned):
+def _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, scanned, index=None):
     """Run every stage for one query.
 
     Stage 0 arrives either as partial products `dots` of all rows (`rows` None,
@@ -133,19 +134,22 @@ def _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, s
         stage_start = time.perf_counter()
         count = store.count if rows is None else len(rows)
         scanned[n] += count
-        if n > 0:
-            fresh = dots is None  # the index ranked by its own scores: products start here
-            width = stage.dim if fresh else stage.dim - done
-            if width:
-                added = store.dots(query, 0 if fresh else done, stage.dim, rows)
-                dots = added if fresh else dots + added
+        if stage.codec:  # approximate scores from the index's prefix copy in RAM; the store is not read
+            scores, dots = index.rescore(query, rows, stage, cost), None
         else:
-            width = stage.dim if rows is None else 0
-        cost.multiply_adds += count * width
-        cost.bytes_read += count * width * _F32
+            if n > 0:
+                fresh = dots is None  # the index ranked by its own scores: products start here
+                width = stage.dim if fresh else stage.dim - done
+                if width:
+                    added = store.dots(query, 0 if fresh else done, stage.dim, rows)
+                    dots = added if fresh else dots + added
+            else:
+                width = stage.dim if rows is None else 0
+            cost.multiply_adds += count * width
+            cost.bytes_read += count * width * _F32
+            if n > 0 or scores is None:
+                scores = _scores(store, dots, rows, stage.dim, metric, cost)
         done = stage.dim
-        if n > 0 or scores is None:
-            scores = _scores(store, dots, rows, done, metric, cost)
         if rows is None and dead is not None:
             scores[dead] = -np.inf
         if n == last and metric == "cosine":  # a shortlist's ranking does not need the query's norm

@@ -12,6 +12,9 @@ With `lists` (binary IVF, recipe ``bin64+ivf4096@d64``) the rows are also groupe
 their nearest of `lists` spherical k-means centroids on the `centroid_dim`-prefix;
 a query (``h32@b64:…``) scans only the codes of the lists whose centroids are
 nearest its prefix, at 4 more bytes per item (the lists' row numbers).
+With `copy` (``bin64+int8@d32``) the index also holds an int8 or float16 copy of a
+prefix (see `prefix_copy`), so a plan can cut the Hamming shortlist in RAM
+(``h@b64:2000>d32/int8:200>d384``) before it reads the store.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ..quantize.binary import fit_itq, nearest, pack_signs, words_for
 from ..store import BlockStore
 from ..topk import top_k
 from .ivf import prefix_of
+from .prefix_copy import PrefixCopy
 
 METHODS = ("learned", "itq", "sign")
 _TRAIN_SAMPLE = 50_000
@@ -38,7 +42,7 @@ class BinaryIndex:
     kind = "h"
 
     def __init__(self, *, bits: int, method: str = "learned", metric: str = "cosine", lists: int | None = None,
-                 centroid_dim: int | None = None, seed: int = 0):
+                 centroid_dim: int | None = None, copy: tuple[str, int] | None = None, seed: int = 0):
         words_for(bits)  # checks bits
         if method not in METHODS:
             raise InvalidInputError(f"binary code method {method!r} is not one of {METHODS}")
@@ -48,6 +52,8 @@ class BinaryIndex:
                                     f"got {lists!r} and {centroid_dim!r}")
         self.bits, self.method, self.metric, self.seed = int(bits), method, metric, seed
         self.lists, self.centroid_dim = lists, centroid_dim
+        self.copy = copy
+        self.copy_ = None if copy is None else PrefixCopy(*copy, metric=metric)
 
     def build(self, store: BlockStore, *, progress: bool = False) -> "BinaryIndex":
         """Fit the coding on a sample of the stored rows (not for `sign`) and code every row."""
@@ -68,6 +74,8 @@ class BinaryIndex:
         self.indexed_ = 0
         if self.lists is not None:
             self.lists_ = CodeLists.train(store, self.lists, self.centroid_dim, self.metric, self.seed, progress)
+        if self.copy is not None:
+            self.copy_ = PrefixCopy(*self.copy, metric=self.metric).train(store, self.seed)
         return self.extend(store, progress=progress)
 
     @property
@@ -94,6 +102,8 @@ class BinaryIndex:
                 bar.update(hi - lo)
         if self.lists is not None:
             self.lists_.add(store, self.indexed_)
+        if self.copy is not None:
+            self.copy_.add(store, self.indexed_)
         self.indexed_ = store.count
         return self
 
@@ -123,12 +133,22 @@ class BinaryIndex:
         cost.bytes_read += len(members) * (self._codes.shape[1] * 8 + 4)
         return members[found], -distances.astype(np.float32), None
 
+    def rescore(self, query: np.ndarray, rows: np.ndarray, stage, cost) -> np.ndarray:
+        """Approximate scores of `rows` from the prefix copy this index holds in RAM (a ``d<dim>/<codec>`` stage)."""
+        if self.copy != (stage.codec, stage.dim):
+            held = "no prefix copy" if self.copy is None else f"a {self.copy[0]} copy of d{self.copy[1]}"
+            raise InvalidInputError(f"plan stage {stage} needs a {stage.codec} copy of d{stage.dim} in RAM; "
+                                    f"these binary codes hold {held}")
+        return self.copy_.score(query, rows, cost)
+
     def save(self, path) -> None:
         arrays = {"mean": self.mean_, "codes": self.codes}
         if self.projection_ is not None:
             arrays["projection"] = self.projection_
         if self.lists is not None:
             arrays.update(self.lists_.state())
+        if self.copy is not None:
+            arrays.update(self.copy_.state())
         with open(path, "wb") as f:
             np.savez(f, **arrays)
 
@@ -139,6 +159,8 @@ class BinaryIndex:
                 self.projection_ = data["projection"] if "projection" in data.files else None
                 if self.lists is not None:
                     self.lists_ = CodeLists.restore(data, self.lists, self.centroid_dim, self.metric, len(codes))
+                if self.copy is not None:
+                    self.copy_.restore(data, len(codes))
         except (OSError, ValueError, KeyError) as exc:
             raise CollectionError(f"binary code file {path} is missing or corrupt: {exc}") from None
         width = self.bits if self.projection_ is None else self.projection_.shape[1]
@@ -151,7 +173,8 @@ class BinaryIndex:
     def resident_bytes(self) -> int:
         """RAM the codes hold (with any room kept for adds), the mean and the projection."""
         coding = self._codes.nbytes + self.mean_.nbytes + (0 if self.projection_ is None else self.projection_.nbytes)
-        return coding + (0 if self.lists is None else self.lists_.resident_bytes())
+        return (coding + (0 if self.lists is None else self.lists_.resident_bytes())
+                + (0 if self.copy is None else self.copy_.resident_bytes()))
 
 
 class CodeLists:

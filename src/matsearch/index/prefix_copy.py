@@ -1,0 +1,73 @@
+"""A compact copy of one prefix in RAM: int8 or float16 per dim, for re-ranking a shortlist
+without touching the memory-mapped store.
+
+Each row's `dim`-prefix (normalised for cosine, so a dot product is the prefix's
+cosine up to the query's norm) is kept as faiss scalar-quantiser codes: int8 with a
+per-dim range learned from a sample, or float16. A plan stage ``d<dim>/int8:<keep>``
+after a binary-code stage decodes only its candidates' rows and ranks them by
+their dot product with the query's prefix.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..matryoshka import normalize
+from ..store import BlockStore
+from .ivf import prefix_of
+
+COPY_CODECS = {"int8": (faiss.ScalarQuantizer.QT_8bit, 1), "f16": (faiss.ScalarQuantizer.QT_fp16, 2)}
+_SAMPLE = 50_000
+_CHUNK = 100_000
+
+
+class PrefixCopy:
+    """`codec` codes of the `dim`-prefix of every stored row, in row order."""
+
+    def __init__(self, codec: str, dim: int, metric: str = "cosine"):
+        if codec not in COPY_CODECS:
+            raise InvalidInputError(f"prefix copy codec {codec!r} is not one of {list(COPY_CODECS)}")
+        self.codec, self.dim, self.metric = codec, dim, metric
+        self.quantizer = faiss.ScalarQuantizer(dim, COPY_CODECS[codec][0])
+        self.codes = np.zeros((0, COPY_CODECS[codec][1] * dim), dtype=np.uint8)
+
+    def train(self, store: BlockStore, seed: int = 0) -> "PrefixCopy":
+        """Learn the per-dim ranges (int8) from a sample of the stored prefixes."""
+        if self.dim > store.dim:
+            raise InvalidInputError(f"a prefix copy at d{self.dim} exceeds the vectors' {store.dim} dims")
+        rows = np.sort(np.random.default_rng(seed).choice(store.count, min(store.count, _SAMPLE), replace=False))
+        self.quantizer.train(self._unit(store.rows(rows)[:, : self.dim]))
+        return self
+
+    def _unit(self, prefix: np.ndarray) -> np.ndarray:
+        return normalize(prefix) if self.metric == "cosine" else np.ascontiguousarray(prefix, dtype=np.float32)
+
+    def add(self, store: BlockStore, start: int) -> None:
+        """Code rows [start, store.count)."""
+        parts = [self.codes[:start]]
+        for lo in range(start, store.count, _CHUNK):
+            parts.append(self.quantizer.compute_codes(self._unit(prefix_of(store, self.dim, lo, lo + _CHUNK))))
+        self.codes = np.concatenate(parts)
+
+    def score(self, query: np.ndarray, rows: np.ndarray, cost) -> np.ndarray:
+        """Dot products of the query's prefix with the decoded copies of `rows`."""
+        decoded = self.quantizer.decode(self.codes[rows])
+        cost.multiply_adds += len(rows) * self.dim
+        cost.bytes_read += len(rows) * self.codes.shape[1]
+        return decoded @ np.ascontiguousarray(query[: self.dim], dtype=np.float32)
+
+    def state(self) -> dict:
+        """The codes and the quantiser's trained ranges (empty for float16)."""
+        return {"copy_codes": self.codes, "copy_ranges": faiss.vector_to_array(self.quantizer.trained)}
+
+    def restore(self, data, count: int) -> "PrefixCopy":
+        self.codes = data["copy_codes"]
+        if self.codes.shape != (count, self.quantizer.code_size):
+            raise ValueError("its prefix copy does not match the recipe or the codes")
+        faiss.copy_array_to_vector(np.ascontiguousarray(data["copy_ranges"], dtype=np.float32), self.quantizer.trained)
+        return self
+
+    def resident_bytes(self) -> int:
+        return self.codes.nbytes + 4 * self.quantizer.trained.size()
