@@ -100,8 +100,8 @@ class BinaryIndex:
                 hi = min(lo + _ENCODE_CHUNK, store.count)
                 self._codes[lo:hi] = self.encode(prefix_of(store, self.input_dim, lo, hi))
                 bar.update(hi - lo)
-        if self.lists is not None:
-            self.lists_.add(store, self.indexed_)
+        if self.lists is not None:  # codes are held in list order, so a probed list is one contiguous run
+            self._codes = self._codes[: store.count][self.lists_.add(store, self.indexed_)]
         if self.copy is not None:
             self.copy_.add(store, self.indexed_)
         self.indexed_ = store.count
@@ -109,12 +109,12 @@ class BinaryIndex:
 
     @property
     def codes(self) -> np.ndarray:
-        """(indexed rows, words) uint64 codes."""
+        """(indexed rows, words) uint64 codes, in row order (in list order with binary IVF: see `lists_.rows`)."""
         return self._codes[: self.indexed_]
 
     def candidates(self, store: BlockStore, query: np.ndarray, stage, keep: int, cost):
-        """The `keep` rows whose codes are nearest the query's by Hamming distance (ties: lower row),
-        scored by minus that distance."""
+        """The `keep` rows whose codes are nearest the query's by Hamming distance, scored by minus
+        that distance; ties go to the lower row (with binary IVF, to the earlier position in list order)."""
         if stage.dim != self.bits:
             raise InvalidInputError(f"these binary codes have {self.bits} bits; the plan asks for b{stage.dim}")
         if stage.effort is not None and self.lists is None:
@@ -123,15 +123,18 @@ class BinaryIndex:
         code = self.encode(unit)[0]
         cost.multiply_adds += 0 if self.projection_ is None else self.projection_.size
         if stage.effort is None or stage.effort >= self.lists:  # every code
-            rows, distances = nearest(self.codes, code, min(keep, self.indexed_))
+            found, distances = nearest(self.codes, code, min(keep, self.indexed_))
             cost.items_scanned += self.indexed_
             cost.bytes_read += self.codes.nbytes
+            rows = found if self.lists is None else self.lists_.rows[found].astype(np.int64)
             return rows, -distances.astype(np.float32), None
-        members = self.lists_.probe(unit[0], stage.effort, cost)
-        found, distances = nearest(self.codes[members], code, min(keep, len(members)))
-        cost.items_scanned += len(members)
-        cost.bytes_read += len(members) * (self._codes.shape[1] * 8 + 4)
-        return members[found], -distances.astype(np.float32), None
+        runs = self.lists_.probe(unit[0], stage.effort, cost)
+        codes = np.concatenate([self._codes[a:b] for a, b in runs])
+        found, distances = nearest(codes, code, min(keep, len(codes)))
+        cost.items_scanned += len(codes)
+        cost.bytes_read += codes.nbytes + 4 * len(found)
+        rows = np.concatenate([self.lists_.rows[a:b] for a, b in runs])[found].astype(np.int64)
+        return rows, -distances.astype(np.float32), None
 
     def rescore(self, query: np.ndarray, rows: np.ndarray, stage, cost) -> np.ndarray:
         """Approximate scores of `rows` from the prefix copy this index holds in RAM (a ``d<dim>/<codec>`` stage)."""
@@ -198,8 +201,9 @@ class CodeLists:
         kmeans.train(sample)
         return cls(kmeans.centroids.astype(np.float32), metric)
 
-    def add(self, store: BlockStore, start: int) -> None:
-        """Put rows [start, store.count) into their nearest lists; each list stays in row order."""
+    def add(self, store: BlockStore, start: int) -> np.ndarray:
+        """Put rows [start, store.count) into their nearest lists, each list staying in row order; return
+        the order that takes (held positions, then the new rows) to the new list order."""
         nearest_list = faiss.IndexFlatIP(self.centroids.shape[1])
         nearest_list.add(self.centroids)
         new = [nearest_list.search(self._prefix(store, lo, min(lo + _ENCODE_CHUNK, store.count)), 1)[1][:, 0]
@@ -210,13 +214,15 @@ class CodeLists:
         order = np.argsort(assigned, kind="stable")  # rows were in order within each part
         self.rows = rows[order]
         self.offsets = np.concatenate([[0], np.cumsum(np.bincount(assigned, minlength=len(self.centroids)))])
+        return order
 
     def _prefix(self, store: BlockStore, lo: int, hi: int) -> np.ndarray:
         prefix = prefix_of(store, self.centroids.shape[1], lo, hi)
         return normalize(prefix) if self.metric == "cosine" else prefix
 
-    def probe(self, query: np.ndarray, count: int, cost) -> np.ndarray:
-        """Rows (ascending) of the `count` lists whose centroids are nearest the query's prefix."""
+    def probe(self, query: np.ndarray, count: int, cost) -> list[tuple[int, int]]:
+        """The runs of positions (start, end) of the `count` lists whose centroids are nearest the
+        query's prefix."""
         dim = self.centroids.shape[1]
         prefix = query[:dim]
         if self.metric == "cosine":
@@ -225,8 +231,7 @@ class CodeLists:
         cost.multiply_adds += self.centroids.size
         cost.bytes_read += self.centroids.nbytes
         cost.lists_probed += len(chosen)
-        starts, ends = self.offsets[chosen], self.offsets[chosen + 1]
-        return np.sort(np.concatenate([self.rows[a:b] for a, b in zip(starts, ends)])).astype(np.int64)
+        return list(zip(self.offsets[chosen].tolist(), self.offsets[chosen + 1].tolist()))
 
     def state(self) -> dict:
         return {"centroids": self.centroids, "list_rows": self.rows, "list_offsets": self.offsets}
