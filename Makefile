@@ -55,9 +55,11 @@ bench-compact: $(BIN)/matsearch
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_binary.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_compact.py
 
-## Resident memory of a search process over 1M and 10M items with 64-bit codes (17 GB of disk in /tmp, about 20 minutes).
+## Resident memory of a search process over 1M and 10M items with 64-bit codes, then flat codes, binary IVF and
+## an int8 prefix copy on the 1M collection (18 GB of disk in /tmp, about 20 minutes).
 bench-scale: $(BIN)/matsearch
 	$(BIN)/python benchmarks/bench_scale.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_tiers.py
 
 clean:
 	rm -rf $(VENV) demo-collection benchmarks/results
