@@ -110,3 +110,20 @@ def test_help_prints_and_shows_the_grammar_literally(command, monkeypatch):
     proc = run(command, "--help")
     if command in ("index", "build"):
         assert "[/f16|/int8]" in proc.stdout and "[o]pq<bytes>@d<dim>" in proc.stdout
+
+
+def test_binary_codes_from_the_cli_and_info_per_tier(cranfield, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # so rich does not wrap a row name
+    _, folder, _ = cranfield
+    path = tmp_path / "codes"
+    run("index", BUNDLED / "cranfield", "--collection", path, "--vectors", folder / "corpus.minilm.f16.npy",
+        "--recipe", "bin64/itq+int8@d32")
+    hits = json.loads(run("eval", path, "--beir", BUNDLED / "cranfield", "--query-vectors",
+                          folder / "queries.minilm.f16.npy", "--plan", "h@b64:300>d32/int8:100>d384", "--json").stdout)
+    assert hits["ann_recall@10"] > 0.8
+    info = json.loads(run("info", path, "--plan", "h@b64:300>d384", "--json").stdout)
+    assert info["in_memory_bytes_per_vector"]["bin64/itq+int8@d32"] > 8 + 32
+    assert info["resident_bytes_per_vector"] == info["in_memory_bytes_per_vector"]["bin64/itq+int8@d32"]
+    assert info["store_bytes_per_vector"] == pytest.approx(384 * 4 + 5 * 4)
+    table = run("info", path).stdout
+    assert "in_memory_bytes_per_vector: bin64/itq+int8@d32" in table
