@@ -224,3 +224,26 @@ def test_copy_plans_and_recipes_round_trip_and_persist(tmp_path, scifact):
         before = col.search(queries[:30], k=10, plan=plan).ids
     with Collection.open(tmp_path / "c") as col:
         np.testing.assert_array_equal(col.search(queries[:30], k=10, plan=plan).ids, before)
+
+
+def test_probed_lists_short_of_k_or_empty_fall_back_to_every_code(tmp_path):
+    rng = np.random.default_rng(5)
+    from matsearch import BlockStore
+
+    store = BlockStore.create(tmp_path / "v", [32, 64])
+    store.append(rng.normal(size=(1000, 64)).astype(np.float32))
+    queries = rng.normal(size=(5, 64)).astype(np.float32)
+    index = BinaryIndex(bits=32, method="sign", lists=20, centroid_dim=16).build(store)
+    exact = run_plan(store, queries, Plan.exact(64), 150)
+    found = run_plan(store, queries, Plan.parse("h1@b32:1000>d64"), 150, index=index)  # one list holds < 150
+    np.testing.assert_array_equal(found.ids, exact.ids)
+    dead = np.arange(0, store.count, 2)
+    found = run_plan(store, queries, Plan.parse("h1@b32:100>d64"), 60, index=index, dead_rows=dead)
+    assert found.ids.shape == (5, 60) and not np.isin(found.ids, dead).any()
+    duplicates = np.repeat(rng.normal(size=(5, 64)).astype(np.float32), 200, axis=0)  # most lists stay empty
+    store = BlockStore.create(tmp_path / "d", [32, 64])
+    store.append(duplicates)
+    index = BinaryIndex(bits=32, method="sign", lists=32, centroid_dim=32).build(store)
+    assert (np.diff(index.lists_.offsets) == 0).any()
+    found = run_plan(store, rng.normal(size=(40, 64)).astype(np.float32), Plan.parse("h1@b32:20>d64"), 10, index=index)
+    assert found.ids.shape == (40, 10)

@@ -10,6 +10,7 @@ candidates it returns (binary codes only shortlist).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -108,11 +109,11 @@ def _candidates(store, index, query, stage, keeps, dead, cost):
     if dead is not None:
         live = ~dead[rows]
         rows, scores, dots = rows[live], scores[live], None if dots is None else dots[live]
-    if len(rows) < keeps[-1] and index.kind == "h":  # rank every code instead
-        rows, scores, dots = index.candidates(store, query, stage, store.count, cost)
+    if len(rows) < keeps[-1] and index.kind == "h":  # rank every code instead (every list, with binary IVF)
+        rows, scores, dots = index.candidates(store, query, replace(stage, effort=None), store.count, cost)
         if dead is not None:
             rows, scores = rows[~dead[rows]], scores[~dead[rows]]
-        rows, scores = rows[: keeps[0]], scores[: keeps[0]]  # nearest first, ties by row, as a shortlist
+        rows, scores = rows[: keeps[0]], scores[: keeps[0]]  # nearest first, as a shortlist
     elif len(rows) < keeps[-1]:
         rows, scores, dots = None, None, store.dots(query, 0, stage.dim)
         cost.items_scanned += store.count

@@ -125,14 +125,14 @@ class BinaryIndex:
         if stage.effort is None or stage.effort >= self.lists:  # every code
             found, distances = nearest(self.codes, code, min(keep, self.indexed_))
             cost.items_scanned += self.indexed_
-            cost.bytes_read += self.codes.nbytes
+            cost.bytes_read += self.codes.nbytes + (0 if self.lists is None else 4 * len(found))
             rows = found if self.lists is None else self.lists_.rows[found].astype(np.int64)
             return rows, -distances.astype(np.float32), None
         runs = self.lists_.probe(unit[0], stage.effort, cost)
         codes = np.concatenate([self._codes[a:b] for a, b in runs])
         found, distances = nearest(codes, code, min(keep, len(codes)))
         cost.items_scanned += len(codes)
-        cost.bytes_read += codes.nbytes + 4 * len(found)
+        cost.bytes_read += codes.nbytes + 4 * len(codes)  # the codes and the row numbers of the probed lists
         rows = np.concatenate([self.lists_.rows[a:b] for a, b in runs])[found].astype(np.int64)
         return rows, -distances.astype(np.float32), None
 

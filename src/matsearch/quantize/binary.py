@@ -57,6 +57,8 @@ def nearest(codes: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, n
     so memory beyond the codes is O(k + chunk) whatever N is, and only the few
     rows within the final bound are sorted."""
     n, words = codes.shape
+    if n == 0:  # e.g. every probed list of a binary IVF is empty
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint16)
     query_bytes = np.ascontiguousarray(query, dtype=np.uint64).view(np.uint8)
     code_bytes = np.ascontiguousarray(codes, dtype=np.uint64).view(np.uint8)  # (N, 8 · words), no copy
     total = np.empty(min(n, _SCAN_CHUNK), dtype=np.int32)
