@@ -28,7 +28,8 @@ from ..matryoshka import normalize
 from ..quantize.binary import fit_itq, nearest, pack_signs, words_for
 from ..store import BlockStore
 from ..topk import top_k
-from .ivf import prefix_of
+from .ivf import nearest_list, prefix_of
+from .ivf_lists import merge_into_lists
 from .prefix_copy import PrefixCopy
 
 METHODS = ("learned", "itq", "sign")
@@ -204,16 +205,10 @@ class CodeLists:
     def add(self, store: BlockStore, start: int) -> np.ndarray:
         """Put rows [start, store.count) into their nearest lists, each list staying in row order; return
         the order that takes (held positions, then the new rows) to the new list order."""
-        nearest_list = faiss.IndexFlatIP(self.centroids.shape[1])
-        nearest_list.add(self.centroids)
-        new = [nearest_list.search(self._prefix(store, lo, min(lo + _ENCODE_CHUNK, store.count)), 1)[1][:, 0]
-               for lo in range(start, store.count, _ENCODE_CHUNK)]
-        held = np.repeat(np.arange(len(self.centroids)), np.diff(self.offsets))
-        assigned = np.concatenate([held, *new])
-        rows = np.concatenate([self.rows, np.arange(start, store.count, dtype=np.uint32)])
-        order = np.argsort(assigned, kind="stable")  # rows were in order within each part
-        self.rows = rows[order]
-        self.offsets = np.concatenate([[0], np.cumsum(np.bincount(assigned, minlength=len(self.centroids)))])
+        lists = np.concatenate([nearest_list(self.centroids, self._prefix(store, lo, lo + _ENCODE_CHUNK))
+                                for lo in range(start, store.count, _ENCODE_CHUNK)])
+        rows = np.arange(start, store.count, dtype=np.uint32)
+        order, self.rows, self.offsets = merge_into_lists(self.offsets, self.rows, rows, lists)
         return order
 
     def _prefix(self, store: BlockStore, lo: int, hi: int) -> np.ndarray:

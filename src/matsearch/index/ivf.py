@@ -61,7 +61,7 @@ class IVFIndex:
         kmeans = faiss.Kmeans(self.centroid_dim, self.n_lists, niter=self.iterations, seed=self.seed,
                               spherical=self.metric == "cosine", max_points_per_centroid=256, verbose=progress)
         kmeans.train(prefix)
-        lists = _nearest(kmeans.centroids, prefix)
+        lists = nearest_list(kmeans.centroids, prefix)
         self.centroids_ = {d: self._means(store, d, lists) for d in self.probe_dims if d != self.centroid_dim}
         self.centroids_[self.centroid_dim] = kmeans.centroids.astype(np.float32)
         self.lists_ = make_lists(self.n_lists, self.scan_dim, self.codec, self.seed)
@@ -80,7 +80,7 @@ class IVFIndex:
         """Put the rows stored since the last build or extend into their nearest lists."""
         if self.indexed_ < store.count:
             start = self.indexed_
-            self._add(store, start, _nearest(self.centroids_[self.centroid_dim],
+            self._add(store, start, nearest_list(self.centroids_[self.centroid_dim],
                                              self._prefix(store, self.centroid_dim, start)))
         return self
 
@@ -175,7 +175,8 @@ def prefix_of(store: BlockStore, dim: int, start: int = 0, stop: int | None = No
     return np.ascontiguousarray(np.hstack(parts))
 
 
-def _nearest(centroids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+def nearest_list(centroids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Each vector's nearest centroid by inner product (the list it joins)."""
     index = faiss.IndexFlatIP(centroids.shape[1])
     index.add(centroids)
     return index.search(vectors, 1)[1][:, 0]

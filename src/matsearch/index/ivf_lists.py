@@ -44,6 +44,16 @@ def list_means(prefix: np.ndarray, lists: np.ndarray, n_lists: int) -> np.ndarra
     return (sums / np.maximum(np.bincount(lists, minlength=n_lists), 1)[:, None]).astype(np.float32)
 
 
+def merge_into_lists(offsets: np.ndarray, list_rows: np.ndarray, rows: np.ndarray, lists: np.ndarray):
+    """Rows held list by list (`list_rows`, with `offsets`) joined by `rows` (all above the held ones)
+    going to `lists`: (the order taking held-then-new positions to the merged ones, the merged
+    rows, their offsets). Each list stays in row order."""
+    held = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    order = np.argsort(np.concatenate([held, lists]), kind="stable")
+    sizes = np.diff(offsets) + np.bincount(lists, minlength=len(offsets) - 1)
+    return order, np.concatenate([list_rows, rows])[order], np.concatenate([[0], np.cumsum(sizes)])
+
+
 class FlatLists:
     """Float32 copies of the stored prefix blocks up to `scan_dim`, in list order."""
 
@@ -58,11 +68,8 @@ class FlatLists:
 
     def add(self, store: BlockStore, rows: np.ndarray, lists: np.ndarray) -> None:
         """Merge `rows` (all above the held ones) into `lists`; each list stays in row order."""
-        current = np.repeat(np.arange(self.n_lists), np.diff(self.offsets))
-        order = np.argsort(np.concatenate([current, lists]), kind="stable")
-        list_rows = np.concatenate([self.list_rows, rows])[order]
-        sizes = np.diff(self.offsets) + np.bincount(lists, minlength=self.n_lists)
-        self._group(store, list_rows, np.concatenate([[0], np.cumsum(sizes)]))
+        _, list_rows, offsets = merge_into_lists(self.offsets, self.list_rows, rows, lists)
+        self._group(store, list_rows, offsets)
 
     def _group(self, store: BlockStore, list_rows: np.ndarray, offsets: np.ndarray) -> None:
         self.list_rows, self.offsets = list_rows, offsets
