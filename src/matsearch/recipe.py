@@ -139,7 +139,7 @@ class BinaryPart:
     def bytes_per_vector(self, count: int, nesting: list[int]) -> float:
         input_dim = {"learned": min(2 * self.bits, nesting[-1]), "itq": self.bits, "sign": 0}[self.method]
         lists = 0 if self.lists is None else 4 + (4 * self.lists * self.centroid_dim + 8 * (self.lists + 1)) / count
-        copy = 0 if self.copy is None else {"int8": 1, "f16": 2}[self.copy[0]] * self.copy[1] + 8 * self.copy[1] / count
+        copy = 0 if self.copy is None else CODECS[self.copy[0]] * self.copy[1] + 8 * self.copy[1] / count
         return 8 * words_for(self.bits) + 4 * input_dim * (self.bits + 1) / count + lists + copy
 
 

@@ -25,12 +25,12 @@ from ..matryoshka import normalize
 from ..store import BlockStore
 from .faiss_file import read_faiss_index
 from .ivf import prefix_of
+from .ivf_lists import SCALAR_QUANTIZERS
 
 _ADD_CHUNK = 10_000  # rows per insertion call, so a progress bar can follow
 _TINY = np.float32(1e-30)
 _STATS = faiss.cvar.hnsw_stats  # faiss's distance counter, read for the cost record
 CODECS = {"f32": 4, "f16": 2, "int8": 1}  # bytes per stored dim
-_QUANTIZERS = {"f16": faiss.ScalarQuantizer.QT_fp16, "int8": faiss.ScalarQuantizer.QT_8bit}
 
 
 class GraphIndex:
@@ -87,7 +87,7 @@ class GraphIndex:
         if codec == "f32":
             graph = faiss.IndexHNSWFlat(dim, self.neighbors, faiss.METRIC_INNER_PRODUCT)
         else:
-            graph = faiss.IndexHNSWSQ(dim, _QUANTIZERS[codec], self.neighbors, faiss.METRIC_INNER_PRODUCT)
+            graph = faiss.IndexHNSWSQ(dim, SCALAR_QUANTIZERS[codec], self.neighbors, faiss.METRIC_INNER_PRODUCT)
             graph.train(sample)
         graph.hnsw.efConstruction = self.build_beam
         return graph
@@ -152,5 +152,5 @@ def _codec_of(graph) -> str | None:
         return "f32"
     if isinstance(graph, faiss.IndexHNSWSQ):
         qtype = faiss.downcast_index(graph.storage).sq.qtype
-        return next((name for name, q in _QUANTIZERS.items() if q == qtype), None)
+        return next((name for name, q in SCALAR_QUANTIZERS.items() if q == qtype), None)
     return None

@@ -21,7 +21,7 @@ from ..store import BlockStore, _dots_at
 
 CODECS = ("f32", "f16", "int8")  # and "pq<bytes>"
 _PQ_CODEC = re.compile(r"pq([1-9][0-9]*)")
-_SQ = {"f16": faiss.ScalarQuantizer.QT_fp16, "int8": faiss.ScalarQuantizer.QT_8bit}
+SCALAR_QUANTIZERS = {"f16": faiss.ScalarQuantizer.QT_fp16, "int8": faiss.ScalarQuantizer.QT_8bit}  # codec: faiss type
 _TRAIN_SAMPLE = 50_000
 _ID_BYTES = 8
 
@@ -131,7 +131,7 @@ class CodedLists:
             self.codes = faiss.IndexIVFPQ(quantizer, self.scan_dim, self.n_lists, code, 8, faiss.METRIC_INNER_PRODUCT)
             self.codes.do_polysemous_training = False
         else:
-            self.codes = faiss.IndexIVFScalarQuantizer(quantizer, self.scan_dim, self.n_lists, _SQ[self.codec],
+            self.codes = faiss.IndexIVFScalarQuantizer(quantizer, self.scan_dim, self.n_lists, SCALAR_QUANTIZERS[self.codec],
                                                        faiss.METRIC_INNER_PRODUCT, False)
         sample = np.random.default_rng(self.seed).choice(len(prefix), min(len(prefix), _TRAIN_SAMPLE), replace=False)
         sample = np.sort(sample)

@@ -17,8 +17,8 @@ from ..errors import InvalidInputError
 from ..matryoshka import normalize
 from ..store import BlockStore
 from .ivf import prefix_of
+from .ivf_lists import SCALAR_QUANTIZERS
 
-COPY_CODECS = {"int8": (faiss.ScalarQuantizer.QT_8bit, 1), "f16": (faiss.ScalarQuantizer.QT_fp16, 2)}
 _SAMPLE = 50_000
 _CHUNK = 100_000
 
@@ -27,11 +27,11 @@ class PrefixCopy:
     """`codec` codes of the `dim`-prefix of every stored row, in row order."""
 
     def __init__(self, codec: str, dim: int, metric: str = "cosine"):
-        if codec not in COPY_CODECS:
-            raise InvalidInputError(f"prefix copy codec {codec!r} is not one of {list(COPY_CODECS)}")
+        if codec not in SCALAR_QUANTIZERS:
+            raise InvalidInputError(f"prefix copy codec {codec!r} is not one of {list(SCALAR_QUANTIZERS)}")
         self.codec, self.dim, self.metric = codec, dim, metric
-        self.quantizer = faiss.ScalarQuantizer(dim, COPY_CODECS[codec][0])
-        self.codes = np.zeros((0, COPY_CODECS[codec][1] * dim), dtype=np.uint8)
+        self.quantizer = faiss.ScalarQuantizer(dim, SCALAR_QUANTIZERS[codec])
+        self.codes = np.zeros((0, self.quantizer.code_size), dtype=np.uint8)
 
     def train(self, store: BlockStore, seed: int = 0) -> "PrefixCopy":
         """Learn the per-dim ranges (int8) from a sample of the stored prefixes."""
