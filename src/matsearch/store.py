@@ -133,9 +133,11 @@ class BlockStore:
             self._inv_columns[j] = _inverse(np.ascontiguousarray(self.norms[:, j]))
         return self._inv_columns[j]
 
-    def rows(self, rows: np.ndarray) -> np.ndarray:
-        """Full stored vectors of `rows`."""
-        return np.hstack([block[rows] for block in self.blocks])
+    def rows(self, rows: np.ndarray, dim: int | None = None) -> np.ndarray:
+        """Stored vectors of `rows`, whole or their first `dim` dims (only those blocks are read)."""
+        dim = self.dim if dim is None else dim
+        return np.hstack([block[rows, : min(hi, dim) - lo] if hi > dim else block[rows]
+                          for (lo, hi), block in zip(self.bounds, self.blocks) if lo < dim])
 
 
 def _scan(rows: np.ndarray, query: np.ndarray) -> np.ndarray:

@@ -196,7 +196,7 @@ class CodeLists:
             raise InvalidInputError(f"binary IVF with {lists} lists on d{dim} needs at most {store.dim} dims and "
                                     f"{store.count} stored rows")
         rng = np.random.default_rng(seed)
-        sample = store.rows(np.sort(rng.choice(store.count, min(store.count, 256 * lists), replace=False)))[:, :dim]
+        sample = store.rows(np.sort(rng.choice(store.count, min(store.count, 256 * lists), replace=False)), dim)
         sample = normalize(sample) if metric == "cosine" else np.ascontiguousarray(sample)
         kmeans = faiss.Kmeans(dim, lists, niter=20, seed=seed, spherical=metric == "cosine", verbose=progress)
         kmeans.train(sample)

@@ -38,7 +38,7 @@ class PrefixCopy:
         if self.dim > store.dim:
             raise InvalidInputError(f"a prefix copy at d{self.dim} exceeds the vectors' {store.dim} dims")
         rows = np.sort(np.random.default_rng(seed).choice(store.count, min(store.count, _SAMPLE), replace=False))
-        self.quantizer.train(self._unit(store.rows(rows)[:, : self.dim]))
+        self.quantizer.train(self._unit(store.rows(rows, self.dim)))
         return self
 
     def _unit(self, prefix: np.ndarray) -> np.ndarray:
