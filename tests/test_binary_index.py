@@ -84,10 +84,12 @@ def test_bad_code_plans_are_refused(text, message):
 
 
 def test_code_plans_and_recipes_round_trip():
-    for text in ("h@b64:1000>d384", "h@b128:2000>d32:300>d384", "h@b256:500>d128"):
+    for text in ("h@b64:1000>d384", "h@b128:2000>d32:300>d384", "h@b256:500>d128", "h@b64:2000>d32/int8:200>d384"):
         assert str(Plan.parse(text)) == text
-    for text in ("bin64", "bin128/itq", "bin256/sign", "bin64,ivf16@d32:d64", "bin64/itq+ivf1024@d64"):
+    for text in ("bin64", "bin128/itq", "bin256/sign", "bin64,ivf16@d32:d64", "bin64/itq+ivf1024@d64",
+                 "bin64/itq+ivf64@d32+f16@d32"):
         assert str(Recipe.parse(text)) == text
+    assert Recipe.parse("bin64+int8@d8").bytes_per_vector(10**9, [64, 384]) == pytest.approx(16, abs=0.01)
     with pytest.raises(InvalidInputError, match="'bin<bits>\\[/itq\\|/sign\\]\\[\\+ivf<lists>@d<dc>\\]\\[\\+int8\\|\\+f16@d<dim>\\]'"):
         Recipe.parse("bin64/lsh")
     with pytest.raises(InvalidInputError, match="bin512: 512 bits need at least 512 dims, the vectors have 384"):
@@ -163,18 +165,24 @@ def test_binary_ivf_probes_few_lists_and_all_lists_is_exact(coded, binary_ivf):
     assert sizes.sum() == store.count and np.array_equal(np.sort(binary_ivf.lists_.rows), np.arange(store.count))
 
 
-def test_binary_ivf_lists_follow_adds_and_persist(tmp_path, scifact):
+@pytest.mark.parametrize("recipe, plan, held", [
+    ("bin64/itq+ivf32@d32", "h8@b64:300>d384", 8 + 4),  # codes and row numbers in lists
+    ("bin64/itq+int8@d32", "h@b64:500>d32/int8:100>d384", 8 + 32),  # codes and a 32-byte prefix copy
+])
+def test_lists_and_prefix_copies_follow_adds_and_persist(tmp_path, scifact, recipe, plan, held):
     ids, docs, queries = scifact
-    plan = "h8@b64:300>d384"
     with Collection.create(tmp_path / "c") as col:
         col.add(ids[:4000], vectors=docs[:4000])
-        col.build("bin64/itq+ivf32@d32")
+        col.build(recipe)
         col.add(ids[4000:], vectors=docs[4000:])
         assert col.search(docs[4500], k=1, plan=plan).ids[0, 0] == ids[4500]
         before = col.search(queries[:30], k=10, plan=plan).ids
-        assert col.info(plan)["in_memory_bytes_per_vector"]["bin64/itq+ivf32@d32"] > 8 + 4
+        assert col.info(plan)["in_memory_bytes_per_vector"][recipe] > held
     with Collection.open(tmp_path / "c") as col:
         np.testing.assert_array_equal(col.search(queries[:30], k=10, plan=plan).ids, before)
+
+
+def test_bad_binary_ivf_settings_are_named():
     with pytest.raises(InvalidInputError, match="binary IVF needs positive integer lists and centroid_dim together"):
         BinaryIndex(bits=64, lists=16)
     with pytest.raises(InvalidInputError, match="centroid dim 512 exceeds the vectors' 384"):
@@ -208,22 +216,6 @@ def test_a_prefix_copy_in_ram_reranks_the_shortlist_almost_as_the_store_does(cod
 def test_a_copy_stage_must_follow_a_code_stage_and_not_end_the_plan(text):
     with pytest.raises(InvalidInputError, match="stage re-ranks a binary-code shortlist|last stage returns k"):
         Plan.parse(text)
-
-
-def test_copy_plans_and_recipes_round_trip_and_persist(tmp_path, scifact):
-    assert str(Plan.parse("h@b64:2000>d32/int8:200>d384")) == "h@b64:2000>d32/int8:200>d384"
-    assert str(Recipe.parse("bin64/itq+ivf64@d32+f16@d32")) == "bin64/itq+ivf64@d32+f16@d32"
-    assert Recipe.parse("bin64+int8@d8").bytes_per_vector(10**9, [64, 384]) == pytest.approx(16, abs=0.01)
-    ids, docs, queries = scifact
-    plan = "h@b64:500>d32/int8:100>d384"
-    with Collection.create(tmp_path / "c") as col:
-        col.add(ids[:4000], vectors=docs[:4000])
-        col.build("bin64/itq+int8@d32")
-        col.add(ids[4000:], vectors=docs[4000:])
-        assert col.search(docs[4500], k=1, plan=plan).ids[0, 0] == ids[4500]
-        before = col.search(queries[:30], k=10, plan=plan).ids
-    with Collection.open(tmp_path / "c") as col:
-        np.testing.assert_array_equal(col.search(queries[:30], k=10, plan=plan).ids, before)
 
 
 def test_probed_lists_short_of_k_or_empty_fall_back_to_every_code(tmp_path):
