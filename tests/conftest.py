@@ -61,3 +61,33 @@ def brute_force(docs: np.ndarray, queries: np.ndarray, k: int, dim: int, metric:
     scores = q @ x.T
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return order, np.take_along_axis(scores, order, axis=1)
+
+
+def assert_same_ranking(ids, scores, ref_ids, ref_scores, *, rtol: float = 1e-5, atol: float = 1e-6):
+    """Two top-k results (one row per query) rank the same items, ties compared as ties.
+
+    Scores must match the reference's rank by rank within `rtol`/`atol`. Ids must match
+    rank by rank, except within a run of ranks whose reference scores tie within the same
+    tolerance: there the two must hold the same ids in any order (float rounding differs
+    between kernels, so near-equal scores may swap). The last run may be cut at k: items
+    in it that differ from the reference's must score, in this result, within tolerance
+    of the reference's k-th score (another item tied with the k-th).
+    """
+    ids, ref_ids = np.atleast_2d(np.asarray(ids)), np.atleast_2d(np.asarray(ref_ids))
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    ref_scores = np.atleast_2d(np.asarray(ref_scores, dtype=np.float64))
+    assert ids.shape == ref_ids.shape == scores.shape == ref_scores.shape, (
+        f"shapes differ: ids {ids.shape}, scores {scores.shape}, reference ids {ref_ids.shape}, "
+        f"reference scores {ref_scores.shape}")
+    np.testing.assert_allclose(scores, ref_scores, rtol=rtol, atol=atol, err_msg="scores differ")
+    for q, (got, want, got_scores, ref) in enumerate(zip(ids.tolist(), ref_ids.tolist(), scores, ref_scores)):
+        assert len(set(got)) == len(got), f"query {q}: an id is returned twice: {got}"
+        tol = atol + rtol * np.abs(ref)
+        starts = np.flatnonzero(np.r_[True, np.abs(np.diff(ref)) > tol[:-1]])
+        for lo, hi in zip(starts, np.r_[starts[1:], len(ref)]):
+            extra, missing = set(got[lo:hi]) - set(want[lo:hi]), set(want[lo:hi]) - set(got[lo:hi])
+            at_cut = hi == len(ref) and all(abs(got_scores[got.index(i)] - ref[-1]) <= tol[-1] for i in extra)
+            if extra and not at_cut:  # at the cut, another item tied with the k-th may take the last places
+                raise AssertionError(
+                    f"query {q}: ranks {lo}..{hi - 1} (reference scores {ref[lo:hi].tolist()}) hold {sorted(extra)} "
+                    f"instead of {sorted(missing)}\n  got:      {got}\n  expected: {want}")
