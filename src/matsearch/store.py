@@ -4,10 +4,21 @@ Block i holds dims [nesting[i-1], nesting[i]) of every item as its own row-major
 file, so scanning a d-prefix reads only N·d contiguous values. Beside the blocks,
 each item's prefix norm at every nesting boundary is kept (memory-mapped too) for
 cosine scoring; it is derived data and is rebuilt from the blocks when missing.
+
+Every file is mapped twice. Full scans (and reads of many rows) go through a plain
+map, whose read-ahead makes a cold scan fast. A few scattered rows (a re-rank's
+shortlist, documents fetched by id) go through a second map advised MADV_RANDOM, so a
+row not in the page cache costs one page of I/O, not the kernel's read-around of up
+to read_ahead_kb (8 MB on our VM) per fault. Measured on a cold 256 MB block (1M rows
+of 64 dims, this VM): 1,000 random rows read 3.9 MiB in 80 ms through the random map
+and the whole 244 MiB in 190 ms through the plain one; a full scan takes 0.78 s
+through the plain map and 8.3 s through the random one. Both maps share the page
+cache, so a warm store is read at the same speed either way.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 
@@ -19,6 +30,8 @@ from .errors import CollectionError
 _NORMS = "prefix-norms.f32"
 _F32 = 4
 _FAISS_MIN_WIDTH = 64
+_DENSE = 256  # reading 1 row in _DENSE or more goes through the read-ahead map (see _maps_for)
+_RANDOM = getattr(mmap, "MADV_RANDOM", None)  # absent on Windows: the second map is then a plain one
 
 
 class BlockStore:
@@ -58,13 +71,16 @@ class BlockStore:
 
     def _map(self, count: int) -> None:
         self.count = count
-        self.blocks = [_map_rows(_block_path(self.folder, lo, hi), count, hi - lo) for lo, hi in self.bounds]
+        paths = [_block_path(self.folder, lo, hi) for lo, hi in self.bounds]
+        self.blocks = [_map_rows(path, count, hi - lo) for path, (lo, hi) in zip(paths, self.bounds)]
+        self._random_blocks = [_map_rows(path, count, hi - lo, _RANDOM) for path, (lo, hi) in zip(paths, self.bounds)]
         norms_path = self.folder / _NORMS
         n_bounds = len(self.nesting)
         if norms_path.exists() and norms_path.stat().st_size >= count * n_bounds * _F32:
             self.norms = _map_rows(norms_path, count, n_bounds)
+            self._random_norms = _map_rows(norms_path, count, n_bounds, _RANDOM)
         else:
-            self.norms = _prefix_norms(self.blocks)
+            self.norms = self._random_norms = _prefix_norms(self.blocks)
             if self.writable:
                 self.norms.tofile(norms_path)
         self._inv_columns: dict[int, np.ndarray] = {}
@@ -84,13 +100,23 @@ class BlockStore:
         _truncate_rows(self.folder / _NORMS, count, len(self.nesting))
         self._map(count)
 
+    def _maps_for(self, rows: np.ndarray | None) -> tuple[list[np.ndarray], np.ndarray]:
+        """The (blocks, norms) maps to read `rows` through: the random-access ones for a few scattered
+        rows, the read-ahead ones for all rows or many. At 1 row in 64 of a cold 1M-row block the
+        random map took 1.4 s where reading the whole file through the plain one took 0.14 s; at 1 in
+        1,000 it took 80 ms against 190 ms (the crossover, near 1 in 450, scales with the disk's
+        bandwidth × latency)."""
+        if rows is None or np.size(rows) * _DENSE >= self.count:
+            return self.blocks, self.norms
+        return self._random_blocks, self._random_norms
+
     def dots(self, query: np.ndarray, lo: int, hi: int, rows: np.ndarray | None = None) -> np.ndarray:
         """Partial inner products over dims [lo, hi) of `query` with all rows or with `rows`."""
         total = None
         in_place = rows is not None and query.ndim == 1  # whole blocks are read at `rows` without a copy
         if in_place:
             rows = np.ascontiguousarray(rows, dtype=np.int64)
-        for (b_lo, b_hi), block in zip(self.bounds, self.blocks):
+        for (b_lo, b_hi), block in zip(self.bounds, self._maps_for(rows)[0]):
             a, b = max(lo, b_lo), min(hi, b_hi)
             if a >= b:
                 continue
@@ -113,13 +139,14 @@ class BlockStore:
 
         Kept for every nesting boundary; any other dim is computed from the blocks.
         """
+        blocks, norms = self._maps_for(rows)
         if dim in self.nesting:
             j = self.nesting.index(dim)
             if rows is None:
                 return self._inv_column(j)
-            return self._inv_columns[j][rows] if j in self._inv_columns else _inverse(self.norms[rows, j])
+            return self._inv_columns[j][rows] if j in self._inv_columns else _inverse(norms[rows, j])
         squares = np.zeros(self.count if rows is None else len(rows), dtype=np.float32)
-        for (lo, hi), block in zip(self.bounds, self.blocks):
+        for (lo, hi), block in zip(self.bounds, blocks):
             if lo >= dim:
                 break
             part = (block if rows is None else block[rows])[:, : min(hi, dim) - lo]
@@ -137,7 +164,7 @@ class BlockStore:
         """Stored vectors of `rows`, whole or their first `dim` dims (only those blocks are read)."""
         dim = self.dim if dim is None else dim
         return np.hstack([block[rows, : min(hi, dim) - lo] if hi > dim else block[rows]
-                          for (lo, hi), block in zip(self.bounds, self.blocks) if lo < dim])
+                          for (lo, hi), block in zip(self.bounds, self._maps_for(rows)[0]) if lo < dim])
 
 
 def _scan(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -180,10 +207,15 @@ def _inverse(norms: np.ndarray) -> np.ndarray:
         return np.where(norms > 0, 1.0 / norms, 0.0).astype(np.float32)
 
 
-def _map_rows(path: Path, count: int, width: int) -> np.ndarray:
+def _map_rows(path: Path, count: int, width: int, advice: int | None = None) -> np.ndarray:
+    """The first `count` rows of a float32 file, mapped read-only, with `advice` given to madvise."""
     if count == 0:
         return np.empty((0, width), dtype=np.float32)
-    return np.asarray(np.memmap(path, dtype=np.float32, mode="r", shape=(count, width)))
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), count * width * _F32, access=mmap.ACCESS_READ)
+    if advice is not None:
+        mapped.madvise(advice)
+    return np.frombuffer(mapped, dtype=np.float32).reshape(count, width)
 
 
 def _append_rows(path: Path, rows: np.ndarray, at_row: int) -> None:
