@@ -10,7 +10,7 @@ candidates it returns (binary codes only shortlist).
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -24,6 +24,8 @@ from .topk import top_k
 METRICS = ("cosine", "ip")
 _CHUNK_BYTES = 64 << 20  # bound on the stage-0 score matrix of a query batch
 _F32 = 4
+_CANDIDATE_BYTES = 32  # per candidate in a batch: row and list position, score, partial product, norm
+_NO_ROW = np.iinfo(np.int64).max  # sorts padding after every row
 
 
 def run_plan(
@@ -34,16 +36,21 @@ def run_plan(
     *,
     metric: str = "cosine",
     dead_rows: np.ndarray | None = None,
+    dead_mask: np.ndarray | None = None,
     index=None,
 ) -> SearchResult:
     """Top-k stored rows for each query (float32, already in the store's space).
 
-    `index` (an IVF, graph or PQ index built on `store`) is needed by plans whose first
-    stage asks one for candidates; its kind must match the stage's.
+    Deleted rows are given either as `dead_rows` (row numbers) or as `dead_mask` (a boolean
+    per stored row, which a caller can keep from one search to the next). `index` (an IVF,
+    graph, PQ or binary-code index built on `store`) is needed by plans whose first stage
+    asks one for candidates; its kind must match the stage's. A batch of queries runs
+    batched kernels end to end (see `_run_batch`); one query runs the one-query path.
     """
     if metric not in METRICS:
         raise InvalidInputError(f"metric {metric!r} is not one of {METRICS}")
-    n_live = store.count - (0 if dead_rows is None else len(dead_rows))
+    n_dead, dead_rows, dead_mask = _deletions(store.count, dead_rows, dead_mask)
+    n_live = store.count - n_dead
     check_k(k, n_live)
     plan.check(store.dim)
     queries = check_vectors(queries, store.dim, what="queries")
@@ -51,6 +58,10 @@ def run_plan(
     if via is not None and getattr(index, "kind", None) != via:
         have = "none" if index is None else INDEX_KINDS.get(getattr(index, "kind", None), "another index")
         raise InvalidInputError(f"plan {plan} needs {INDEX_KINDS[via]}, but {have} was given")
+    if via is not None and index.indexed_ != store.count:
+        raise InvalidInputError(
+            f"the index covers {index.indexed_} rows but the store holds {store.count}; extend it first"
+        )
     probing = via is not None
     keeps = plan.keeps(int(k), n_live)
     start = time.perf_counter()
@@ -58,27 +69,158 @@ def run_plan(
     scores_out = np.empty((len(queries), k), dtype=np.float32)
     cost = Cost(queries=len(queries), stage_seconds=[0.0] * len(plan.stages))
     scanned = np.zeros(len(plan.stages), dtype=np.int64)
-    dead = _dead_mask(store.count, dead_rows) if probing else dead_rows
+    if probing:  # index candidates are checked against a mask, a full scan's scores at the dead rows
+        dead = dead_mask if dead_mask is not None or not n_dead else _dead_mask(store.count, dead_rows)
+    else:
+        dead = dead_rows if dead_mask is None else np.flatnonzero(dead_mask)
+    run = Run(store, plan, keeps, metric, dead, index, cost, scanned)
+    if len(queries) > 1 and (probing or len(plan.stages) > 1):
+        _run_batch(run, queries, ids, scores_out)
+    else:
+        _run_one_by_one(run, queries, ids, scores_out)
+    cost.seconds = time.perf_counter() - start
+    cost.candidates = [int(t) // len(queries) if t % len(queries) == 0 else t / len(queries) for t in scanned]
+    return SearchResult(ids=ids, scores=scores_out, plan=str(plan), cost=cost)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every stage of one `run_plan` call shares; `cost` and `scanned` are added to."""
+
+    store: BlockStore
+    plan: Plan
+    keeps: list[int]
+    metric: str
+    dead: np.ndarray | None  # a mask over rows when an index gives candidates, else dead row numbers
+    index: object
+    cost: Cost
+    scanned: np.ndarray
+
+
+def _run_one_by_one(run: Run, queries, ids, scores_out) -> None:
+    """The one-query path: each query's funnel on its own (a full scan's products come from one GEMM)."""
+    store, plan, keeps, cost = run.store, run.plan, run.keeps, run.cost
+    probing = plan.stages[0].index is not None
     chunk = max(1, _CHUNK_BYTES // max(store.count * _F32, 1))
     first = plan.stages[0].dim
     for lo in range(0, len(queries), chunk):
         block = queries[lo : lo + chunk]
         if not probing:
-            scan_start = time.perf_counter()
-            all_dots = store.dots(block[0], 0, first)[None, :] if len(block) == 1 else store.dots(block, 0, first)
-            cost.items_scanned += store.count * len(block)
-            cost.stage_seconds[0] += time.perf_counter() - scan_start
+            all_dots = _scan_all(store, block, first, cost)
         for i, query in enumerate(block):
             if probing:
-                rows, scores, dots = _candidates(store, index, query, plan.stages[0], keeps, dead, cost)
+                rows, scores, dots = _candidates(store, run.index, query, plan.stages[0], keeps, run.dead, cost)
             else:
                 rows, scores, dots = None, None, all_dots[i]
-            top_rows, top = _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, scanned,
-                                    index)
+            top_rows, top, _ = _funnel(store, query, rows, scores, dots, plan, keeps, run.metric, run.dead, cost,
+                                       run.scanned, run.index)
             ids[lo + i], scores_out[lo + i] = top_rows, top
-    cost.seconds = time.perf_counter() - start
-    cost.candidates = [int(t) // len(queries) if t % len(queries) == 0 else t / len(queries) for t in scanned]
-    return SearchResult(ids=ids, scores=scores_out, plan=str(plan), cost=cost)
+
+
+def _scan_all(store, block, dim, cost) -> np.ndarray:
+    """Partial products of a block of queries with every row on the first `dim` dims (one GEMM)."""
+    scan_start = time.perf_counter()
+    all_dots = store.dots(block[0], 0, dim)[None, :] if len(block) == 1 else store.dots(block, 0, dim)
+    cost.items_scanned += store.count * len(block)
+    cost.stage_seconds[0] += time.perf_counter() - scan_start
+    return all_dots
+
+
+def _run_batch(run: Run, queries, ids, scores_out) -> None:
+    """Many queries through batched kernels, a chunk at a time: stage 0 as one GEMM over every row
+    (then each query's shortlist taken from its row of products) or one index call for the chunk,
+    then each later stage for the whole chunk at once (`_funnel_batch`). Gives what the one-query
+    path gives (ties aside) and counts the same work."""
+    stage, store = run.plan.stages[0], run.store
+    if stage.index is None:
+        chunk = max(1, _CHUNK_BYTES // max(store.count * _F32, 1))
+    else:  # bound the (queries × candidates) arrays: rows, scores, products
+        chunk = max(1, _CHUNK_BYTES // (_CANDIDATE_BYTES * run.index.candidate_width(stage, run.keeps[0])))
+    for lo in range(0, len(queries), chunk):
+        block = queries[lo : lo + chunk]
+        if stage.index is None:
+            at, (rows, scores, dots), start = np.arange(len(block)), _shortlist_scan(run, block), 1
+        else:
+            at, rows, scores, dots = _candidates_batch(run, block, ids[lo:], scores_out[lo:])
+            start = 0
+        if len(at):
+            ids[lo + at], scores_out[lo + at] = _funnel_batch(run, block[at], rows, scores, dots, start)
+
+
+def _shortlist_scan(run: Run, block):
+    """Stage 0 of a full-scan funnel for a block of queries: their products with every row (one
+    GEMM), then each query's shortlist from its row; (queries × keep) rows, scores, products."""
+    all_dots = _scan_all(run.store, block, run.plan.stages[0].dim, run.cost)
+    kept = [_funnel(run.store, query, None, None, all_dots[i], run.plan, run.keeps, run.metric, run.dead, run.cost,
+                    run.scanned, run.index, stop=1) for i, query in enumerate(block)]
+    return tuple(np.stack(part) for part in zip(*kept))
+
+
+def _candidates_batch(run: Run, block, ids_out, scores_out):
+    """Stage-0 candidates of a block of queries from one index call, deleted rows masked out (-1).
+    A query that deletions leave with fewer than k candidates runs alone (`_fallback`), its results
+    written at once; returns the positions of the others in `block` and their candidate arrays."""
+    store, index, stage, keeps, cost = run.store, run.index, run.plan.stages[0], run.keeps, run.cost
+    start = time.perf_counter()
+    rows, scores, dots = index.candidates_batch(store, block, stage, keeps[0], cost)
+    if run.dead is not None:
+        rows = np.where(run.dead[np.maximum(rows, 0)], -1, rows)
+    enough = np.count_nonzero(rows >= 0, axis=1) >= keeps[-1]
+    cost.stage_seconds[0] += time.perf_counter() - start
+    for i in np.flatnonzero(~enough):
+        start = time.perf_counter()
+        alone = _fallback(store, index, block[i], stage, keeps, run.dead, cost)
+        cost.stage_seconds[0] += time.perf_counter() - start
+        ids_out[i], scores_out[i], _ = _funnel(store, block[i], *alone, run.plan, keeps, run.metric, run.dead, cost,
+                                               run.scanned, index)
+    if enough.all():
+        return np.arange(len(block)), rows, scores, dots
+    return np.flatnonzero(enough), rows[enough], scores[enough], None if dots is None else dots[enough]
+
+
+def _funnel_batch(run: Run, queries, rows, scores, dots, start: int):
+    """Stages `start`… of the funnel for a chunk of queries at once; returns (queries × k) rows and scores.
+
+    Candidates are (queries × width) arrays: `rows` (-1 where a query has fewer candidates than the
+    width), the ranking `scores` and, if known, partial products `dots` on the previous stage's dims.
+    Each stage reads its rows' added dims in place (faiss, one call per block for the chunk) and keeps
+    each query's best, as `_funnel` does for one.
+    """
+    store, plan, keeps, metric, cost = run.store, run.plan, run.keeps, run.metric, run.cost
+    done, last = plan.stages[max(start - 1, 0)].dim, len(keeps) - 1
+    valid = rows >= 0
+    for n in range(start, len(keeps)):
+        stage, keep = plan.stages[n], keeps[n]
+        stage_start = time.perf_counter()
+        count = int(np.count_nonzero(valid))
+        run.scanned[n] += count
+        if stage.codec:  # approximate scores from the index's prefix copy in RAM; the store is not read
+            scores, dots = run.index.rescore_batch(queries, rows, stage, cost), None
+        else:
+            width = 0
+            if n > 0:
+                fresh = dots is None  # the index ranked by its own scores: products start here
+                width = stage.dim if fresh else stage.dim - done
+                if width:
+                    added = store.dots_each(queries, 0 if fresh else done, stage.dim, rows)
+                    dots = added if fresh else dots + added
+            cost.multiply_adds += count * width
+            cost.bytes_read += count * width * _F32
+            if n > 0 or scores is None:
+                scores = _scores(store, dots, np.maximum(rows, 0), stage.dim, metric, cost, count)
+        done = stage.dim
+        scores = np.where(valid, scores, np.float32(-np.inf))
+        if n == last:
+            if metric == "cosine":
+                scores = scores * _inv_norms(queries[:, :done])[:, None]
+            pick = np.lexsort((np.where(valid, rows, _NO_ROW), -scores), axis=1)[:, :keep]  # ties: lower row
+        else:
+            pick = np.argpartition(-scores, keep - 1, axis=1)[:, :keep] if rows.shape[1] > keep else None
+        if pick is not None:
+            rows, scores, valid = (np.take_along_axis(a, pick, axis=1) for a in (rows, scores, valid))
+            dots = None if dots is None else np.take_along_axis(dots, pick, axis=1)
+        cost.stage_seconds[n] += time.perf_counter() - stage_start
+    return rows, scores
 
 
 def check_k(k, n_live: int) -> None:
@@ -95,36 +237,56 @@ def _dead_mask(count: int, dead_rows: np.ndarray | None) -> np.ndarray | None:
     return mask
 
 
+def _deletions(count: int, dead_rows, dead_mask):
+    """(how many rows are dead, their row numbers, their mask) from whichever of the two was given
+    (the other None; both None when nothing is dead)."""
+    if dead_mask is None:
+        if dead_rows is None or not len(dead_rows):
+            return 0, None, None
+        return len(dead_rows), dead_rows, None
+    if dead_rows is not None:
+        raise InvalidInputError("give deleted rows as dead_rows or as dead_mask, not both")
+    dead_mask = np.asarray(dead_mask)
+    if dead_mask.dtype != bool or dead_mask.shape != (count,):
+        raise InvalidInputError(f"dead_mask must be a boolean array with one value per stored row ({count}), "
+                                f"got {dead_mask.dtype} of shape {dead_mask.shape}")
+    n_dead = int(np.count_nonzero(dead_mask))
+    return (n_dead, None, dead_mask) if n_dead else (0, None, None)
+
+
 def _candidates(store, index, query, stage, keeps, dead, cost):
     """Stage-0 rows from the index with their scores (and partial products, if it has them).
 
     Falls back to scanning everything when deletions leave fewer than k candidates.
     """
     start = time.perf_counter()
-    if index.indexed_ != store.count:
-        raise InvalidInputError(
-            f"the index covers {index.indexed_} rows but the store holds {store.count}; extend it first"
-        )
     rows, scores, dots = index.candidates(store, query, stage, keeps[0], cost)
     if dead is not None:
         live = ~dead[rows]
         rows, scores, dots = rows[live], scores[live], None if dots is None else dots[live]
-    if len(rows) < keeps[-1] and index.kind == "h":  # rank every code instead (every list, with binary IVF)
-        rows, scores, dots = index.candidates(store, query, replace(stage, effort=None), store.count, cost)
-        if dead is not None:
-            rows, scores = rows[~dead[rows]], scores[~dead[rows]]
-        rows, scores = rows[: keeps[0]], scores[: keeps[0]]  # nearest first, as a shortlist
-    elif len(rows) < keeps[-1]:
-        rows, scores, dots = None, None, store.dots(query, 0, stage.dim)
-        cost.items_scanned += store.count
-        cost.multiply_adds += store.count * stage.dim
-        cost.bytes_read += store.count * stage.dim * _F32
+    if len(rows) < keeps[-1]:
+        rows, scores, dots = _fallback(store, index, query, stage, keeps, dead, cost)
     cost.stage_seconds[0] += time.perf_counter() - start
     return rows, scores, dots
 
 
-def _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, scanned, index=None):
-    """Run every stage for one query.
+def _fallback(store, index, query, stage, keeps, dead, cost):
+    """Stage-0 candidates for a query whose index candidates are too few once deletions are
+    dropped: every binary code ranked (every list, with binary IVF), else a full scan."""
+    if index.kind == "h":
+        rows, scores, _ = index.candidates(store, query, replace(stage, effort=None), store.count, cost)
+        if dead is not None:
+            rows, scores = rows[~dead[rows]], scores[~dead[rows]]
+        return rows[: keeps[0]], scores[: keeps[0]], None  # nearest first, as a shortlist
+    cost.items_scanned += store.count
+    cost.multiply_adds += store.count * stage.dim
+    cost.bytes_read += store.count * stage.dim * _F32
+    return None, None, store.dots(query, 0, stage.dim)
+
+
+def _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, scanned, index=None, stop=None):
+    """Run every stage for one query (or the first `stop`); return the rows kept, their scores and
+    partial products (None once a stage ranked by approximate scores).
 
     Stage 0 arrives either as partial products `dots` of all rows (`rows` None,
     work not yet counted) or as an index's candidates `rows` with their ranking
@@ -163,19 +325,31 @@ def _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, s
         scores = scores[pick]
         dots = None if dots is None else dots[pick]
         cost.stage_seconds[n] += time.perf_counter() - stage_start
-    return rows, scores
+        if n + 1 == stop:
+            break
+    return rows, scores, dots
 
 
-def _scores(store, dots, rows, dim, metric, cost):
-    """Ranking scores from partial products: cosine divides by the items' prefix norms."""
+def _scores(store, dots, rows, dim, metric, cost, count=None):
+    """Ranking scores from partial products: cosine divides by the items' prefix norms. `rows` may
+    be (queries × width), of which `count` are candidates (the rest padding, not counted)."""
     if metric == "ip":
         return dots.copy() if rows is None else dots
-    count = len(dots)
+    count = len(dots) if count is None else count
     cost.multiply_adds += count * store.norm_work(dim)
     cost.bytes_read += count * (1 + store.norm_work(dim)) * _F32
+    if rows is not None and rows.ndim == 2:
+        return np.multiply(dots, store.inv_prefix_norms(dim, rows.ravel()).reshape(rows.shape))
     return np.multiply(dots, store.inv_prefix_norms(dim, rows))
 
 
 def _inv_norm(vector: np.ndarray) -> np.float32:
     norm = np.sqrt(np.dot(vector, vector))
     return np.float32(1.0 / norm if norm > 0 else 0.0)
+
+
+def _inv_norms(vectors: np.ndarray) -> np.ndarray:
+    """1/‖v‖ of each row, float32 (0 for a zero row)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+    with np.errstate(divide="ignore"):
+        return np.where(norms > 0, 1.0 / norms, 0.0).astype(np.float32)

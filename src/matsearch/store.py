@@ -30,7 +30,8 @@ from .errors import CollectionError
 _NORMS = "prefix-norms.f32"
 _F32 = 4
 _FAISS_MIN_WIDTH = 64
-_DENSE = 512  # reading 1 row in _DENSE or more goes through the read-ahead map (see _maps_for)
+_GATHER_BYTES = 32 << 20  # bound on rows copied out at once for a batch of queries
+_DENSE = 256  # reading 1 row in _DENSE or more goes through the read-ahead map (see _maps_for)
 _RANDOM = getattr(mmap, "MADV_RANDOM", None)  # absent on Windows: the second map is then a plain one
 
 
@@ -102,13 +103,10 @@ class BlockStore:
 
     def _maps_for(self, rows: np.ndarray | None) -> tuple[list[np.ndarray], np.ndarray]:
         """The (blocks, norms) maps to read `rows` through: the random-access ones for a few scattered
-        rows, the read-ahead ones for all rows or many.
-
-        The random map pays a page fault (80-200 µs cold on this VM) per row; the plain one reads
-        about the whole file, whatever the rows. Cold, sorted random rows of 1M-row blocks, plain
-        vs random: 1 row in 256: 150 vs 790 ms (32 dims), 516 vs 416 ms (128 dims); 1 in 512: 139
-        vs 195 ms, 567 vs 269 ms; 1 in 1,024: 135 vs 80 ms, 637 vs 170 ms. Both costs grow with N,
-        so the crossover is a density (it moves with the disk's bandwidth × latency)."""
+        rows, the read-ahead ones for all rows or many. At 1 row in 64 of a cold 1M-row block the
+        random map took 1.4 s where reading the whole file through the plain one took 0.14 s; at 1 in
+        1,000 it took 80 ms against 190 ms (the crossover, near 1 in 450, scales with the disk's
+        bandwidth × latency)."""
         if rows is None or np.size(rows) * _DENSE >= self.count:
             return self.blocks, self.norms
         return self._random_blocks, self._random_norms
@@ -130,6 +128,23 @@ class BlockStore:
                 if (a, b) != (b_lo, b_hi):
                     part = part[:, a - b_lo : b - b_lo]
                 value = _scan(part, query[a:b]) if query.ndim == 1 else query[:, a:b] @ part.T
+            total = value if total is None else np.add(total, value, out=total)
+        return total
+
+    def dots_each(self, queries: np.ndarray, lo: int, hi: int, rows: np.ndarray) -> np.ndarray:
+        """Partial inner products over dims [lo, hi) of each query with its own rows: (queries × width)
+        `rows`, -1 where a query has fewer (its product there is -inf). Whole blocks are read in place
+        by one faiss call for all the queries; part of a block is gathered a chunk of queries at a time."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        total = None
+        for (b_lo, b_hi), block in zip(self.bounds, self.blocks):
+            a, b = max(lo, b_lo), min(hi, b_hi)
+            if a >= b:
+                continue
+            if (a, b) == (b_lo, b_hi):
+                value = _dots_at(block, queries[:, a:b], rows)
+            else:
+                value = _gathered_dots(block, a - b_lo, b - b_lo, queries[:, a:b], rows)
             total = value if total is None else np.add(total, value, out=total)
         return total
 
@@ -187,11 +202,28 @@ def _scan(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
 
 
 def _dots_at(block: np.ndarray, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """block[rows] @ query without copying the rows out (they are scattered: the cost is their fetch)."""
+    """block[rows] @ query without copying the rows out (they are scattered: the cost is their fetch).
+
+    Also for many queries at once: (queries × dims) `query` and (queries × width) `rows`, each query
+    with its own rows (-1 gives -inf), in one call."""
     query = np.ascontiguousarray(query, dtype=np.float32)
-    out = np.empty(len(rows), dtype=np.float32)
+    out = np.empty(rows.shape, dtype=np.float32)
     faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(query), faiss.swig_ptr(block),
-                                     faiss.swig_ptr(rows), block.shape[1], 1, len(rows))
+                                     faiss.swig_ptr(rows), block.shape[1], 1 if query.ndim == 1 else len(query),
+                                     rows.shape[-1])
+    return out
+
+
+def _gathered_dots(block: np.ndarray, a: int, b: int, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Products of each query with columns [a, b) of its own rows of `block` (-1: -inf), gathered
+    for a chunk of queries at a time so the copy stays under _GATHER_BYTES."""
+    out = np.empty(rows.shape, dtype=np.float32)
+    step = max(1, _GATHER_BYTES // max(rows.shape[1] * (b - a) * _F32, 1))
+    for lo in range(0, len(rows), step):
+        part = rows[lo : lo + step]
+        gathered = block[np.maximum(part, 0).ravel(), a:b].reshape(*part.shape, b - a)
+        out[lo : lo + step] = np.einsum("qkw,qw->qk", gathered, queries[lo : lo + step])
+    out[rows < 0] = -np.inf
     return out
 
 

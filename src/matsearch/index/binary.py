@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import normalize
-from ..quantize.binary import fit_itq, nearest, pack_signs, words_for
+from ..quantize.binary import fit_itq, hamming_topk, nearest, pack_signs, words_for
 from ..store import BlockStore
 from ..topk import top_k
 from .ivf import nearest_list, prefix_of
@@ -137,13 +137,53 @@ class BinaryIndex:
         rows = np.concatenate([self.lists_.rows[a:b] for a, b in runs])[found].astype(np.int64)
         return rows, -distances.astype(np.float32), None
 
+    def candidates_batch(self, store: BlockStore, queries: np.ndarray, stage, keep: int, cost):
+        """`candidates` for many queries: coded together, their nearest codes found by one batched
+        Hamming scan of every code, or (binary IVF) lists picked by one GEMM with the centroids;
+        (queries × keep) rows (-1 past a query's own) and scores."""
+        if stage.dim != self.bits:
+            raise InvalidInputError(f"these binary codes have {self.bits} bits; the plan asks for b{stage.dim}")
+        if stage.effort is not None and self.lists is None:
+            raise InvalidInputError(f"these binary codes are scanned whole, they have no lists to probe ({stage})")
+        units = normalize(queries) if self.metric == "cosine" else queries
+        codes = self.encode(units)
+        cost.multiply_adds += 0 if self.projection_ is None else len(queries) * self.projection_.size
+        rows = np.full((len(queries), min(keep, self.indexed_)), -1, dtype=np.int64)
+        distances = np.zeros(rows.shape, dtype=np.float32)
+        if stage.effort is None or stage.effort >= self.lists:  # every code
+            found, near = hamming_topk(self.codes, codes, rows.shape[1])
+            cost.items_scanned += len(queries) * self.indexed_
+            cost.bytes_read += len(queries) * self.codes.nbytes + (0 if self.lists is None else 4 * found.size)
+            rows = found if self.lists is None else self.lists_.rows[found].astype(np.int64)
+            return rows, -near.astype(np.float32), None
+        for n, (code, runs) in enumerate(zip(codes, self.lists_.probe_batch(units, stage.effort, cost))):
+            probed = np.concatenate([self._codes[a:b] for a, b in runs])
+            found, near = nearest(probed, code, min(keep, len(probed)))
+            cost.items_scanned += len(probed)
+            cost.bytes_read += probed.nbytes + 4 * len(probed)
+            rows[n, : len(found)] = np.concatenate([self.lists_.rows[a:b] for a, b in runs])[found]
+            distances[n, : len(found)] = near
+        return rows, -distances, None
+
+    def candidate_width(self, stage, keep: int) -> int:
+        """The most candidates `candidates_batch` gives a query."""
+        return keep
+
     def rescore(self, query: np.ndarray, rows: np.ndarray, stage, cost) -> np.ndarray:
         """Approximate scores of `rows` from the prefix copy this index holds in RAM (a ``d<dim>/<codec>`` stage)."""
+        self._check_copy(stage)
+        return self.copy_.score(query, rows, cost)
+
+    def rescore_batch(self, queries: np.ndarray, rows: np.ndarray, stage, cost) -> np.ndarray:
+        """`rescore` for many queries, each with its own (queries × width) rows (-1: padding, scored -inf)."""
+        self._check_copy(stage)
+        return self.copy_.score_batch(queries, rows, cost)
+
+    def _check_copy(self, stage) -> None:
         if self.copy != (stage.codec, stage.dim):
             held = "no prefix copy" if self.copy is None else f"a {self.copy[0]} copy of d{self.copy[1]}"
             raise InvalidInputError(f"plan stage {stage} needs a {stage.codec} copy of d{stage.dim} in RAM; "
                                     f"these binary codes hold {held}")
-        return self.copy_.score(query, rows, cost)
 
     def save(self, path) -> None:
         arrays = {"mean": self.mean_, "codes": self.codes}
@@ -217,16 +257,28 @@ class CodeLists:
 
     def probe(self, query: np.ndarray, count: int, cost) -> list[tuple[int, int]]:
         """The runs of positions (start, end) of the `count` lists whose centroids are nearest the
-        query's prefix."""
+        query's prefix, in list order."""
         dim = self.centroids.shape[1]
         prefix = query[:dim]
         if self.metric == "cosine":
             prefix = normalize(prefix[None])[0]
-        chosen = top_k(self.centroids @ prefix, count, ordered=False)
+        chosen = np.sort(top_k(self.centroids @ prefix, count, ordered=False))  # in list order
         cost.multiply_adds += self.centroids.size
         cost.bytes_read += self.centroids.nbytes
         cost.lists_probed += len(chosen)
         return list(zip(self.offsets[chosen].tolist(), self.offsets[chosen + 1].tolist()))
+
+    def probe_batch(self, queries: np.ndarray, count: int, cost) -> list[list[tuple[int, int]]]:
+        """`probe` for many queries: one GEMM with the centroids."""
+        dim = self.centroids.shape[1]
+        prefixes = normalize(queries[:, :dim]) if self.metric == "cosine" else queries[:, :dim]
+        scores = prefixes @ self.centroids.T
+        chosen = np.sort(np.argpartition(-scores, count - 1, axis=1)[:, :count], axis=1)
+        cost.multiply_adds += len(queries) * self.centroids.size
+        cost.bytes_read += len(queries) * self.centroids.nbytes
+        cost.lists_probed += chosen.size
+        starts, ends = self.offsets[chosen].tolist(), self.offsets[chosen + 1].tolist()
+        return [list(zip(a, b)) for a, b in zip(starts, ends)]
 
     def state(self) -> dict:
         return {"centroids": self.centroids, "list_rows": self.rows, "list_offsets": self.offsets}

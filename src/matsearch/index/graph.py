@@ -132,6 +132,29 @@ class GraphIndex:
         inv = store.inv_prefix_norms(self.dim, rows)
         return rows, scores, scores / np.maximum(inv, _TINY)  # an all-zero prefix scores 0 either way
 
+    def candidates_batch(self, store: BlockStore, queries: np.ndarray, stage, keep: int, cost):
+        """`candidates` for many queries in one graph search: (queries × keep) rows (-1 past the
+        reachable ones), similarities and partial products."""
+        if stage.dim != self.dim:
+            raise InvalidInputError(f"this graph is built on d{self.dim}; the plan asks for d{stage.dim}")
+        _STATS.reset()
+        scores, rows = self.graph_.search(np.ascontiguousarray(queries[:, : self.dim]), min(keep, self.indexed_),
+                                          params=self._params(max(stage.effort, keep)))
+        visited = _STATS.ndis
+        cost.items_scanned += visited
+        cost.multiply_adds += visited * self.dim
+        cost.bytes_read += visited * self.dim * CODECS[self.codec]
+        if self.codec != "f32":
+            return rows, scores, None
+        if self.metric != "cosine":
+            return rows, scores, scores
+        inv = store.inv_prefix_norms(self.dim, np.maximum(rows, 0).ravel()).reshape(rows.shape)
+        return rows, scores, scores / np.maximum(inv, _TINY)
+
+    def candidate_width(self, stage, keep: int) -> int:
+        """The most candidates `candidates_batch` gives a query."""
+        return keep
+
     def _params(self, beam: int):
         """Search parameters for a beam, made once: building them costs as much as a short search."""
         params = self._beams.get(beam)

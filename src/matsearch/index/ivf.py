@@ -146,6 +146,43 @@ class IVFIndex:
         cost.bytes_read += scanned * code_bytes(self.codec, self.scan_dim)
         return rows, scores, None
 
+    def candidates_batch(self, store: BlockStore, queries: np.ndarray, stage, keep: int, cost):
+        """`candidates` for many queries: one GEMM with the centroids picks every query's lists; float32
+        lists are scanned list by list, one GEMM with the queries probing each (every query's candidates
+        in a row, -1 past its own), coded ones by one faiss call for all the queries."""
+        probe_dim = stage.probe_dim or self.centroid_dim
+        lists = self.probe_batch(queries, stage.effort, probe_dim)
+        cost.multiply_adds += len(queries) * self.n_lists * probe_dim
+        cost.bytes_read += len(queries) * self.n_lists * probe_dim * _F32
+        cost.lists_probed += lists.size
+        if self.codec == "f32":
+            self._check_scan(stage.dim, [hi for _, hi in self.lists_.bounds])
+            rows, dots, inv = self.lists_.scan_batch(queries, lists, stage.dim)
+            scanned = int(np.count_nonzero(rows >= 0))
+            cost.items_scanned += scanned
+            cost.multiply_adds += scanned * stage.dim
+            cost.bytes_read += scanned * (stage.dim + (1 if self.metric == "cosine" else 0)) * _F32
+            return rows, dots * inv if self.metric == "cosine" else dots, dots
+        self._check_scan(stage.dim, [self.scan_dim])
+        rows, scores, sizes = self.lists_.scan_batch(queries, lists, keep)
+        scanned = int(sizes.sum())
+        cost.items_scanned += scanned
+        if pq_bytes(self.codec):
+            cost.multiply_adds += (len(queries) * 256 * self.scan_dim + lists.size * self.scan_dim
+                                   + scanned * pq_bytes(self.codec))
+            cost.bytes_read += len(queries) * 256 * self.scan_dim * _F32
+        else:
+            cost.multiply_adds += scanned * self.scan_dim
+        cost.bytes_read += scanned * code_bytes(self.codec, self.scan_dim)
+        return rows, scores, None
+
+    def candidate_width(self, stage, keep: int) -> int:
+        """The most candidates `candidates_batch` gives a query: its keep from coded lists, every item
+        of the largest lists it could probe from float32 ones."""
+        if self.codec != "f32":
+            return keep
+        return max(1, int(np.sort(self.lists_.sizes())[::-1][: stage.effort].sum()))
+
     def _check_scan(self, dim: int, dims: list[int]) -> None:
         if dim not in dims:
             raise InvalidInputError(f"this IVF index scans {self.codec} lists at d{', d'.join(map(str, dims))}, "
@@ -153,13 +190,25 @@ class IVFIndex:
 
     def probe(self, query: np.ndarray, nprobe: int, dim: int | None = None) -> np.ndarray:
         """The `nprobe` lists whose centroids are nearest the query's prefix at `dim` (the clustering dim
-        by default; any dim the index holds a centroid set for)."""
+        by default; any dim the index holds a centroid set for), in ascending order."""
         dim = dim or self.centroid_dim
         if dim not in self.centroids_:
             raise InvalidInputError(f"this IVF index probes with centroids at d{', d'.join(map(str, self.probe_dims))}"
                                     f", not at d{dim}")
         scores = self.centroids_[dim] @ query[:dim]
-        return top_k(scores, min(nprobe, self.n_lists), ordered=False)
+        return np.sort(top_k(scores, min(nprobe, self.n_lists), ordered=False))  # scanned in list order
+
+    def probe_batch(self, queries: np.ndarray, nprobe: int, dim: int | None = None) -> np.ndarray:
+        """`probe` for many queries, (queries × nprobe): one GEMM with the centroids."""
+        dim = dim or self.centroid_dim
+        if dim not in self.centroids_:
+            raise InvalidInputError(f"this IVF index probes with centroids at d{', d'.join(map(str, self.probe_dims))}"
+                                    f", not at d{dim}")
+        nprobe = min(nprobe, self.n_lists)
+        if nprobe == self.n_lists:
+            return np.tile(np.arange(self.n_lists), (len(queries), 1))
+        scores = queries[:, :dim] @ self.centroids_[dim].T
+        return np.sort(np.argpartition(-scores, nprobe - 1, axis=1)[:, :nprobe], axis=1)
 
     def list_sizes(self) -> np.ndarray:
         return self.lists_.sizes()

@@ -93,6 +93,46 @@ class FlatLists:
         j = [hi for _, hi in self.bounds].index(dim)
         return self.list_rows[positions], dots, self.inv_norms[j][positions]
 
+    def scan_batch(self, queries: np.ndarray, lists: np.ndarray, dim: int):
+        """`scan` for many queries, each probing its row of `lists`: (queries × width) rows (-1 past
+        a query's own), partial dots and inverse prefix norms, a query's lists in the order given.
+        Each probed list is read once, by one GEMM with all the queries probing it."""
+        sizes = np.diff(self.offsets)[lists]
+        columns = np.cumsum(sizes, axis=1) - sizes  # where each (query, list) run begins in its row
+        positions = self._positions(lists, sizes)
+        dots = np.zeros(positions.shape, dtype=np.float32)
+        parts = [(np.ascontiguousarray(queries[:, lo:hi]), block) for (lo, hi), block in zip(self.bounds, self.blocks)
+                 if lo < dim]
+        order = np.argsort(lists, axis=None, kind="stable")  # (query, probe) pairs grouped by list
+        by_list = lists.ravel()[order]
+        cuts = np.concatenate([[0], np.flatnonzero(np.diff(by_list)) + 1, [len(order)]])
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            lo, hi = self.offsets[by_list[a]], self.offsets[by_list[a] + 1]
+            if lo == hi:
+                continue
+            probing = order[a:b] // lists.shape[1]
+            value = None
+            for query_part, block in parts:
+                product = query_part[probing] @ block[lo:hi].T
+                value = product if value is None else np.add(value, product, out=value)
+            dots[probing[:, None], columns.ravel()[order[a:b]][:, None] + np.arange(hi - lo)] = value
+        j = [hi for _, hi in self.bounds].index(dim)
+        held = np.maximum(positions, 0)
+        return np.where(positions >= 0, self.list_rows[held], -1), dots, self.inv_norms[j][held]
+
+    def _positions(self, lists: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """(queries × width) positions in list order of each query's probed lists, run after run, -1 after."""
+        totals = sizes.sum(axis=1)
+        flat = sizes.ravel()
+        count = int(flat.sum())
+        positions = np.full((len(lists), int(totals.max(initial=0))), -1, dtype=np.int64)
+        runs = np.cumsum(flat) - flat
+        starts = np.cumsum(totals) - totals
+        at = np.arange(count)
+        positions[np.repeat(np.arange(len(lists)), totals), at - np.repeat(starts, totals)] = \
+            at + np.repeat(self.offsets[lists.ravel()] - runs, flat)
+        return positions
+
     def sizes(self) -> np.ndarray:
         return np.diff(self.offsets)
 
@@ -157,6 +197,14 @@ class CodedLists:
             valid = rows >= 0
             rows, scores = rows[valid], scores[valid]
         return rows, scores, int(self._sizes[lists].sum())
+
+    def scan_batch(self, queries: np.ndarray, lists: np.ndarray, keep: int):
+        """`scan` for many queries in one faiss call: (queries × keep) rows (-1 past the items found)
+        and approximate scores, and how many items each query scanned."""
+        self.codes.nprobe = lists.shape[1]
+        scores, rows = self.codes.search_preassigned(np.ascontiguousarray(queries[:, : self.scan_dim]), keep,
+                                                     np.ascontiguousarray(lists, dtype=np.int64), None)
+        return rows, scores, self._sizes[lists].sum(axis=1)
 
     def sizes(self) -> np.ndarray:
         return self._sizes.copy()

@@ -88,6 +88,22 @@ class PQIndex:
         valid = found[0] >= 0
         return found[0][valid], scores[0][valid], None
 
+    def candidates_batch(self, store: BlockStore, queries: np.ndarray, stage, keep: int, cost):
+        """`candidates` for many queries in one faiss call: (queries × keep) rows (-1 past the codes)
+        and scores."""
+        if stage.dim != self.dim:
+            raise InvalidInputError(f"these PQ codes are built on d{self.dim}; the plan asks for d{stage.dim}")
+        scores, rows = self.codes_.search(np.ascontiguousarray(queries[:, : self.dim]), min(keep, self.indexed_))
+        table = 256 * self.dim + (self.dim * self.dim if self.opq else 0)
+        cost.multiply_adds += len(queries) * (table + self.indexed_ * self.code_bytes)
+        cost.items_scanned += len(queries) * self.indexed_
+        cost.bytes_read += len(queries) * (4 * table + self.indexed_ * self.code_bytes)
+        return rows, scores, None
+
+    def candidate_width(self, stage, keep: int) -> int:
+        """The most candidates `candidates_batch` gives a query."""
+        return keep
+
     def save(self, path) -> None:
         faiss.write_index(self.codes_, str(path))
 

@@ -21,6 +21,7 @@ from .ivf_lists import SCALAR_QUANTIZERS
 
 _SAMPLE = 50_000
 _CHUNK = 100_000
+_DECODE_BYTES = 32 << 20  # bound on rows decoded at once for a batch of queries
 
 
 class PrefixCopy:
@@ -57,6 +58,22 @@ class PrefixCopy:
         cost.multiply_adds += len(rows) * self.dim
         cost.bytes_read += len(rows) * self.codes.shape[1]
         return decoded @ np.ascontiguousarray(query[: self.dim], dtype=np.float32)
+
+    def score_batch(self, queries: np.ndarray, rows: np.ndarray, cost) -> np.ndarray:
+        """`score` for many queries, each with its own (queries × width) rows (-1: padding, scored -inf);
+        the decoded copies are made a chunk of queries at a time."""
+        valid = rows >= 0
+        count = int(np.count_nonzero(valid))
+        cost.multiply_adds += count * self.dim
+        cost.bytes_read += count * self.codes.shape[1]
+        out = np.empty(rows.shape, dtype=np.float32)
+        step = max(1, _DECODE_BYTES // max(rows.shape[1] * self.dim * 4, 1))
+        for lo in range(0, len(rows), step):
+            part = np.maximum(rows[lo : lo + step], 0)
+            decoded = self.quantizer.decode(self.codes[part.ravel()]).reshape(*part.shape, self.dim)
+            out[lo : lo + step] = np.matmul(decoded, queries[lo : lo + step, : self.dim, None])[..., 0]
+        out[~valid] = -np.inf
+        return out
 
     def state(self) -> dict:
         """The codes and the quantiser's trained ranges (empty for float16)."""
