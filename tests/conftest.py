@@ -10,9 +10,11 @@ NESTING = [32, 64, 128, 256, 384]
 
 
 def shared(name: str) -> Path:
+    """A data set under ../shared/data (or $MATSEARCH_SHARED_DATA); a missing one fails the test, never skips it."""
     folder = SHARED_DATA / name
     if not folder.is_dir():
-        pytest.skip(f"shared data {folder} is not available")
+        pytest.fail(f"shared data folder {folder} is missing: provide it, or set MATSEARCH_SHARED_DATA to the "
+                    f"folder that holds {name}/ (now {SHARED_DATA})", pytrace=False)
     return folder
 
 
@@ -91,3 +93,10 @@ def assert_same_ranking(ids, scores, ref_ids, ref_scores, *, rtol: float = 1e-5,
                 raise AssertionError(
                     f"query {q}: ranks {lo}..{hi - 1} (reference scores {ref[lo:hi].tolist()}) hold {sorted(extra)} "
                     f"instead of {sorted(missing)}\n  got:      {got}\n  expected: {want}")
+
+
+def index_file(collection: Path, name: str) -> Path:
+    """Where a collection keeps index file `name` now (each build writes a new folder, named in the manifest)."""
+    import json
+
+    return collection / json.loads((collection / "manifest.json").read_text())["indexes"] / name

@@ -1,6 +1,5 @@
 import json
 import multiprocessing
-import sqlite3
 
 import numpy as np
 import pytest
@@ -206,7 +205,7 @@ def test_info_reports_counts_and_bytes(filled):
 def test_docstore_commit_is_atomic(tmp_path):
     docs = DocStore(tmp_path / "d.sqlite", writable=True, create=True)
     docs.insert(0, ["a", "b"], ["x", "y"], [None, '{"k": 1}'])
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(CollectionError, match="refused the change: UNIQUE constraint failed: docs.id"):
         docs.insert(2, ["c", "a"], [None, None], [None, None])
     assert docs.rows() == 2 and docs.existing(["a", "b", "c"]) == ["a", "b"]
 

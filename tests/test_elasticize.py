@@ -113,7 +113,7 @@ def test_a_crash_before_the_commit_point_leaves_the_old_collection(tmp_path, cra
     _, docs, queries = cranfield
     col = make(tmp_path / "col", docs)
     before, vectors = col.search(queries[:10], k=10, plan="d32:100>d384").ids, stored(col)
-    monkeypatch.setattr(refit, "_fsync_tree", lambda folder: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr(refit, "fsync_tree", lambda folder: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):
         col.elasticize("pca", dims=[16])
     col.close()

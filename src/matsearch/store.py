@@ -84,7 +84,15 @@ class BlockStore:
             self.norms = self._random_norms = _prefix_norms(self.blocks)
             if self.writable:
                 self.norms.tofile(norms_path)
-        self._inv_columns: dict[int, np.ndarray] = {}
+        cached = getattr(self, "_inv_columns", {})  # kept for the rows they cover; grown by the new rows only
+        self._inv_columns: dict[int, np.ndarray] = {
+            j: np.concatenate([c[:count], _inverse(np.ascontiguousarray(self.norms[len(c):, j]))])
+            for j, c in cached.items()}
+
+    def grow(self, count: int) -> None:
+        """See the first `count` rows, which another process has appended and committed since."""
+        self._check_files(count)
+        self._map(count)
 
     def append(self, vectors: np.ndarray) -> None:
         """Write rows after the current ones, flush them to disk, and make them visible."""

@@ -6,7 +6,10 @@ Folder layout::
     docs.sqlite        ids, text, JSON metadata; the commit point of every add
     transform.npy      the fitted elastic transform (absent for `none`)
     vectors/           column blocks of the transformed vectors (see store.py)
-    indexes/           the recipe's indexes (ivf.npz, hnsw.faiss, pq.faiss, codes.npz), derived from vectors/
+    ids/               row → id, memory-mapped (ids.utf8, ids.ends); derived from docs.sqlite
+    indexes*/          the recipe's indexes (ivf.npz, hnsw.faiss, pq.faiss, codes.npz), derived from vectors/;
+                       the manifest names the folder (each build writes a new one)
+    commits.u64        a counter the writer bumps after every commit, polled by readers
     .lock              held by the one writer
     elasticize.*/      only while a new transform is swapped in (see refit.py)
 """
@@ -14,8 +17,10 @@ Folder layout::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import time
 import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,15 +31,22 @@ from ..encoder import DEFAULT_MODEL, Encoder
 from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import check_dims, check_nesting, check_vectors, default_dims, default_nesting, normalize
 from ..plan import INDEX_KINDS, Plan, as_plan
-from ..recipe import INDEX_FILES, Recipe
+from ..recipe import Recipe
 from ..results import SearchResult
 from ..search import check_k, run_plan
 from ..store import BlockStore
 from ..transform import FIT_SAMPLE, Transform
+from .commits import CommitCounter
 from .docstore import DocStore
+from .idtable import IdTable
 from .lock import WriterLock
 from .manifest import Manifest
-from .refit import READY, roll_forward, stage
+from .refit import READY, fsync_tree, roll_forward, stage
+from .rwlock import ReadWriteLock
+
+log = logging.getLogger(__name__)
+COUNTER = "commits.u64"
+_REFRESH_TRIES = 3
 
 
 @dataclass
@@ -50,17 +62,20 @@ class Record:
 class Collection:
     """Open with `Collection.create` or `Collection.open`; close (or use `with`) when done.
 
-    A reader sees what writers commit: each call first checks whether the
-    document database changed and, if so, maps the new rows and deletions.
+    A reader sees what writers commit: each call compares the collection's commit
+    counter with the one its state was read at and, when another process committed,
+    reads the rows added and deleted since (O(changes)), so one search always runs
+    on one consistent state. Many threads may search one Collection at once.
     """
 
     def __init__(self, path: Path, manifest: Manifest, *, writable: bool, new: bool = False):
         self.path = Path(path)
         self.manifest = manifest
         self.writable = writable
-        self._docs = self._store = self._transform = self._encoder = None
-        self._indexes: dict = {}
-        self._saved_rows: dict[str, int] = {}
+        self._docs = self._store = self._transform = self._encoder = self._ids = self._counter = None
+        self._indexes, self._broken, self._saved_rows, self._plans = {}, {}, {}, {}
+        self._dead, self._n_dead, self._dead_rows, self._tomb_seq = np.zeros(0, dtype=bool), 0, None, 0
+        self._rw = ReadWriteLock()
         self._lock = WriterLock(self.path / ".lock").acquire() if writable else None
         self._release = weakref.finalize(self, self._lock.release) if self._lock else None
         try:
@@ -69,10 +84,16 @@ class Collection:
             elif not writable and (self.path / READY).exists():
                 raise CollectionError(f"collection {self.path} is being switched to a new transform (elasticize); "
                                       "open it again when that ends, or open it writable to finish an interrupted one")
+            if writable:
+                _remove_stale_index_folders(self.path, self.manifest.indexes)
             self._docs = DocStore(self.path / "docs.sqlite", writable=writable, create=new)
-            self._seen = self._docs.version()
-            if manifest.dim is not None:
-                self._open_vectors()
+            self._counter = CommitCounter.open(self.path / COUNTER, writable=writable)
+            self._seen = self._commit_mark()
+            if self.manifest.dim is not None:
+                self._load_state()
+            if writable:
+                self._counter.bump()  # readers re-read whatever a crashed writer may have left uncounted
+                self._seen = self._commit_mark()
         except BaseException:
             self.close()
             raise
@@ -98,36 +119,118 @@ class Collection:
             raise CollectionError(f"no collection at {path}: folder does not exist")
         return cls(path, Manifest.load(path / "manifest.json"), writable=writable)
 
-    def _open_vectors(self) -> None:
+    # -- state ---------------------------------------------------------------
+
+    def _commit_mark(self) -> int:
+        """What changes when anyone commits: the commit counter, or SQLite's data version without one."""
+        return self._counter.read() if self._counter is not None else self._docs.version()
+
+    def _load_state(self) -> None:
+        """Read everything from disk: transform, store, id table, deletions, indexes (O(N))."""
         m = self.manifest
         self._transform = Transform.load(self.path / "transform.npy", kind=m.transform, dim=m.dim)
-        rows = self._docs.rows()
+        rows, dead, self._tomb_seq = self._docs.state(0)
         self._store = BlockStore(self.path / "vectors", m.nesting, rows, writable=self.writable)
         if self.writable:
             self._store.truncate(rows)  # the tail of an add that crashed before its commit
-        self._refresh_dead()
-        self._indexes, self._saved_rows = {}, {}
-        for part in Recipe.parse(m.recipe).parts:
-            index = part.make(m.metric).load(self.path / "indexes" / part.file, self._store)
-            self._saved_rows[part.kind] = index.indexed_
-            self._indexes[part.kind] = index.extend(self._store)  # rows added since the file was written
+        self._ids = self._open_ids(rows)
+        self._dead, self._n_dead, self._dead_rows = np.zeros(rows, dtype=bool), 0, None
+        self._mark_dead(dead)
+        self._load_indexes()
 
-    def _refresh_dead(self) -> None:
-        if self._docs.live_count() == self._store.count:  # nothing deleted: skip listing every row
-            self._dead = np.empty(0, dtype=np.int64)
-            return
-        dead = np.ones(self._store.count, dtype=bool)
-        dead[self._docs.live_rows()] = False
-        self._dead = np.flatnonzero(dead)
+    def _open_ids(self, rows: int) -> IdTable:
+        folder = self.path / "ids"
+        if IdTable.exists(folder, rows):
+            table = IdTable(folder, rows)
+            if self.writable:
+                table.truncate(rows)
+            return table
+        if self.writable:  # derived data: rebuilt from SQLite
+            return IdTable.write(folder, self._docs.ids_by_row(rows))
+        return MemoryIds(self._docs.ids_by_row(rows))
+
+    def _load_indexes(self) -> None:
+        """The recipe's indexes from their files, extended to the store; an unreadable one is set aside
+        (exact plans still work) and named by every plan that needs it."""
+        self._indexes, self._broken, self._saved_rows = {}, {}, {}
+        folder = self.path / self.manifest.indexes
+        for part in Recipe.parse(self.manifest.recipe).parts:
+            try:
+                index = part.make(self.manifest.metric).load(folder / part.file, self._store)
+                self._saved_rows[part.kind] = index.indexed_
+                self._indexes[part.kind] = index.extend(self._store)  # rows added since the file was written
+            except Exception as exc:  # noqa: BLE001 - any damage to a derived file must not lock the collection
+                reason = str(exc) if isinstance(exc, CollectionError) else \
+                    f"index file {folder / part.file} is unreadable ({type(exc).__name__}: {exc})"
+                self._broken[part.kind] = reason
+                log.warning("%s; exact plans still work, `matsearch build` rebuilds it", reason)
+
+    def _mark_dead(self, rows: np.ndarray) -> None:
+        """Grow the dead-row mask to the store and mark `rows` deleted."""
+        count = self._store.count
+        if len(self._dead) < count:
+            grown = np.zeros(max(count, 2 * len(self._dead)), dtype=bool)
+            grown[: len(self._dead)] = self._dead
+            self._dead = grown
+        if len(rows):
+            rows = rows[rows < count]
+            self._n_dead += int(np.count_nonzero(~self._dead[rows]))
+            self._dead[rows] = True
+            self._dead_rows = None
+
+    def _dead_row_numbers(self) -> np.ndarray:
+        if self._dead_rows is None:
+            self._dead_rows = np.flatnonzero(self._dead[: self._store.count])
+        return self._dead_rows
 
     def _sync(self) -> None:
-        """Pick up what another process committed since we last looked."""
-        version = self._docs.version()
-        if version != self._seen:
-            self._seen = version
-            self.manifest = Manifest.load(self.path / "manifest.json")
-            if self.manifest.dim is not None:
-                self._open_vectors()
+        """Pick up what another process committed since we last looked (a no-op for an unchanged collection)."""
+        mark = self._commit_mark()
+        if mark == self._seen:
+            return
+        with self._rw.writing():
+            mark = self._commit_mark()
+            if mark == self._seen:
+                return
+            for attempt in range(_REFRESH_TRIES):
+                try:
+                    self._refresh()
+                    self._seen = mark
+                    return
+                except (CollectionError, OSError, ValueError) as exc:
+                    failure = exc
+                    time.sleep(0.01 * 2 ** attempt)
+            log.warning("collection %s: refresh failed (%s); serving the last state read, will retry", self.path,
+                        failure)
+
+    def _refresh(self) -> None:
+        """Move this process's state to what is committed now, reading only what changed."""
+        manifest = Manifest.load(self.path / "manifest.json")
+        if (self.path / READY).exists():
+            raise CollectionError(f"collection {self.path} is being switched to a new transform")
+        reload = self._store is None or (manifest.epoch, manifest.dim) != (self.manifest.epoch, self.manifest.dim)
+        rebuilt = (manifest.recipe, manifest.indexes) != (self.manifest.recipe, self.manifest.indexes)
+        self.manifest = manifest
+        if manifest.dim is None:
+            return
+        if reload:
+            return self._load_state()
+        rows, dead, self._tomb_seq = self._docs.state(self._tomb_seq)
+        if rows != self._store.count:
+            self._store.grow(rows)
+            self._ids = self._ids.remap(rows) if isinstance(self._ids, IdTable) else \
+                MemoryIds(self._docs.ids_by_row(rows))
+        self._mark_dead(dead)
+        if rebuilt:
+            self._load_indexes()
+        else:
+            for index in self._indexes.values():
+                index.extend(self._store)
+
+    def _committed(self) -> None:
+        """After this writer committed: tell readers, and do not refresh from our own commit."""
+        self._counter.bump()
+        self._seen = self._commit_mark()
 
     # -- writing -------------------------------------------------------------
 
@@ -149,18 +252,26 @@ class Collection:
             raise InvalidInputError(f"ids already in the collection: {taken[:5]}")
         if self.manifest.metric == "cosine":
             vectors = normalize(vectors)
-        first_add, nesting = self._store is None, self.manifest.nesting
-        if first_add:
-            self._fix_dim(vectors, progress)
-        first_row = self._store.count
-        try:
-            self._store.append(self._transform.apply(vectors))
-            self._docs.insert(first_row, ids, texts or [None] * len(ids), metadata)
-        except BaseException:
-            self._undo_first_add(nesting) if first_add else self._store.truncate(first_row)
-            raise
-        for index in self._indexes.values():  # in memory; the files catch up on close (or, after a crash, on open)
-            index.extend(self._store)
+        with self._rw.writing():
+            first_add, nesting = self._store is None, self.manifest.nesting
+            if first_add:
+                self._fix_dim(vectors, progress)
+            first_row = self._store.count
+            try:
+                self._store.append(self._transform.apply(vectors))
+                self._ids.append(first_row, ids)
+                self._docs.insert(first_row, ids, texts or [None] * len(ids), metadata)
+            except BaseException:
+                if first_add:
+                    self._undo_first_add(nesting)
+                else:
+                    self._store.truncate(first_row)
+                    self._ids.truncate(first_row)
+                raise
+            self._committed()
+            self._mark_dead(np.empty(0, dtype=np.int64))
+            for index in self._indexes.values():  # in memory; the files catch up on close (or, after a crash, on open)
+                index.extend(self._store)
         return len(ids)
 
     def _fix_dim(self, vectors: np.ndarray, progress: bool = False) -> None:
@@ -175,42 +286,50 @@ class Collection:
             )
         Transform(kind=m.transform).fit(vectors, nesting=nesting, progress=progress).save(self.path / "transform.npy")
         BlockStore.create(self.path / "vectors", nesting)
+        IdTable.write(self.path / "ids", [])
         m.dim, m.nesting = dim, nesting
         m.save(self.path / "manifest.json")
-        self._open_vectors()
+        self._load_state()
 
     def _undo_first_add(self, nesting: list[int] | None) -> None:
         self.manifest.dim, self.manifest.nesting = None, nesting
         self.manifest.save(self.path / "manifest.json")
         (self.path / "transform.npy").unlink(missing_ok=True)
         shutil.rmtree(self.path / "vectors", ignore_errors=True)
-        self._store = self._transform = None
+        shutil.rmtree(self.path / "ids", ignore_errors=True)
+        self._store = self._transform = self._ids = None
 
     def build(self, recipe: "Recipe | str", *, progress: bool = False) -> "Recipe":
         """Build the recipe's indexes over the stored vectors and save them, replacing earlier ones.
 
-        Rows added later join the indexes as they come; deleted rows are skipped
-        at once. Building again (re-training) is how an index follows drifted data.
+        The new index files are written into a folder of their own; the manifest naming
+        that folder is the commit point, so a crash leaves the old indexes or the new ones.
+        Rows added later join the indexes as they come; deleted rows are skipped at once.
+        Building again (re-training) is how an index follows drifted data, and how a lost
+        or damaged index file is restored.
         """
         self._require_writable()
         store = self._searchable()
         recipe = (Recipe.parse(recipe) if isinstance(recipe, str) else recipe).check(store.dim, store.nesting)
-        folder = self.path / "indexes"
-        folder.mkdir(exist_ok=True)
+        name = _next_index_folder(self.path)
+        staging = self.path / f"{name}.staging"
+        staging.mkdir()
         built = {}
         for part in recipe.parts:
             index = part.make(self.manifest.metric).build(store, progress=progress)
-            index.save(folder / f"{part.file}.tmp")
+            index.save(staging / part.file)
             built[part.kind] = index
-        for part in recipe.parts:
-            os.replace(folder / f"{part.file}.tmp", folder / part.file)
-        for stale in set(INDEX_FILES) - {p.file for p in recipe.parts}:
-            (folder / stale).unlink(missing_ok=True)
-        self.manifest.recipe = str(recipe)
-        self.manifest.save(self.path / "manifest.json")
-        self._docs.bump()
-        self._indexes = built
-        self._saved_rows = {kind: index.indexed_ for kind, index in built.items()}
+        fsync_tree(staging)
+        os.rename(staging, self.path / name)
+        with self._rw.writing():
+            old = self.manifest.indexes
+            self.manifest = replace(self.manifest, recipe=str(recipe), indexes=name)
+            self.manifest.save(self.path / "manifest.json")  # the commit point
+            self._docs.bump()
+            self._committed()
+            self._indexes, self._broken = built, {}
+            self._saved_rows = {kind: index.indexed_ for kind, index in built.items()}
+        shutil.rmtree(self.path / old, ignore_errors=True)
         return recipe
 
     def elasticize(self, method: str = "adapter", *, dims: list[int] | None = None,
@@ -224,17 +343,20 @@ class Collection:
         if method not in ("pca", "adapter"):
             raise InvalidInputError(f"elasticize method {method!r} is not one of ('pca', 'adapter')")
         dims = default_dims(store.dim) if dims is None else check_dims(dims, store.dim)
-        manifest = replace(self.manifest, transform=method)
-        live = self._docs.live_rows()
+        manifest = replace(self.manifest, transform=method, indexes="indexes", epoch=self.manifest.epoch + 1)
+        live = np.flatnonzero(~self._dead[: store.count])
         if len(live) > FIT_SAMPLE:
             live = np.sort(np.random.default_rng(seed).choice(live, FIT_SAMPLE, replace=False))
         transform = Transform(kind=method).fit(self._transform.restore(store.rows(live)), nesting=dims,
                                                pairs=self._pair_vectors(pairs), seed=seed, progress=progress)
         stage(self.path, store, self._transform, transform, manifest, progress=progress)
-        roll_forward(self.path)
-        self.manifest = Manifest.load(self.path / "manifest.json")
-        self._docs.bump()
-        self._open_vectors()
+        with self._rw.writing():
+            roll_forward(self.path)
+            _remove_stale_index_folders(self.path, "indexes")
+            self.manifest = Manifest.load(self.path / "manifest.json")
+            self._docs.bump()
+            self._committed()
+            self._load_state()
         return {"transform": method, "dims": dims, "fitted_on": len(live), "pairs": len(pairs or []),
                 "recipe": self.manifest.recipe}
 
@@ -253,11 +375,14 @@ class Collection:
         """Remove items by id; they never come back from a search."""
         self._require_writable()
         ids = _check_ids(ids)
-        missing = sorted(set(ids) - set(self._docs.existing(ids)))
+        found = self._docs.records(ids)
+        missing = [i for i in ids if i not in found]
         if missing:
             raise InvalidInputError(f"ids not in the collection: {missing[:5]}")
-        self._docs.delete(ids)
-        self._refresh_dead()
+        with self._rw.writing():
+            self._docs.delete(ids)
+            self._committed()
+            self._mark_dead(np.array([found[i][0] for i in ids], dtype=np.int64))
         return len(ids)
 
     # -- reading -------------------------------------------------------------
@@ -266,33 +391,50 @@ class Collection:
         """Stored records for `ids`, in the order asked."""
         self._sync()
         ids = _check_ids(ids)
-        found = self._docs.records(ids)
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise InvalidInputError(f"ids not in the collection: {missing[:5]}")
-        vectors = self._store.rows(np.array([found[i][0] for i in ids]))
+        with self._rw.reading():
+            found = self._docs.records(ids)
+            missing = [i for i in ids if i not in found or found[i][0] >= self._store.count]
+            if missing:
+                raise InvalidInputError(f"ids not in the collection: {missing[:5]}")
+            vectors = self._store.rows(np.array([found[i][0] for i in ids]))
         return [Record(i, found[i][1], found[i][2], v) for i, v in zip(ids, vectors)]
 
     def search(self, queries, *, k: int = 10, plan: Plan | str | None = None) -> SearchResult:
         """Top-k ids per query. `queries`: a text, a list of texts, or vectors (1-D or 2-D)."""
         self._sync()
-        store = self._searchable()
-        plan = as_plan(plan, store.dim)
-        via = plan.stages[0].index
-        if via is not None and via not in self._indexes:
-            raise InvalidInputError(
-                f"plan {plan} needs {INDEX_KINDS[via]}, but collection {self.path} has recipe "
-                f"{self.manifest.recipe!r}; build one first (matsearch build)"
-            )
-        check_k(k, len(self))
-        vectors = self._transform.apply(self._query_vectors(queries))
-        result = run_plan(store, vectors, plan, k, metric=self.manifest.metric, dead_rows=self._dead,
-                          index=self._indexes.get(via))
-        names = self._docs.ids_of(result.ids)
-        if len(names) < len(np.unique(result.ids)):
-            raise CollectionError(f"collection {self.path} changed during the search; search again")
-        result.ids = np.vectorize(names.__getitem__, otypes=[object])(result.ids)
+        raw = self._query_vectors(queries)
+        with self._rw.reading():
+            store = self._searchable()
+            plan = self._plan(plan)
+            via = plan.stages[0].index
+            if via is not None and via not in self._indexes:
+                raise self._missing_index(plan, via)
+            check_k(k, store.count - self._n_dead)
+            result = run_plan(store, self._transform.apply(raw), plan, k, metric=self.manifest.metric,
+                              dead_rows=self._dead_row_numbers() if self._n_dead else None,
+                              index=self._indexes.get(via))
+            result.ids = self._ids.lookup(result.ids)
         return result
+
+    def _plan(self, plan) -> Plan:
+        """The plan to run, parsed and checked once per distinct string."""
+        key = plan if isinstance(plan, (str, type(None))) else None
+        cached = self._plans.get(key) if key is not None or plan is None else None
+        if cached is None:
+            cached = as_plan(plan, self._store.dim)
+            if key is not None or plan is None:
+                self._plans[key] = cached
+        return cached
+
+    def _missing_index(self, plan: Plan, via: str) -> Exception:
+        if via in self._broken:
+            return CollectionError(f"plan {plan} needs {INDEX_KINDS[via]}, which is unusable: {self._broken[via]}; "
+                                   f"exact plans still work, and `matsearch build {self.path} --recipe "
+                                   f"{self.manifest.recipe}` rebuilds it")
+        return InvalidInputError(
+            f"plan {plan} needs {INDEX_KINDS[via]}, but collection {self.path} has recipe "
+            f"{self.manifest.recipe!r}; build one first (matsearch build)"
+        )
 
     def _query_vectors(self, queries) -> np.ndarray:
         if isinstance(queries, str):
@@ -308,7 +450,7 @@ class Collection:
 
     def __len__(self) -> int:
         self._sync()
-        return 0 if self._store is None else self._store.count - len(self._dead)
+        return 0 if self._store is None else self._store.count - self._n_dead
 
     @property
     def dim(self) -> int | None:
@@ -328,13 +470,20 @@ class Collection:
 
     def info(self, plan: Plan | str | None = None) -> dict:
         """Counts, dims and bytes per vector: on disk (all files, and the memory-mapped vector store
-        that re-ranking reads), held in RAM by each index, and resident for `plan`'s first stage."""
+        that re-ranking reads), held in RAM by each index, and resident for `plan`'s first stage;
+        and any index that is unusable, with the reason."""
+        self._sync()
+        with self._rw.reading():
+            return self._info(plan)
+
+    def _info(self, plan) -> dict:
         m = self.manifest
-        count = len(self)
         stored = 0 if self._store is None else self._store.count
+        count = stored - self._n_dead
         disk = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
         info = {
             "path": str(self.path), "count": count, "stored_rows": stored, "deleted": stored - count,
+            "deleted_share": (stored - count) / stored if stored else 0.0,
             "dim": m.dim, "nesting": m.nesting, "metric": m.metric, "transform": m.transform, "model": m.model,
             "on_disk_bytes": disk, "on_disk_bytes_per_vector": disk / stored if stored else 0.0,
         }
@@ -345,6 +494,7 @@ class Collection:
                      for part in Recipe.parse(m.recipe).parts if part.kind in self._indexes}
         info["index_bytes_per_vector"] = sum(per_index.values())
         info["in_memory_bytes_per_vector"] = per_index
+        info["unusable_indexes"] = {INDEX_KINDS[kind]: reason for kind, reason in self._broken.items()}
         if m.dim is not None:
             plan = as_plan(plan, m.dim)
             info["plan"] = str(plan)
@@ -357,7 +507,7 @@ class Collection:
         return info
 
     def _searchable(self) -> BlockStore:
-        if self._store is None or len(self) == 0:
+        if self._store is None or self._store.count == self._n_dead:
             raise InvalidInputError(f"collection {self.path} is empty: nothing to search")
         return self._store
 
@@ -369,7 +519,7 @@ class Collection:
         """Rewrite the index files that rows added since they were written have grown, so a
         reopened collection holds the very same indexes (an HNSW graph re-extended on open
         would draw new random levels for those rows)."""
-        folder = self.path / "indexes"
+        folder = self.path / self.manifest.indexes
         for part in Recipe.parse(self.manifest.recipe).parts:
             index = self._indexes.get(part.kind)
             if index is not None and index.indexed_ > self._saved_rows.get(part.kind, 0):
@@ -383,6 +533,9 @@ class Collection:
         if self._docs is not None:
             self._docs.close()
             self._docs = None
+        if self._counter is not None:
+            self._counter.close()
+            self._counter = None
         if self._release is not None:
             self._release()
 
@@ -391,6 +544,28 @@ class Collection:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class MemoryIds:
+    """Row → id held in memory: a reader's stand-in when no writer has written the id table yet."""
+
+    def __init__(self, ids_by_row: list[str]):
+        self._ids = np.array(ids_by_row, dtype=object)
+
+    def lookup(self, rows: np.ndarray) -> np.ndarray:
+        return self._ids[rows]
+
+
+def _next_index_folder(path: Path) -> str:
+    taken = [int(p.name.split(".")[1]) for p in path.glob("indexes.*") if p.name.split(".")[1].isdigit()]
+    return f"indexes.{max(taken, default=0) + 1}"
+
+
+def _remove_stale_index_folders(path: Path, current: str) -> None:
+    """Index folders the manifest does not name: a build that crashed, or one another build replaced."""
+    for folder in path.glob("indexes*"):
+        if folder.is_dir() and folder.name != current:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _check_ids(ids) -> list[str]:

@@ -2,12 +2,17 @@
 
 SQLite is also the commit point of an add: vector rows past `rows` (kept in
 the meta table) belong to no committed add and are dropped on the next open.
+A delete records each removed row in `tombstones` with a rising sequence
+number, so a reader learns what changed since it last looked in O(changes).
+The database runs in WAL mode, so readers never wait for the writer; one
+connection serves every thread of a process, one statement at a time.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +27,24 @@ CREATE TABLE IF NOT EXISTS docs (
     metadata TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tombstones (seq INTEGER PRIMARY KEY AUTOINCREMENT, row INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('rows', '0');
 """
 _CHUNK = 900  # stays under SQLite's limit on bound parameters
+
+
+def _guarded(method):
+    """Run a DocStore method under its lock, with SQLite's errors turned into CollectionError."""
+    def run(self, *args, **kwargs):
+        with self._lock:
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.IntegrityError as exc:
+                raise CollectionError(f"document database {self.path} refused the change: {exc}") from None
+            except sqlite3.Error as exc:
+                raise CollectionError(f"document database {self.path} is unreadable: {exc}") from None
+    run.__name__, run.__doc__ = method.__name__, method.__doc__
+    return run
 
 
 class DocStore:
@@ -32,41 +52,82 @@ class DocStore:
 
     def __init__(self, path: Path, *, writable: bool, create: bool = False):
         self.path = Path(path)
+        self._lock = threading.RLock()
         if not create and not self.path.exists():
             raise CollectionError(f"document database {self.path} is missing")
         mode = "rwc" if create else "rw" if writable else "ro"
         try:
-            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode={mode}", uri=True)
-            if create:
+            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode={mode}", uri=True,
+                                      check_same_thread=False, timeout=30)
+            if writable:
+                self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.executescript(_SCHEMA)
+                self._migrate_tombstones()
             self.rows()
         except sqlite3.DatabaseError as exc:
             raise CollectionError(f"document database {self.path} is unreadable: {exc}") from None
 
+    def _migrate_tombstones(self) -> None:
+        """A collection written before tombstones existed: record its deleted rows, once."""
+        if self.db.execute("SELECT 1 FROM meta WHERE key='tombstones'").fetchone():
+            return
+        with self.db:
+            live = np.zeros(self.rows(), dtype=bool)
+            live[[r for (r,) in self.db.execute("SELECT row FROM docs")]] = True
+            self.db.executemany("INSERT INTO tombstones (row) VALUES (?)", ((int(r),) for r in np.flatnonzero(~live)))
+            self.db.execute("INSERT INTO meta VALUES ('tombstones', '1')")
+
+    @_guarded
     def rows(self) -> int:
         """Vector rows committed so far (live and deleted)."""
         return int(self.db.execute("SELECT value FROM meta WHERE key='rows'").fetchone()[0])
 
+    @_guarded
     def version(self) -> int:
         """Changes when another connection commits (SQLite's data_version)."""
         return self.db.execute("PRAGMA data_version").fetchone()[0]
 
+    @_guarded
+    def state(self, since: int) -> tuple[int, np.ndarray, int]:
+        """(committed rows, rows deleted after tombstone `since`, last tombstone) read in one transaction."""
+        self.db.execute("BEGIN")
+        try:
+            rows = int(self.db.execute("SELECT value FROM meta WHERE key='rows'").fetchone()[0])
+            dead = [(s, r) for s, r in self.db.execute("SELECT seq, row FROM tombstones WHERE seq > ?", (since,))]
+        finally:
+            self.db.commit()
+        last = max((s for s, _ in dead), default=since)
+        return rows, np.array([r for _, r in dead], dtype=np.int64), last
+
+    @_guarded
+    def ids_by_row(self, count: int) -> list[str]:
+        """Every row's id ('' for deleted rows): the source the id table is rebuilt from."""
+        ids = [""] * count
+        for row, i in self.db.execute("SELECT row, id FROM docs WHERE row < ?", (count,)):
+            ids[row] = i
+        return ids
+
+    @_guarded
     def bump(self) -> None:
         """Commit a change readers must notice that touches no document (an index build)."""
         with self.db:
             self.db.execute("INSERT INTO meta VALUES ('builds', '1') "
                             "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
 
+    @_guarded
     def live_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM docs").fetchone()[0])
 
+    @_guarded
     def live_rows(self) -> np.ndarray:
         return np.fromiter((r for (r,) in self.db.execute("SELECT row FROM docs")), dtype=np.int64)
 
+    @_guarded
     def existing(self, ids: list[str]) -> list[str]:
         """Those of `ids` already in the collection."""
         return [i for (i,) in self._select_in("SELECT id FROM docs WHERE id IN ({})", ids)]
 
+    @_guarded
     def insert(self, first_row: int, ids: list[str], texts: list, metadata: list) -> None:
         """Commit items at rows first_row, first_row+1, … in one transaction (metadata as JSON text)."""
         items = ((first_row + n, *item) for n, item in enumerate(zip(ids, texts, metadata)))
@@ -74,24 +135,28 @@ class DocStore:
             self.db.executemany("INSERT INTO docs VALUES (?, ?, ?, ?)", items)
             self.db.execute("UPDATE meta SET value=? WHERE key='rows'", (str(first_row + len(ids)),))
 
-    def ids_of(self, rows: np.ndarray) -> dict[int, str]:
-        values = [int(r) for r in np.unique(rows)]
-        return dict(self._select_in("SELECT row, id FROM docs WHERE row IN ({})", values))
-
+    @_guarded
     def records(self, ids: list[str]) -> dict[str, tuple[int, str | None, dict | None]]:
         """id → (row, text, metadata) for those of `ids` that exist."""
         query = "SELECT id, row, text, metadata FROM docs WHERE id IN ({})"
         return {i: (row, text, None if meta is None else json.loads(meta))
                 for i, row, text, meta in self._select_in(query, ids)}
 
+    @_guarded
     def delete(self, ids: list[str]) -> None:
+        """Remove `ids` and record their rows as tombstones, in one transaction."""
         with self.db:
+            rows = [r for (r,) in self._select_in("SELECT row FROM docs WHERE id IN ({})", ids)]
+            self.db.executemany("INSERT INTO tombstones (row) VALUES (?)", ((r,) for r in rows))
             self.db.executemany("DELETE FROM docs WHERE id=?", ((i,) for i in ids))
 
     def _select_in(self, query: str, values: list):
+        rows = []
         for start in range(0, len(values), _CHUNK):
             chunk = values[start : start + _CHUNK]
-            yield from self.db.execute(query.format(",".join("?" * len(chunk))), chunk)
+            rows.extend(self.db.execute(query.format(",".join("?" * len(chunk))), chunk))
+        return rows
 
     def close(self) -> None:
-        self.db.close()
+        with self._lock:
+            self.db.close()

@@ -27,6 +27,8 @@ class Manifest:
     dim: int | None = None
     nesting: list[int] | None = None
     recipe: str = "flat"
+    indexes: str = "indexes"  # the folder holding the recipe's index files
+    epoch: int = 0  # bumped when the stored vectors are rewritten (elasticize, compact): readers reload all
 
     def check(self) -> "Manifest":
         """Raise InvalidInputError unless the settings are usable; return self."""

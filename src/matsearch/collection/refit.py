@@ -41,7 +41,7 @@ def stage(path: Path, store: BlockStore, old: Transform, new: Transform, manifes
     (staging / "indexes").mkdir()
     for part in Recipe.parse(manifest.recipe).parts:
         part.make(manifest.metric).build(staged, progress=progress).save(staging / "indexes" / part.file)
-    _fsync_tree(staging)
+    fsync_tree(staging)
     manifest.save(staging / "manifest.json")
     os.rename(staging, path / READY)
 
@@ -63,7 +63,7 @@ def roll_forward(path: Path) -> bool:
     return True
 
 
-def _fsync_tree(folder: Path) -> None:
+def fsync_tree(folder: Path) -> None:
     for file in folder.rglob("*"):
         if file.is_file():
             with open(file, "rb") as f:

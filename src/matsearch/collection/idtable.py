@@ -1,0 +1,108 @@
+"""Row → id, memory-mapped: what a search needs from the document database, without SQLite.
+
+Rows are append-only and a row's id never changes, so the table is two files
+that grow with every add and are written (and fsynced) before SQLite commits it:
+`ids.utf8`, the ids' UTF-8 bytes back to back, and `ids.ends`, each row's end
+offset in it (uint64). Like the vector store, rows past the committed count are
+the tail of an add that never committed and are dropped on the next writable
+open. The table is derived data: when it is missing or short it is rebuilt
+from SQLite (deleted rows, whose ids SQLite no longer holds, get empty ids;
+no search returns them).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CollectionError
+
+_BYTES, _ENDS = "ids.utf8", "ids.ends"
+
+
+class IdTable:
+    """`count` rows' ids, mapped; `lookup` maps row numbers to id strings."""
+
+    def __init__(self, folder: Path, count: int):
+        self.folder = Path(folder)
+        self.count = count
+        self._map(count)
+
+    @staticmethod
+    def exists(folder: Path, count: int) -> bool:
+        ends = Path(folder) / _ENDS
+        return ends.exists() and (Path(folder) / _BYTES).exists() and ends.stat().st_size >= 8 * count
+
+    @classmethod
+    def write(cls, folder: Path, ids_by_row: list[str]) -> "IdTable":
+        """Write a whole table (a rebuild from SQLite, or a compacted collection's)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in (_BYTES, _ENDS):
+            (folder / name).write_bytes(b"")
+        table = cls(folder, 0)
+        table.append(0, ids_by_row)
+        return table
+
+    def _map(self, count: int) -> None:
+        self.count = count
+        if count == 0:
+            self._ends, self._bytes = np.zeros(0, dtype=np.uint64), b""
+            return
+        self._ends = np.asarray(np.memmap(self.folder / _ENDS, dtype=np.uint64, mode="r", shape=(count,)))
+        size = int(self._ends[-1])
+        if (self.folder / _BYTES).stat().st_size < size:
+            raise CollectionError(f"id table {self.folder / _BYTES} is shorter than {self.folder / _ENDS} says")
+        self._bytes = np.asarray(np.memmap(self.folder / _BYTES, dtype=np.uint8, mode="r", shape=(size,))) if size \
+            else np.zeros(0, dtype=np.uint8)
+
+    def append(self, first_row: int, ids: list[str]) -> None:
+        """Write ids for rows first_row… (dropping any uncommitted tail first), flush, and map them."""
+        encoded = [i.encode() for i in ids]
+        start = int(self._ends[first_row - 1]) if first_row else 0
+        ends = start + np.cumsum([len(e) for e in encoded], dtype=np.uint64)
+        _write_at(self.folder / _BYTES, start, b"".join(encoded))
+        _write_at(self.folder / _ENDS, 8 * first_row, ends.tobytes())
+        self._map(first_row + len(ids))
+
+    def truncate(self, count: int) -> None:
+        """Drop rows past `count` (an add that never committed)."""
+        ends = self.folder / _ENDS
+        if ends.stat().st_size > 8 * count:
+            size = int(np.fromfile(ends, dtype=np.uint64, count=count)[-1]) if count else 0
+            for path, length in ((ends, 8 * count), (self.folder / _BYTES, size)):
+                with open(path, "r+b") as f:
+                    f.truncate(length)
+                    os.fsync(f.fileno())
+        self._map(min(count, self.count))
+
+    def remap(self, count: int) -> "IdTable":
+        """A view of the first `count` rows (after another process committed more)."""
+        return IdTable(self.folder, count)
+
+    def lookup(self, rows: np.ndarray) -> np.ndarray:
+        """Ids of `rows` (any shape), as an object array of the same shape."""
+        flat = np.asarray(rows, dtype=np.int64).ravel()
+        if len(flat) and (flat.min() < 0 or flat.max() >= self.count):
+            raise CollectionError(f"id table {self.folder / _ENDS} has {self.count} rows; row {flat.max()} asked")
+        ends = self._ends[flat].astype(np.int64)
+        starts = np.where(flat > 0, self._ends[np.maximum(flat - 1, 0)].astype(np.int64), 0)
+        data = self._bytes
+        out = np.empty(len(flat), dtype=object)
+        try:
+            for n, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+                out[n] = data[a:b].tobytes().decode()
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CollectionError(f"id table {self.folder / _BYTES} is corrupt: {exc}") from None
+        return out.reshape(np.shape(rows))
+
+
+def _write_at(path: Path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+        f.truncate()
+        f.flush()
+        os.fsync(f.fileno())
