@@ -83,7 +83,7 @@ def run_plan(
     return SearchResult(ids=ids, scores=scores_out, plan=str(plan), cost=cost)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Run:
     """What every stage of one `run_plan` call shares; `cost` and `scanned` are added to."""
 
