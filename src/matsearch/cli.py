@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .collection import Collection
+from .collection.check import check_collection
 from .data import load_beir, read_corpus_jsonl
 from .encoder import DEFAULT_MODEL
 from .errors import InvalidInputError, MatsearchError
@@ -127,21 +128,48 @@ def index(
 @_cli_errors
 def build(
     collection: Path = typer.Argument(..., help="Collection folder."),
-    recipe: str = typer.Option(..., help=RECIPE_HELP),
+    recipe: Optional[str] = typer.Option(None, help=RECIPE_HELP + " Default: repair what `matsearch check` "
+                                         "finds damaged and rebuild the collection's own recipe."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ):
-    """Build (or rebuild, after the data drifted) a collection's indexes."""
+    """Build (or rebuild, after the data drifted or a derived file was damaged) a collection's indexes."""
     start = time.perf_counter()
     with Collection.open(collection, writable=True) as col:
-        built = col.build(recipe, progress=not as_json)
+        repaired = col.repair(progress=not as_json) if recipe is None else []
+        rebuilt_indexes = any(f.startswith(str(col.path / col.manifest.indexes)) for f in repaired)
+        built = col.manifest.recipe if rebuilt_indexes else col.build(recipe or col.manifest.recipe,
+                                                                      progress=not as_json)
         info = col.info()
     summary = {"collection": str(collection), "recipe": str(built), "count": info["count"],
-               "index_bytes_per_vector": info["index_bytes_per_vector"], "seconds": time.perf_counter() - start}
+               "index_bytes_per_vector": info["index_bytes_per_vector"], "repaired": repaired,
+               "seconds": time.perf_counter() - start}
     if as_json:
         _emit_json(summary)
     else:
+        for file in repaired:
+            out.print(f"rebuilt {file}")
         out.print(f"built {built} over {summary['count']} items in {summary['seconds']:.1f}s "
                   f"({summary['index_bytes_per_vector']:,.0f} bytes per vector in memory)")
+
+
+@app.command()
+@_cli_errors
+def check(
+    collection: Path = typer.Argument(..., help="Collection folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the problems as JSON."),
+):
+    """Verify a collection's files (store checksums, ids, indexes, transform, SQLite); exit 1 if any is damaged."""
+    problems = check_collection(collection)
+    if as_json:
+        _emit_json({"collection": str(collection), "ok": not problems,
+                    "problems": [{"file": p.file, "problem": p.problem, "derived": p.derived} for p in problems]})
+    else:
+        for problem in problems:
+            out.print(escape(str(problem)), soft_wrap=True, highlight=False)
+        if not problems:
+            out.print(f"{collection}: ok")
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command()

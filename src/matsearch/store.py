@@ -18,8 +18,10 @@ cache, so a warm store is read at the same speed either way.
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
+import zlib
 from pathlib import Path
 
 import faiss
@@ -27,7 +29,11 @@ import numpy as np
 
 from .errors import CollectionError
 
+log = logging.getLogger(__name__)
+
 _NORMS = "prefix-norms.f32"
+_CHECKSUMS = "checksums.u64"
+_CHECK_ROWS = 1 << 18  # rows verified at a time
 _F32 = 4
 _FAISS_MIN_WIDTH = 64
 _GATHER_BYTES = 32 << 20  # bound on rows copied out at once for a batch of queries
@@ -80,7 +86,8 @@ class BlockStore:
         if norms_path.exists() and norms_path.stat().st_size >= count * n_bounds * _F32:
             self.norms = _map_rows(norms_path, count, n_bounds)
             self._random_norms = _map_rows(norms_path, count, n_bounds, _RANDOM)
-        else:
+        if not (norms_path.exists() and norms_path.stat().st_size >= count * n_bounds * _F32) \
+                or not self._norms_sound(count):  # derived data: recomputed from the blocks
             self.norms = self._random_norms = _prefix_norms(self.blocks)
             if self.writable:
                 self.norms.tofile(norms_path)
@@ -95,11 +102,18 @@ class BlockStore:
         self._map(count)
 
     def append(self, vectors: np.ndarray) -> None:
-        """Write rows after the current ones, flush them to disk, and make them visible."""
-        parts = [vectors[:, lo:hi] for lo, hi in self.bounds]
+        """Write rows after the current ones, flush them to disk, and make them visible.
+
+        Each append also records the CRC-32 of the bytes it wrote to every block file
+        (`checksums.u32`), so `verify` can tell damaged rows from sound ones."""
+        parts = [np.ascontiguousarray(vectors[:, lo:hi], dtype=np.float32) for lo, hi in self.bounds]
         files = [(_block_path(self.folder, lo, hi), part) for (lo, hi), part in zip(self.bounds, parts)]
-        for path, part in files + [(self.folder / _NORMS, _prefix_norms(parts))]:
-            _append_rows(path, np.ascontiguousarray(part, dtype=np.float32), self.count)
+        norms = np.ascontiguousarray(_prefix_norms(parts), dtype=np.float32)
+        for path, part in files + [(self.folder / _NORMS, norms)]:
+            _append_rows(path, part, self.count)
+        crcs = [zlib.crc32(p.tobytes()) for p in parts] + [zlib.crc32(norms.tobytes())]
+        record = np.array([self.count, len(vectors), *crcs], dtype=np.uint64)
+        _append_rows(self.folder / _CHECKSUMS, record[None], self._checksum_records(), dtype=np.uint64)
         self._map(self.count + len(vectors))
 
     def truncate(self, count: int) -> None:
@@ -107,7 +121,63 @@ class BlockStore:
         for lo, hi in self.bounds:
             _truncate_rows(_block_path(self.folder, lo, hi), count, hi - lo)
         _truncate_rows(self.folder / _NORMS, count, len(self.nesting))
+        records = self._checksums()
+        _truncate_rows(self.folder / _CHECKSUMS, int(np.count_nonzero(records[:, 0] < count)), 2 * records.shape[1])
         self._map(count)
+
+    def _checksums(self) -> np.ndarray:
+        """One row per append: first row, row count, the CRC-32 of each block file's bytes, then the norms'."""
+        path, width = self.folder / _CHECKSUMS, 3 + len(self.bounds)
+        if not path.exists():
+            return np.zeros((0, width), dtype=np.uint64)
+        data = np.fromfile(path, dtype=np.uint64)
+        return data[: len(data) // width * width].reshape(-1, width)
+
+    def _checksum_records(self) -> int:
+        path = self.folder / _CHECKSUMS
+        return path.stat().st_size // (8 * (3 + len(self.bounds))) if path.exists() else 0
+
+    def _norms_sound(self, count: int) -> bool:
+        """Whether the norm file's rows up to `count` match their checksums (only rows not yet
+        verified by this object are read: O(rows added) on each refresh)."""
+        verified = getattr(self, "_norms_verified", 0)
+        for a, n, *crcs in self._checksums().tolist():
+            if a >= verified and a + n <= count and \
+                    zlib.crc32(np.ascontiguousarray(self.norms[a : a + n]).tobytes()) != crcs[-1]:
+                log.warning("prefix norms in %s disagree with their checksums; recomputing them", self.folder)
+                self._norms_verified = 0
+                return False
+        self._norms_verified = count
+        return True
+
+    def verify(self) -> list[tuple[Path, str]]:
+        """(file, problem) for every block whose bytes disagree with the checksums written at commit,
+        or that holds values that are not finite; rows written before checksums existed are only
+        checked for finiteness."""
+        problems = []
+        records = self._checksums()
+        for j, ((lo, hi), block) in enumerate(zip(self.bounds, self.blocks)):
+            path = _block_path(self.folder, lo, hi)
+            bad = [(a, a + n) for a, n, *crcs in records.tolist() if a + n <= self.count
+                   and zlib.crc32(np.ascontiguousarray(block[a : a + n]).tobytes()) != crcs[j]]
+            if bad:
+                problems.append((path, f"{len(bad)} appended chunks fail their checksum (first: rows "
+                                       f"{bad[0][0]}-{bad[0][1] - 1})"))
+            elif not all(np.isfinite(block[a : a + _CHECK_ROWS]).all() for a in range(0, self.count, _CHECK_ROWS)):
+                problems.append((path, "holds values that are not finite"))
+        return problems
+
+    def recompute_norms(self, lo: int, hi: int) -> np.ndarray:
+        """The prefix norms of rows [lo, hi) computed afresh from the blocks."""
+        return _prefix_norms([block[lo:hi] for block in self.blocks])
+
+    def rewrite_norms(self) -> None:
+        """Rewrite the prefix-norm file from the blocks (it is derived data)."""
+        norms = np.vstack([self.recompute_norms(a, min(a + _CHECK_ROWS, self.count))
+                           for a in range(0, self.count, _CHECK_ROWS)] or [np.zeros((0, len(self.nesting)))])
+        _append_rows(self.folder / _NORMS, norms.astype(np.float32), 0)
+        self._inv_columns = {}
+        self._map(self.count)
 
     def _maps_for(self, rows: np.ndarray | None) -> tuple[list[np.ndarray], np.ndarray]:
         """The (blocks, norms) maps to read `rows` through: the random-access ones for a few scattered
@@ -264,10 +334,12 @@ def _map_rows(path: Path, count: int, width: int, advice: int | None = None) -> 
     return np.frombuffer(mapped, dtype=np.float32).reshape(count, width)
 
 
-def _append_rows(path: Path, rows: np.ndarray, at_row: int) -> None:
+def _append_rows(path: Path, rows: np.ndarray, at_row: int, dtype=np.float32) -> None:
+    if not path.exists():
+        path.touch()
     with open(path, "r+b") as f:
-        f.seek(at_row * rows.shape[1] * _F32)
-        f.write(rows.tobytes())
+        f.seek(at_row * rows.shape[1] * np.dtype(dtype).itemsize)
+        f.write(np.ascontiguousarray(rows, dtype=dtype).tobytes())
         f.truncate()
         f.flush()
         os.fsync(f.fileno())

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..encoder import DEFAULT_MODEL, Encoder
-from ..errors import CollectionError, InvalidInputError
+from ..errors import CollectionError, InvalidInputError, MatsearchError
 from ..matryoshka import check_dims, check_nesting, check_vectors, default_dims, default_nesting, normalize
 from ..plan import INDEX_KINDS, Plan, as_plan
 from ..recipe import Recipe
@@ -36,6 +36,7 @@ from ..results import SearchResult
 from ..search import check_k, run_plan
 from ..store import BlockStore
 from ..transform import FIT_SAMPLE, Transform
+from .check import check_collection
 from .commits import CommitCounter
 from .docstore import DocStore
 from .idtable import IdTable
@@ -74,7 +75,7 @@ class Collection:
         self.writable = writable
         self._docs = self._store = self._transform = self._encoder = self._ids = self._counter = None
         self._indexes, self._broken, self._saved_rows, self._plans = {}, {}, {}, {}
-        self._dead, self._n_dead, self._dead_rows, self._tomb_seq = np.zeros(0, dtype=bool), 0, None, 0
+        self._dead, self._n_dead, self._tomb_seq = np.zeros(0, dtype=bool), 0, 0
         self._rw = ReadWriteLock()
         self._lock = WriterLock(self.path / ".lock").acquire() if writable else None
         self._release = weakref.finalize(self, self._lock.release) if self._lock else None
@@ -134,19 +135,32 @@ class Collection:
         if self.writable:
             self._store.truncate(rows)  # the tail of an add that crashed before its commit
         self._ids = self._open_ids(rows)
-        self._dead, self._n_dead, self._dead_rows = np.zeros(rows, dtype=bool), 0, None
+        self._dead, self._n_dead = np.zeros(rows, dtype=bool), 0
         self._mark_dead(dead)
         self._load_indexes()
 
-    def _open_ids(self, rows: int) -> IdTable:
+    def _open_ids(self, rows: int) -> "IdTable | MemoryIds":
+        """The id table, or — when it is missing or damaged (it is derived) — one rebuilt from SQLite:
+        on disk by the writer, in memory by a reader."""
         folder = self.path / "ids"
         if IdTable.exists(folder, rows):
-            table = IdTable(folder, rows)
-            if self.writable:
-                table.truncate(rows)
-            return table
-        if self.writable:  # derived data: rebuilt from SQLite
+            try:
+                table = IdTable(folder, rows)
+                if self.writable:
+                    table.truncate(rows)
+                return table
+            except CollectionError as exc:
+                log.warning("%s; rebuilding the id table from %s", exc, self._docs.path)
+        if self.writable:
             return IdTable.write(folder, self._docs.ids_by_row(rows))
+        return MemoryIds(self._docs.ids_by_row(rows))
+
+    def _remap_ids(self, rows: int) -> "IdTable | MemoryIds":
+        if isinstance(self._ids, IdTable):
+            try:
+                return self._ids.remap(rows)
+            except CollectionError as exc:
+                log.warning("%s; reading ids from %s instead", exc, self._docs.path)
         return MemoryIds(self._docs.ids_by_row(rows))
 
     def _load_indexes(self) -> None:
@@ -176,12 +190,6 @@ class Collection:
             rows = rows[rows < count]
             self._n_dead += int(np.count_nonzero(~self._dead[rows]))
             self._dead[rows] = True
-            self._dead_rows = None
-
-    def _dead_row_numbers(self) -> np.ndarray:
-        if self._dead_rows is None:
-            self._dead_rows = np.flatnonzero(self._dead[: self._store.count])
-        return self._dead_rows
 
     def _sync(self) -> None:
         """Pick up what another process committed since we last looked (a no-op for an unchanged collection)."""
@@ -218,8 +226,7 @@ class Collection:
         rows, dead, self._tomb_seq = self._docs.state(self._tomb_seq)
         if rows != self._store.count:
             self._store.grow(rows)
-            self._ids = self._ids.remap(rows) if isinstance(self._ids, IdTable) else \
-                MemoryIds(self._docs.ids_by_row(rows))
+            self._ids = self._remap_ids(rows)
         self._mark_dead(dead)
         if rebuilt:
             self._load_indexes()
@@ -332,6 +339,34 @@ class Collection:
         shutil.rmtree(self.path / old, ignore_errors=True)
         return recipe
 
+    def repair(self, *, progress: bool = False) -> list[str]:
+        """Rebuild every damaged derived file from the store and SQLite — prefix norms, the id
+        table, unusable indexes — and return the files rebuilt. Damaged primary data (the
+        vector blocks, SQLite, the transform) cannot be rebuilt and is named in the error."""
+        self._require_writable()
+        problems = check_collection(self.path)
+        primary = [str(p) for p in problems if not p.derived]
+        if primary:
+            raise CollectionError(f"collection {self.path} has damaged primary data: {'; '.join(primary)}")
+        rebuilt = []
+        with self._rw.writing():
+            for problem in problems:
+                if problem.file.endswith("prefix-norms.f32"):
+                    self._store.rewrite_norms()
+                elif Path(problem.file) == self.path / "ids":
+                    self._ids = IdTable.write(self.path / "ids", self._docs.ids_by_row(self._store.count))
+                else:
+                    continue
+                rebuilt.append(problem.file)
+        if self._broken or any(p.file.startswith(str(self.path / self.manifest.indexes)) for p in problems):
+            self.build(self.manifest.recipe, progress=progress)
+            rebuilt += [str(self.path / self.manifest.indexes / part.file)
+                        for part in Recipe.parse(self.manifest.recipe).parts]
+        if rebuilt:
+            self._docs.bump()
+            self._committed()
+        return rebuilt
+
     def elasticize(self, method: str = "adapter", *, dims: list[int] | None = None,
                    pairs: list[tuple[str, str]] | None = None, seed: int = 0, progress: bool = False) -> dict:
         """Re-fit the collection's transform (`pca` or `adapter`) on its stored vectors so the
@@ -410,11 +445,24 @@ class Collection:
             if via is not None and via not in self._indexes:
                 raise self._missing_index(plan, via)
             check_k(k, store.count - self._n_dead)
-            result = run_plan(store, self._transform.apply(raw), plan, k, metric=self.manifest.metric,
-                              dead_rows=self._dead_row_numbers() if self._n_dead else None,
-                              index=self._indexes.get(via))
+            try:
+                result = run_plan(store, self._transform.apply(raw), plan, k, metric=self.manifest.metric,
+                                  dead_mask=self._dead[: store.count] if self._n_dead else None,
+                                  index=self._indexes.get(via))
+            except (ArithmeticError, LookupError, ValueError) as exc:
+                if isinstance(exc, MatsearchError):
+                    raise
+                raise self._damaged(f"failed ({type(exc).__name__}: {exc})") from exc
             result.ids = self._ids.lookup(result.ids)
+            if not np.isfinite(result.scores).all():
+                raise self._damaged(f"scored a query as {result.scores.min()}")
         return result
+
+    def _damaged(self, what: str) -> CollectionError:
+        """The error for a search that damaged files broke, naming the files (the store is verified now)."""
+        files = [f"{path}: {problem}" for path, problem in self._store.verify()]
+        return CollectionError(f"search of collection {self.path} {what}: "
+                               + ("; ".join(files) if files else "run `matsearch check` to find the damaged file"))
 
     def _plan(self, plan) -> Plan:
         """The plan to run, parsed and checked once per distinct string."""
