@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .errors import InvalidInputError
@@ -25,6 +27,14 @@ def check_vectors(vectors, dim: int | None = None, *, what: str = "vectors") -> 
     if dim is not None and array.shape[1] != dim:
         raise InvalidInputError(f"{what} have width {array.shape[1]}, expected {dim}")
     array = np.ascontiguousarray(array, dtype=np.float32)
+    if len(array) == 1:  # one pass for the common case; the checks below name the fault
+        square = float(np.dot(array[0], array[0]))
+        if math.isfinite(square) and square > 0:
+            return array
+    else:
+        squares = np.einsum("ij,ij->i", array, array)
+        if np.isfinite(squares).all() and squares.all():
+            return array
     finite = np.isfinite(array)
     if not finite.all():
         row, col = np.argwhere(~finite)[0]

@@ -52,7 +52,7 @@ class IdTable:
     def _map(self, count: int) -> None:
         self.count = count
         if count == 0:
-            self._ends, self._bytes = np.zeros(0, dtype=np.uint64), b""
+            self._ends, self._bytes, self._view = np.zeros(0, dtype=np.uint64), b"", memoryview(b"")
             return
         self._ends = np.asarray(np.memmap(self.folder / _ENDS, dtype=np.uint64, mode="r", shape=(count,)))
         size = int(self._ends[-1])
@@ -60,6 +60,7 @@ class IdTable:
             raise CollectionError(f"id table {self.folder / _BYTES} is shorter than {self.folder / _ENDS} says")
         self._bytes = np.asarray(np.memmap(self.folder / _BYTES, dtype=np.uint8, mode="r", shape=(size,))) if size \
             else np.zeros(0, dtype=np.uint8)
+        self._view = memoryview(self._bytes)
         self._verify(count)
 
     def _records(self) -> np.ndarray:
@@ -109,16 +110,16 @@ class IdTable:
 
     def lookup(self, rows: np.ndarray) -> np.ndarray:
         """Ids of `rows` (any shape), as an object array of the same shape."""
-        flat = np.asarray(rows, dtype=np.int64).ravel()
-        if len(flat) and (flat.min() < 0 or flat.max() >= self.count):
-            raise CollectionError(f"id table {self.folder / _ENDS} has {self.count} rows; row {flat.max()} asked")
-        ends = self._ends[flat].astype(np.int64)
-        starts = np.where(flat > 0, self._ends[np.maximum(flat - 1, 0)].astype(np.int64), 0)
-        data = self._bytes
+        flat = np.asarray(rows).ravel().tolist()
+        if flat and (min(flat) < 0 or max(flat) >= self.count):
+            raise CollectionError(f"id table {self.folder / _ENDS} has {self.count} rows; row {max(flat)} asked")
+        picked = np.asarray(rows, dtype=np.int64).ravel()
+        stops = self._ends[picked].tolist()
+        starts = self._ends[picked - 1].tolist()  # row 0's (the last row's end) is not used
+        data = self._view
         out = np.empty(len(flat), dtype=object)
         try:
-            for n, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
-                out[n] = data[a:b].tobytes().decode()
+            out[:] = [bytes(data[a if r else 0 : b]).decode() for r, a, b in zip(flat, starts, stops)]
         except (UnicodeDecodeError, ValueError) as exc:
             raise CollectionError(f"id table {self.folder / _BYTES} is corrupt: {exc}") from None
         return out.reshape(np.shape(rows))

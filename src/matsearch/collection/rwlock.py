@@ -3,52 +3,77 @@
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
 
 
 class ReadWriteLock:
-    """Shared for searches, exclusive for refreshes and writes; a waiting writer holds off new readers."""
+    """Shared for searches (`with lock.reading():`), exclusive for refreshes and writes
+    (`with lock.writing():`); a waiting writer holds off new readers. The writer may read
+    and write again while it holds the lock."""
 
     def __init__(self):
         self._cond = threading.Condition(threading.Lock())
         self._readers = 0
-        self._writing = False
+        self._writing = 0
         self._writers_waiting = 0
         self._owner: int | None = None
+        self._shared, self._exclusive = _Shared(self), _Exclusive(self)
 
-    @contextmanager
-    def reading(self):
-        me = threading.get_ident()
-        if self._owner == me:  # a writer may read what it holds
-            yield
-            return
-        with self._cond:
-            while self._writing or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
+    def reading(self) -> "_Shared":
+        return self._shared
 
-    @contextmanager
-    def writing(self):
-        me = threading.get_ident()
-        if self._owner == me:  # re-entrant for the holder
-            yield
+    def writing(self) -> "_Exclusive":
+        return self._exclusive
+
+
+class _Shared:
+    """The reading side, as a plain context manager (a generator-based one costs microseconds per search)."""
+
+    def __init__(self, lock: ReadWriteLock):
+        self.lock = lock
+
+    def __enter__(self):
+        lock = self.lock
+        if lock._owner == threading.get_ident():
+            lock._writing += 1  # nested inside this thread's write: count it as a write
+            return self
+        with lock._cond:
+            while lock._writing or lock._writers_waiting:
+                lock._cond.wait()
+            lock._readers += 1
+        return self
+
+    def __exit__(self, *exc):
+        lock = self.lock
+        if lock._owner == threading.get_ident():
+            lock._writing -= 1
             return
-        with self._cond:
-            self._writers_waiting += 1
-            while self._writing or self._readers:
-                self._cond.wait()
-            self._writers_waiting -= 1
-            self._writing, self._owner = True, me
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writing, self._owner = False, None
-                self._cond.notify_all()
+        with lock._cond:
+            lock._readers -= 1
+            if not lock._readers:
+                lock._cond.notify_all()
+
+
+class _Exclusive:
+    def __init__(self, lock: ReadWriteLock):
+        self.lock = lock
+
+    def __enter__(self):
+        lock, me = self.lock, threading.get_ident()
+        if lock._owner == me:
+            lock._writing += 1
+            return self
+        with lock._cond:
+            lock._writers_waiting += 1
+            while lock._writing or lock._readers:
+                lock._cond.wait()
+            lock._writers_waiting -= 1
+            lock._writing, lock._owner = 1, me
+        return self
+
+    def __exit__(self, *exc):
+        lock = self.lock
+        with lock._cond:
+            lock._writing -= 1
+            if not lock._writing:
+                lock._owner = None
+                lock._cond.notify_all()
