@@ -1,0 +1,43 @@
+"""A writer that adds, deletes and builds until it is killed, logging each call after it returns (for test_crash).
+
+    python crash_worker.py COLLECTION VECTORS.npy LOG FIRST_ID SEED
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+
+from matsearch import Collection
+
+
+def main(path, vectors, log, first_id, seed):
+    rng = np.random.default_rng(seed)
+    with Collection.open(path, writable=True) as col, open(log, "a") as out:
+        def ack(op, ids):
+            out.write(json.dumps({"op": op, "ids": ids}) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+
+        live = []  # only ids this process added are deleted, so each delete's ids are known to exist
+        next_id = first_id
+        for step in range(10_000):
+            ids = [str(next_id + n) for n in range(40)]
+            picks = rng.integers(0, len(vectors), len(ids))
+            col.add(ids, vectors=vectors[picks] + 0.01 * rng.normal(size=(len(ids), vectors.shape[1])).astype(np.float32))
+            ack("add", ids)
+            next_id += len(ids)
+            live += ids
+            gone = [live.pop(int(rng.integers(len(live)))) for _ in range(15)]
+            ack("deleting", gone)  # these may be gone even if the delete is never acknowledged
+            col.delete(gone)
+            ack("delete", gone)
+            if step % 3 == 2:
+                col.build("ivf16@d32:d64,bin32/sign")
+                ack("build", [])
+
+
+if __name__ == "__main__":
+    path, array, log, first_id, seed = sys.argv[1:]
+    main(path, np.load(array).astype(np.float32), log, int(first_id), int(seed))
