@@ -6,6 +6,7 @@ order among equal scores), the same scores within float tolerance, and the same 
 
 import numpy as np
 import pytest
+from conftest import assert_same_ranking
 
 from matsearch import InvalidInputError, Plan, run_plan
 from matsearch.index import BinaryIndex, GraphIndex, IVFIndex, PQIndex
@@ -27,16 +28,9 @@ def one_at_a_time(store, queries, plan, k, **kwargs):
 
 
 def assert_same(batched, singles):
-    """Batched results equal the one-query results: scores within float tolerance, ids equal except
-    where neighbouring scores tie, cost totals equal."""
-    ids = np.vstack([s.ids for s in singles])
-    scores = np.vstack([s.scores for s in singles])
-    np.testing.assert_allclose(batched.scores, scores, rtol=1e-5, atol=1e-6)
-    tied = np.zeros(ids.shape, dtype=bool)
-    close = np.isclose(scores[:, 1:], scores[:, :-1], rtol=1e-5, atol=1e-6)
-    tied[:, 1:] |= close
-    tied[:, :-1] |= close
-    assert not ((batched.ids != ids) & ~tied).any()
+    """Batched results equal the one-query results (ties as ties) and count the same work in all."""
+    assert_same_ranking(batched.ids, batched.scores, np.vstack([s.ids for s in singles]),
+                        np.vstack([s.scores for s in singles]))
     for name in COUNTED:
         assert getattr(batched.cost, name) == sum(getattr(s.cost, name) for s in singles), name
     per_query = np.mean([s.cost.candidates for s in singles], axis=0)
