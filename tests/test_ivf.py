@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import NESTING
+from conftest import NESTING, assert_same_ranking
 
 from matsearch import BlockStore, InvalidInputError, Plan, run_plan
 from matsearch.index import IVFIndex
@@ -28,8 +28,7 @@ def test_exhaustive_probing_is_exact_search(elastic, dim):
     store, index, queries = elastic
     exact = run_plan(store, queries, Plan.parse(f"d{dim}:{store.count}>d384"), 10)
     ivf = run_plan(store, queries, Plan.parse(f"p64@d{dim}:{store.count}>d384"), 10, index=index)
-    np.testing.assert_array_equal(ivf.ids, exact.ids)
-    np.testing.assert_allclose(ivf.scores, exact.scores, rtol=1e-5)
+    assert_same_ranking(ivf.ids, ivf.scores, exact.ids, exact.scores)
 
 
 def test_probing_a_quarter_of_the_lists_keeps_recall(elastic):
@@ -95,9 +94,14 @@ def test_extending_equals_assigning_everything_with_the_same_centroids(elastic, 
     index.extend(grown)
     assert index.indexed_ == store.count
     prefix = grown.rows(np.arange(store.count))[:, :32]
-    lists = np.argmax((prefix / np.linalg.norm(prefix, axis=1, keepdims=True)) @ index.centroids_[32].T, axis=1)
-    np.testing.assert_array_equal(index.lists_.list_rows, np.argsort(lists, kind="stable"))
-    np.testing.assert_array_equal(index.list_sizes(), np.bincount(lists, minlength=32))
+    similarity = (prefix / np.linalg.norm(prefix, axis=1, keepdims=True)) @ index.centroids_[32].T
+    nearest = np.argmax(similarity, axis=1)
+    held = np.empty(store.count, dtype=np.int64)  # the list each row is held in
+    held[index.lists_.list_rows] = np.repeat(np.arange(32), index.list_sizes())
+    elsewhere = np.flatnonzero(held != nearest)  # only a row equally near two centroids (float rounding) may be
+    np.testing.assert_allclose(similarity[elsewhere, held[elsewhere]], similarity[elsewhere, nearest[elsewhere]],
+                               rtol=1e-5)
+    np.testing.assert_array_equal(index.lists_.list_rows, np.argsort(held, kind="stable"))  # by row within a list
 
 
 @pytest.fixture(scope="module", params=["f16", "int8", "pq16"])
@@ -111,8 +115,7 @@ def test_coded_lists_at_exhaustive_settings_are_exact_search(coded):
     store, index, queries = coded
     exact = run_plan(store, queries, Plan.exact(384), 10)
     ivf = run_plan(store, queries, Plan.parse(f"p64@d128:{store.count}>d384"), 10, index=index)
-    np.testing.assert_array_equal(ivf.ids, exact.ids)
-    np.testing.assert_allclose(ivf.scores, exact.scores, rtol=1e-5)
+    assert_same_ranking(ivf.ids, ivf.scores, exact.ids, exact.scores)
 
 
 def test_coded_lists_shortlist_well_and_count_their_work(coded):
@@ -148,7 +151,7 @@ def test_coded_lists_persist_and_follow_added_and_deleted_rows(coded, tmp_path):
     partial.extend(grown)
     exact = run_plan(store, queries, Plan.exact(384), 10)
     grown_result = run_plan(grown, queries, Plan.parse(f"p64@d128:{store.count}>d384"), 10, index=partial)
-    np.testing.assert_array_equal(grown_result.ids, exact.ids)
+    assert_same_ranking(grown_result.ids, grown_result.scores, exact.ids, exact.scores)
     assert recall(run_plan(grown, queries, plan, 10, index=partial).ids, exact.ids) >= 0.85
 
 
@@ -171,7 +174,7 @@ def test_a_query_picks_the_centroid_set_it_probes_with(elastic_scifact):
         scanned = result.cost.candidates[0]
         assert result.cost.multiply_adds == 64 * probe_dim + scanned * 64 + 50 * 320
         every_list = run_plan(store, queries, Plan.parse(f"p64c{probe_dim}@d64:{store.count}>d384"), 10, index=index)
-        np.testing.assert_array_equal(every_list.ids, exact.ids)
+        assert_same_ranking(every_list.ids, every_list.scores, exact.ids, exact.scores)
     coarse = run_plan(store, queries, Plan.parse("p16c32@d128:200>d384"), 10, index=index)
     fine = run_plan(store, queries, Plan.parse("p16c128@d128:200>d384"), 10, index=index)
     assert recall(coarse.ids, exact.ids) >= 0.85 and recall(fine.ids, exact.ids) >= recall(coarse.ids, exact.ids) - 0.02
