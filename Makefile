@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-all bench bench-indexes bench-adanns bench-elastic bench-finetune bench-compact bench-scale clean
+.PHONY: demo test test-avx2 test-all bench bench-indexes bench-adanns bench-elastic bench-finetune bench-compact bench-scale clean
 
 $(BIN)/matsearch: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -24,6 +24,12 @@ demo: $(BIN)/matsearch
 ## The test suite CI runs (about a few minutes on 2 cores).
 test: $(BIN)/matsearch
 	$(BIN)/pytest -q -m "not slow"
+
+## The CI suite as an AVX2-only x86-64 machine runs it: faiss (a runtime-dispatch build: FAISS_SIMD_LEVEL, not
+## FAISS_OPT_LEVEL), numpy, OpenBLAS and torch held to their AVX2 kernels. Near-ties may round differently.
+test-avx2: $(BIN)/matsearch
+	FAISS_SIMD_LEVEL=AVX2 OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" \
+		ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(BIN)/pytest -q -m "not slow"
 
 ## Everything, including the slow end-to-end encoder test on SciFact.
 test-all: $(BIN)/matsearch
