@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-avx2 test-all bench bench-indexes bench-adanns bench-elastic bench-finetune bench-compact bench-scale clean
+.PHONY: demo test test-avx2 test-all bench bench-indexes bench-adanns bench-elastic bench-finetune bench-compact bench-scale bench-cold clean
 
 $(BIN)/matsearch: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -66,6 +66,11 @@ bench-compact: $(BIN)/matsearch
 bench-scale: $(BIN)/matsearch
 	$(BIN)/python benchmarks/bench_scale.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_tiers.py
+
+## The store on disk: disk bytes and ms per query with the vectors evicted from the page cache, before every
+## query and once, on bench_scale's 1M collection (built if missing; about 2 minutes once built).
+bench-cold: $(BIN)/matsearch
+	$(BIN)/python benchmarks/bench_cold.py
 
 clean:
 	rm -rf $(VENV) demo-collection benchmarks/results

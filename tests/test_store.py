@@ -1,0 +1,80 @@
+"""The store's scattered reads (through maps advised MADV_RANDOM) give what whole-block reads give."""
+
+import mmap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from matsearch import BlockStore
+
+NESTING = [16, 32, 64]
+ITEMS = 4096
+SPARSE = np.array([4095, 5, 17, 2999, 3000, 17, 1234])  # few rows: the random-access maps (a repeat, row 5 zero)
+DENSE = np.sort(np.random.default_rng(1).choice(ITEMS, 200, replace=False))  # many: the read-ahead maps
+
+
+@pytest.fixture
+def stored(tmp_path):
+    """A store written by two appends and reopened read-only, and the vectors it holds."""
+    vectors = np.random.default_rng(3).normal(size=(ITEMS, 64)).astype(np.float32)
+    vectors[5] = 0  # its inverse norm is 0
+    store = BlockStore.create(tmp_path / "vectors", NESTING)
+    store.append(vectors[:3000])
+    store.append(vectors[3000:])
+    return BlockStore(tmp_path / "vectors", NESTING, ITEMS), vectors
+
+
+@pytest.mark.parametrize("rows", [SPARSE, DENSE], ids=["sparse", "dense"])
+def test_rows_at_any_prefix_are_the_stored_values(stored, rows):
+    store, vectors = stored
+    np.testing.assert_array_equal(store.rows(rows), vectors[rows])
+    for dim in (16, 40, 64):
+        np.testing.assert_array_equal(store.rows(rows, dim), vectors[rows, :dim])
+
+
+@pytest.mark.parametrize("rows", [SPARSE, DENSE], ids=["sparse", "dense"])
+@pytest.mark.parametrize("lo, hi", [(0, 16), (0, 64), (16, 64), (8, 40)])
+def test_dots_at_rows_match_numpy_and_the_full_scan(stored, rows, lo, hi):
+    store, vectors = stored
+    queries = np.random.default_rng(4).normal(size=(3, 64)).astype(np.float32)
+    for query in queries:
+        at_rows = store.dots(query, lo, hi, rows)
+        np.testing.assert_allclose(at_rows, vectors[rows, lo:hi] @ query[lo:hi], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(at_rows, store.dots(query, lo, hi)[rows], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(store.dots(queries, lo, hi, rows), queries[:, lo:hi] @ vectors[rows, lo:hi].T,
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [SPARSE, DENSE], ids=["sparse", "dense"])
+@pytest.mark.parametrize("dim", [16, 32, 64, 40])  # 40 lies between boundaries: computed from the blocks
+def test_inverse_prefix_norms_at_rows(stored, rows, dim):
+    store, vectors = stored
+    norms = np.linalg.norm(vectors[rows, :dim].astype(np.float64), axis=1)
+    expected = np.where(norms > 0, 1 / np.where(norms > 0, norms, 1), 0)
+    np.testing.assert_allclose(store.inv_prefix_norms(dim, rows), expected, rtol=1e-5)
+    np.testing.assert_allclose(store.inv_prefix_norms(dim, rows), store.inv_prefix_norms(dim)[rows], rtol=1e-6)
+
+
+def _vm_flags(address: int) -> list[str]:
+    """The kernel's VmFlags of the mapping of this process that holds `address`."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            start, end = (int(x, 16) for x in head.split("-"))
+            inside = start <= address < end
+        elif inside and line.startswith("VmFlags:"):
+            return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists() or not hasattr(mmap, "MADV_RANDOM"),
+                    reason="needs Linux's /proc/self/smaps and madvise")
+def test_scattered_rows_are_read_through_maps_advised_random(stored):
+    store, _ = stored
+    blocks, norms = store._maps_for(SPARSE)
+    assert all("rr" in _vm_flags(a.ctypes.data) for a in blocks + [norms])  # rr: MADV_RANDOM given
+    blocks, norms = store._maps_for(DENSE)
+    assert all("rr" not in _vm_flags(a.ctypes.data) for a in blocks + [norms])  # full scans keep read-ahead
+    assert store._maps_for(None)[0] is store.blocks
