@@ -144,15 +144,15 @@ def expected_bytes(plan: str, nesting: list[int], items: int, candidates: list[f
             if lo < stage.dim and hi > done:
                 pages = -(-items * (hi - lo) * 4 // _PAGE)
                 floor += _distinct(rows, pages) * _PAGE
-        if n <= 1:  # the first stage that reads the store also reads its rows' norms (later: the same pages)
-            floor += _distinct(rows, -(-items * len(nesting) * 4 // _PAGE)) * _PAGE if rows < items else 0
+        if n == 1:  # its rows' norms (a scan's norm column is copied into RAM once; later stages' rows are
+            floor += _distinct(rows, -(-items * len(nesting) * 4 // _PAGE)) * _PAGE  # among these, same pages)
         done = stage.dim
     return {"values": values, "page_floor": floor}
 
 
 def _distinct(rows: float, pages: int) -> float:
     """Expected distinct pages `rows` uniformly random rows fall in."""
-    return pages * -np.expm1(rows * np.log1p(-1 / pages)) if rows < pages * 64 else pages
+    return float(pages * -np.expm1(rows * np.log1p(-1 / pages)))
 
 
 def table(runs: dict) -> str:
