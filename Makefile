@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-avx2 test-all bench bench-indexes bench-adanns bench-elastic bench-finetune bench-compact bench-scale bench-cold clean
+.PHONY: demo test test-avx2 test-all bench bench-indexes bench-adanns bench-elastic bench-finetune bench-compact bench-scale bench-batch bench-cold clean
 
 $(BIN)/matsearch: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -66,6 +66,10 @@ bench-compact: $(BIN)/matsearch
 bench-scale: $(BIN)/matsearch
 	$(BIN)/python benchmarks/bench_scale.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_tiers.py
+
+## Batches on pkgsum: batch 1 against batch 1,000 through Collection.search, and FAISS HNSW32 (about 15 minutes).
+bench-batch: $(BIN)/matsearch
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_batch.py
 
 ## The store on disk: disk bytes and ms per query with the vectors evicted from the page cache, before every
 ## query and once, on bench_scale's 1M collection (built if missing; about 2 minutes once built).
