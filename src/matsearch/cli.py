@@ -154,6 +154,22 @@ def build(
 
 @app.command()
 @_cli_errors
+def compact(
+    collection: Path = typer.Argument(..., help="Collection folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+):
+    """Rewrite the store and indexes without deleted items (crash-safe; readers keep searching)."""
+    with Collection.open(collection, writable=True) as col:
+        summary = {"collection": str(collection), **col.compact(progress=not as_json)}
+    if as_json:
+        _emit_json(summary)
+    else:
+        out.print(f"removed {summary['removed']:,} deleted rows, kept {summary['count']:,} "
+                  f"in {summary['seconds']:.1f}s")
+
+
+@app.command()
+@_cli_errors
 def check(
     collection: Path = typer.Argument(..., help="Collection folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the problems as JSON."),

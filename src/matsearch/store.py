@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 _NORMS = "prefix-norms.f32"
 _CHECKSUMS = "checksums.u64"
 _CHECK_ROWS = 1 << 18  # rows verified at a time
+_VERIFY_BYTES = 64 << 20  # norms verified when mapped, up to this many bytes at once (1M+ rows: `matsearch check`)
 _F32 = 4
 _FAISS_MIN_WIDTH = 64
 _GATHER_BYTES = 32 << 20  # bound on rows copied out at once for a batch of queries
@@ -141,6 +142,9 @@ class BlockStore:
         """Whether the norm file's rows up to `count` match their checksums (only rows not yet
         verified by this object are read: O(rows added) on each refresh)."""
         verified = getattr(self, "_norms_verified", 0)
+        if (count - verified) * len(self.nesting) * _F32 > _VERIFY_BYTES:  # a large store opened: left to `check`
+            self._norms_verified = count
+            return True
         for a, n, *crcs in self._checksums().tolist():
             if a >= verified and a + n <= count and \
                     zlib.crc32(np.ascontiguousarray(self.norms[a : a + n]).tobytes()) != crcs[-1]:

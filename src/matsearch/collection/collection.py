@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..encoder import DEFAULT_MODEL, Encoder
+from ..encoder import DEFAULT_MODEL, Encoder, model_dimension
 from ..errors import CollectionError, InvalidInputError, MatsearchError
 from ..matryoshka import check_dims, check_nesting, check_vectors, default_dims, default_nesting, normalize
 from ..plan import INDEX_KINDS, Plan, as_plan
@@ -36,6 +36,7 @@ from ..results import SearchResult
 from ..search import check_k, run_plan
 from ..store import BlockStore
 from ..transform import FIT_SAMPLE, Transform
+from . import compact as compaction
 from .check import check_collection
 from .commits import CommitCounter
 from .docstore import DocStore
@@ -48,6 +49,11 @@ from .rwlock import ReadWriteLock
 log = logging.getLogger(__name__)
 COUNTER = "commits.u64"
 _REFRESH_TRIES = 3
+_OPEN_TRIES = 40  # × 50 ms: how long an open waits for a compaction's files to arrive
+
+
+class CompactingError(CollectionError):
+    """SQLite is one compaction ahead of the files: a moment's state, retried."""
 
 
 @dataclass
@@ -85,13 +91,15 @@ class Collection:
             elif not writable and (self.path / READY).exists():
                 raise CollectionError(f"collection {self.path} is being switched to a new transform (elasticize); "
                                       "open it again when that ends, or open it writable to finish an interrupted one")
+            self._docs = DocStore(self.path / "docs.sqlite", writable=writable, create=new)
+            if writable and compaction.roll_forward(self.path, self._docs):  # a compaction a crash interrupted
+                self.manifest = Manifest.load(self.path / "manifest.json")
             if writable:
                 _remove_stale_index_folders(self.path, self.manifest.indexes)
-            self._docs = DocStore(self.path / "docs.sqlite", writable=writable, create=new)
             self._counter = CommitCounter.open(self.path / COUNTER, writable=writable)
             self._seen = self._commit_mark()
             if self.manifest.dim is not None:
-                self._load_state()
+                self._load_state_settled()
             if writable:
                 self._counter.bump()  # readers re-read whatever a crashed writer may have left uncounted
                 self._seen = self._commit_mark()
@@ -100,9 +108,10 @@ class Collection:
             raise
 
     @classmethod
-    def create(cls, path, *, model: str = DEFAULT_MODEL, metric: str = "cosine", transform: str = "pca",
+    def create(cls, path, *, model: str | None = DEFAULT_MODEL, metric: str = "cosine", transform: str = "pca",
                nesting: list[int] | None = None) -> "Collection":
-        """Make a new, empty collection folder (its dim is set by the first add)."""
+        """Make a new, empty collection folder (its dim is set by the first add). `model` embeds texts
+        added and queries; with None the collection holds precomputed vectors and is searched by vector."""
         path = Path(path)
         if (path / "manifest.json").exists():
             raise CollectionError(f"a collection already exists at {path}")
@@ -126,11 +135,26 @@ class Collection:
         """What changes when anyone commits: the commit counter, or SQLite's data version without one."""
         return self._counter.read() if self._counter is not None else self._docs.version()
 
+    def _load_state_settled(self) -> None:
+        """`_load_state`, waiting out the moment between a compaction's commit and its files' arrival."""
+        for attempt in range(_OPEN_TRIES):
+            try:
+                return self._load_state()
+            except CompactingError:
+                if attempt == _OPEN_TRIES - 1:
+                    raise
+                time.sleep(0.05)
+                self.manifest = Manifest.load(self.path / "manifest.json")
+
     def _load_state(self) -> None:
         """Read everything from disk: transform, store, id table, deletions, indexes (O(N))."""
         m = self.manifest
+        rows, dead, tomb_seq, epoch = self._docs.state(0)
+        if epoch > m.epoch:
+            raise CompactingError(f"collection {self.path} is being compacted; open it again in a moment, or open it "
+                                  "writable to finish a compaction that was cut short")
+        self._tomb_seq = tomb_seq
         self._transform = Transform.load(self.path / "transform.npy", kind=m.transform, dim=m.dim)
-        rows, dead, self._tomb_seq = self._docs.state(0)
         self._store = BlockStore(self.path / "vectors", m.nesting, rows, writable=self.writable)
         if self.writable:
             self._store.truncate(rows)  # the tail of an add that crashed before its commit
@@ -223,7 +247,10 @@ class Collection:
             return
         if reload:
             return self._load_state()
-        rows, dead, self._tomb_seq = self._docs.state(self._tomb_seq)
+        rows, dead, tomb_seq, epoch = self._docs.state(self._tomb_seq)
+        if epoch > manifest.epoch:  # a compaction committed; its files are not all in place yet
+            raise CompactingError(f"collection {self.path} is being compacted")
+        self._tomb_seq = tomb_seq
         if rows != self._store.count:
             self._store.grow(rows)
             self._ids = self._remap_ids(rows)
@@ -285,6 +312,11 @@ class Collection:
         """On the first add: set the dim and nesting, fit the transform, create the store."""
         m = self.manifest
         dim = vectors.shape[1]
+        width = None if m.model is None else model_dimension(m.model)
+        if width is not None and width != dim:
+            raise InvalidInputError(f"the vectors are {dim} wide but the collection's model {m.model!r} embeds "
+                                    f"{width} dims, so text queries could not be searched; give {width}-dim vectors, "
+                                    "or create the collection with the model that made them (or model=None)")
         nesting = check_nesting(m.nesting or default_nesting(dim), dim)
         if m.transform == "pca" and len(vectors) < dim:
             raise InvalidInputError(
@@ -338,6 +370,27 @@ class Collection:
             self._saved_rows = {kind: index.indexed_ for kind, index in built.items()}
         shutil.rmtree(self.path / old, ignore_errors=True)
         return recipe
+
+    def compact(self, *, progress: bool = False) -> dict:
+        """Rewrite the store, id table and indexes without the deleted rows (see `compact.py`); a crash
+        leaves the collection as it was or compacted. Returns the rows removed and kept."""
+        self._require_writable()
+        with self._rw.reading():  # searches go on meanwhile; this process's writes wait
+            count, before = self._store.count if self._store else 0, self.manifest
+            if self._store is None or not self._n_dead:
+                return {"removed": 0, "count": count, "seconds": 0.0}
+            start = time.perf_counter()
+            live = np.flatnonzero(~self._dead[:count])
+            staged = compaction.stage(self.path, self._store, self._ids, live, before, progress=progress)
+        with self._rw.writing():
+            self._docs.renumber(staged.epoch)  # the commit point
+            compaction.roll_forward(self.path, self._docs)
+            self.manifest = Manifest.load(self.path / "manifest.json")
+            self._committed()
+            self._load_state()
+        if before.indexes != "indexes":
+            shutil.rmtree(self.path / before.indexes, ignore_errors=True)
+        return {"removed": count - len(live), "count": len(live), "seconds": time.perf_counter() - start}
 
     def repair(self, *, progress: bool = False) -> list[str]:
         """Rebuild every damaged derived file from the store and SQLite — prefix norms, the id
@@ -512,6 +565,9 @@ class Collection:
 
     @property
     def encoder(self) -> Encoder:
+        if self.manifest.model is None:
+            raise InvalidInputError(f"collection {self.path} has no model (created with model=None): "
+                                    "add and search with vectors, not text")
         if self._encoder is None:
             self._encoder = Encoder(model=self.manifest.model)
         return self._encoder

@@ -88,16 +88,46 @@ class DocStore:
         return self.db.execute("PRAGMA data_version").fetchone()[0]
 
     @_guarded
-    def state(self, since: int) -> tuple[int, np.ndarray, int]:
-        """(committed rows, rows deleted after tombstone `since`, last tombstone) read in one transaction."""
+    def state(self, since: int) -> tuple[int, np.ndarray, int, int]:
+        """(committed rows, rows deleted after tombstone `since`, last tombstone, epoch) read in one transaction."""
         self.db.execute("BEGIN")
         try:
             rows = int(self.db.execute("SELECT value FROM meta WHERE key='rows'").fetchone()[0])
             dead = [(s, r) for s, r in self.db.execute("SELECT seq, row FROM tombstones WHERE seq > ?", (since,))]
+            epoch = self.epoch()
         finally:
             self.db.commit()
         last = max((s for s, _ in dead), default=since)
-        return rows, np.array([r for _, r in dead], dtype=np.int64), last
+        return rows, np.array([r for _, r in dead], dtype=np.int64), last, epoch
+
+    @_guarded
+    def epoch(self) -> int:
+        """How many times the rows were renumbered by a compaction (0 if never)."""
+        found = self.db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
+        return 0 if found is None else int(found[0])
+
+    @_guarded
+    def renumber(self, epoch: int) -> int:
+        """Give the live documents rows 0, 1, … in their order, forget the tombstones and record `epoch`,
+        in one transaction (the commit point of a compaction); return the live count."""
+        self.db.execute("BEGIN")
+        try:
+            self.db.execute("CREATE TABLE docs_compact (row INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, text TEXT, "
+                            "metadata TEXT)")
+            self.db.execute("INSERT INTO docs_compact SELECT ROW_NUMBER() OVER (ORDER BY row) - 1, id, text, metadata "
+                            "FROM docs ORDER BY row")
+            self.db.execute("DROP TABLE docs")
+            self.db.execute("ALTER TABLE docs_compact RENAME TO docs")
+            live = int(self.db.execute("SELECT count(*) FROM docs").fetchone()[0])
+            self.db.execute("UPDATE meta SET value=? WHERE key='rows'", (str(live),))
+            self.db.execute("DELETE FROM tombstones")
+            self.db.execute("INSERT INTO meta VALUES ('epoch', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                            (str(epoch),))
+            self.db.commit()
+        except BaseException:
+            self.db.rollback()
+            raise
+        return live
 
     @_guarded
     def ids_by_row(self, count: int) -> list[str]:

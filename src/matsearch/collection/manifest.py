@@ -21,7 +21,7 @@ FORMAT_VERSION = 1
 class Manifest:
     """Settings fixed when a collection is created; `dim`/`nesting` are set by the first add."""
 
-    model: str
+    model: str | None  # None: a collection of precomputed vectors, searched by vector only
     metric: str
     transform: str
     dim: int | None = None
@@ -32,8 +32,8 @@ class Manifest:
 
     def check(self) -> "Manifest":
         """Raise InvalidInputError unless the settings are usable; return self."""
-        if not isinstance(self.model, str) or not self.model:
-            raise InvalidInputError(f"model must be a model name or path, got {self.model!r}")
+        if self.model is not None and (not isinstance(self.model, str) or not self.model):
+            raise InvalidInputError(f"model must be a model name or path (or None for vectors only), got {self.model!r}")
         if self.metric not in METRICS:
             raise InvalidInputError(f"metric {self.metric!r} is not one of {METRICS}")
         if self.transform not in TRANSFORMS:
