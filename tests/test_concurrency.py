@@ -13,7 +13,7 @@ import pytest
 from matsearch import Collection
 
 WORKER = Path(__file__).with_name("concurrency_worker.py")
-PLANS = ["d384", "d32:200>d384", "p8@d64:100>d384"]
+PLANS = ["d384", "d32:200>d384", "p8@d64:100>d384", "g32@d64:50>d384"]
 READERS, THREADS = 3, 4
 
 
@@ -23,7 +23,7 @@ def shared_collection(scifact, tmp_path_factory):
     folder = tmp_path_factory.mktemp("concurrent")
     with Collection.create(folder / "col") as col:
         col.add([str(i) for i in range(3000)], vectors=docs[:3000])
-        col.build("ivf64@d64:d128")
+        col.build("ivf64@d64:d128,hnsw16@d64")
     np.save(folder / "vectors.npy", docs[3000:])
     np.save(folder / "queries.npy", queries[:200])
     return folder

@@ -16,6 +16,8 @@ into the graph (`extend`).
 
 from __future__ import annotations
 
+import threading
+
 import faiss
 import numpy as np
 from tqdm.auto import tqdm
@@ -30,6 +32,7 @@ from .ivf_lists import SCALAR_QUANTIZERS
 _ADD_CHUNK = 10_000  # rows per insertion call, so a progress bar can follow
 _TINY = np.float32(1e-30)
 _STATS = faiss.cvar.hnsw_stats  # faiss's distance counter, read for the cost record
+_STATS_LOCK = threading.Lock()  # the counter is one per process: graph searches take turns
 CODECS = {"f32": 4, "f16": 2, "int8": 1}  # bytes per stored dim
 
 
@@ -114,14 +117,12 @@ class GraphIndex:
         funnel's re-rank adds only the dims past the graph's."""
         if stage.dim != self.dim:
             raise InvalidInputError(f"this graph is built on d{self.dim}; the plan asks for d{stage.dim}")
-        _STATS.reset()
-        scores, found = self.graph_.search(query[None, : self.dim], min(keep, self.indexed_),
-                                           params=self._params(max(stage.effort, keep)))
+        scores, found, visited = self._walk(query[None, : self.dim], min(keep, self.indexed_),
+                                            max(stage.effort, keep))
         rows, scores = found[0], scores[0]
         if rows[-1] < 0:  # fewer reachable rows than asked
             valid = rows >= 0
             rows, scores = rows[valid], scores[valid]
-        visited = _STATS.ndis
         cost.items_scanned += visited
         cost.multiply_adds += visited * self.dim
         cost.bytes_read += visited * self.dim * CODECS[self.codec]
@@ -137,10 +138,8 @@ class GraphIndex:
         reachable ones), similarities and partial products."""
         if stage.dim != self.dim:
             raise InvalidInputError(f"this graph is built on d{self.dim}; the plan asks for d{stage.dim}")
-        _STATS.reset()
-        scores, rows = self.graph_.search(np.ascontiguousarray(queries[:, : self.dim]), min(keep, self.indexed_),
-                                          params=self._params(max(stage.effort, keep)))
-        visited = _STATS.ndis
+        scores, rows, visited = self._walk(np.ascontiguousarray(queries[:, : self.dim]), min(keep, self.indexed_),
+                                           max(stage.effort, keep))
         cost.items_scanned += visited
         cost.multiply_adds += visited * self.dim
         cost.bytes_read += visited * self.dim * CODECS[self.codec]
@@ -154,6 +153,14 @@ class GraphIndex:
     def candidate_width(self, stage, keep: int) -> int:
         """The most candidates `candidates_batch` gives a query."""
         return keep
+
+    def _walk(self, queries: np.ndarray, keep: int, beam: int):
+        """(similarities, rows, distances computed) of a graph search. faiss counts distances in one
+        process-wide counter, so searches from several threads take turns to keep each count their own."""
+        with _STATS_LOCK:
+            _STATS.reset()
+            scores, rows = self.graph_.search(queries, keep, params=self._params(beam))
+            return scores, rows, _STATS.ndis
 
     def _params(self, beam: int):
         """Search parameters for a beam, made once: building them costs as much as a short search."""
