@@ -83,7 +83,7 @@ def test_scifact_with_the_bundled_encoder_embedding_everything(tmp_path):
 def test_tiny_collections_are_evaluated_at_their_size(tmp_path):
     data = load_beir(BUNDLED / "cranfield")
     vectors = np.random.default_rng(0).normal(size=(len(data.query_ids), 8)).astype(np.float32)
-    with Collection.create(tmp_path / "c", transform="none") as col:
+    with Collection.create(tmp_path / "c", transform="none", model=None) as col:  # 8-dim vectors: no model
         col.add(data.doc_ids[:5], vectors=vectors[:5])
         metrics = evaluate(col, data, query_vectors=vectors)
     assert metrics["ann_recall@10"] == 1.0 and metrics["queries"] == 225
