@@ -37,13 +37,16 @@ TUNE, HELD = slice(0, 500), slice(500, 1000)
 TUNE_ROUNDS, ROUNDS = 2, 3
 K = 10
 # collection recipes (one index of a kind per collection) and each recipe part's plans
-RECIPES = ("hnsw32@d192/int8,ivf1024@d64:d128/int8,bin128", "hnsw32@d128:d192/int8")
+RECIPES = ("hnsw32@d192/int8,ivf1024@d64:d128/int8,bin128", "hnsw32@d128:d192/int8,ivf1024@d64:d128/pq64x4fs",
+           "ivf1024@d64:d192/pq96x4fs")
 GRAPH = ((24, 24), (32, 24), (32, 32), (40, 32), (48, 32), (48, 40), (56, 40), (64, 48), (80, 64))  # (beam, keep)
 PLANS = {
     "hnsw32@d192/int8": [f"g{b}@d192:{k}>d384" for b, k in GRAPH],
     "hnsw32@d128:d192/int8": [f"g{b}@d192:{k}>d384" for b, k in GRAPH],
     "ivf1024@d64:d128/int8": [f"p{p}@d128:{k}>d384" for p, k in itertools.product((64, 96, 128, 160, 192), (50, 100))],
     "bin128": [f"h@b128:{k}>d128:100>d384" for k in (500, 700, 1000, 1400)],
+    "ivf1024@d64:d128/pq64x4fs": [f"p{p}@d128:{k}>d384" for p, k in itertools.product((96, 128, 160, 192), (100, 200))],
+    "ivf1024@d64:d192/pq96x4fs": [f"p{p}@d192:{k}>d384" for p, k in itertools.product((96, 128, 160, 192), (50, 100))],
 }
 HNSW_EFS = (24, 32, 40, 48, 56, 64, 80, 96)
 SQ8_EFS, K_FACTORS = (20, 24, 32, 40, 48, 64, 80), (2, 4)  # efSearch below k·k_factor is k·k_factor

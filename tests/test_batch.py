@@ -70,6 +70,7 @@ def test_graph(elastic, recipe, plans):
     ("f32", 128, ["p8@d64:200>d384", "p6c64@d128:100>d256:30>d384", "p64@d32:5000>d384"]),
     ("int8", 128, ["p8@d128:100>d384", "p8c64@d128:60>d384"]),
     ("pq8", 64, ["p12@d64:150>d384"]),
+    ("pq32x4fs", 64, ["p12@d64:150>d384", "p8c64@d64:60>d384"]),
 ])
 def test_ivf(elastic, codec, scan_dim, plans):
     store, queries, dead = elastic

@@ -131,11 +131,12 @@ def test_an_int8_graph_linked_on_a_short_prefix_follows_adds_deletes_and_reopens
         assert not set(col.search(docs[:20], k=3, plan="g32@d128:32>d384").ids.ravel()) & set(ids[:20])
 
 
-def test_ivf_pq_with_a_second_centroid_set_follows_adds_deletes_and_reopens(tmp_path, scifact):
+@pytest.mark.parametrize("codec", ["pq16", "pq64x4fs"])
+def test_ivf_pq_with_a_second_centroid_set_follows_adds_deletes_and_reopens(tmp_path, scifact, codec):
     ids, docs, queries = scifact
     with Collection.create(tmp_path / "col") as col:
         col.add(ids[:3000], vectors=docs[:3000])
-        col.build("ivf32@d64+d32:d128/pq16")
+        col.build(f"ivf32@d64+d32:d128/{codec}")
         col.add(ids[3000:3500], vectors=docs[3000:3500])
         col.delete(ids[:20])
         every_list = col.search(queries[:30], k=10, plan="p32c32@d128:3480>d384")
@@ -143,7 +144,7 @@ def test_ivf_pq_with_a_second_centroid_set_follows_adds_deletes_and_reopens(tmp_
         assert_same_ranking(every_list.ids, every_list.scores, exact.ids, exact.scores)
         before = col.search(queries, k=10, plan="p8@d128:100>d384").ids
     with Collection.open(tmp_path / "col") as col:
-        assert col.manifest.recipe == "ivf32@d64+d32:d128/pq16"
+        assert col.manifest.recipe == f"ivf32@d64+d32:d128/{codec}"
         np.testing.assert_array_equal(col.search(queries, k=10, plan="p8@d128:100>d384").ids, before)
         exact = col.search(queries, k=10).ids
         short = col.search(queries, k=10, plan="p8c32@d128:100>d384").ids

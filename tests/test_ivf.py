@@ -104,7 +104,7 @@ def test_extending_equals_assigning_everything_with_the_same_centroids(elastic, 
     np.testing.assert_array_equal(index.lists_.list_rows, np.argsort(held, kind="stable"))  # by row within a list
 
 
-@pytest.fixture(scope="module", params=["f16", "int8", "pq16"])
+@pytest.fixture(scope="module", params=["f16", "int8", "pq16", "pq64x4fs"])
 def coded(request, elastic_scifact):
     """An IVF index over elastic SciFact whose lists hold codes of the 128-dim prefix."""
     store, queries = elastic_scifact
@@ -126,7 +126,8 @@ def test_coded_lists_shortlist_well_and_count_their_work(coded):
     per_query = ivf.cost.per_query()
     assert per_query["lists_probed"] == 16 and per_query["candidates"][0] == 200
     assert 200 < per_query["items_scanned"] < store.count / 2
-    code, table = {"f16": (256, 0), "int8": (128, 0), "pq16": (16, 256 * 128 * 4)}[index.codec]
+    code, table = {"f16": (256, 0), "int8": (128, 0), "pq16": (16, 256 * 128 * 4), "pq64x4fs": (32, 16 * 128 * 4)}[
+        index.codec]
     centroids, rerank = 64 * 32 * 4, 200 * (384 + 1) * 4  # the re-rank reads 384 dims and a norm
     expected = centroids + table + per_query["items_scanned"] * code + rerank
     assert per_query["bytes_read"] == pytest.approx(expected)
@@ -155,6 +156,16 @@ def test_coded_lists_persist_and_follow_added_and_deleted_rows(coded, tmp_path):
     assert recall(run_plan(grown, queries, plan, 10, index=partial).ids, exact.ids) >= 0.85
 
 
+def test_coded_lists_may_code_a_prefix_between_nesting_dims(elastic_scifact):
+    store, queries = elastic_scifact
+    index = IVFIndex(n_lists=64, centroid_dim=32, scan_dim=96, codec="pq48x4fs").build(store)
+    exact = run_plan(store, queries, Plan.exact(384), 10)
+    ivf = run_plan(store, queries, Plan.parse(f"p64@d96:{store.count}>d384"), 10, index=index)
+    assert_same_ranking(ivf.ids, ivf.scores, exact.ids, exact.scores)
+    with pytest.raises(InvalidInputError, match="scan_dim 96 must be one of the nesting dims"):
+        IVFIndex(n_lists=64, centroid_dim=32, scan_dim=96).build(store)
+
+
 def test_coded_lists_scan_only_at_their_dim(coded):
     store, index, queries = coded
     with pytest.raises(InvalidInputError, match=f"scans {index.codec} lists at d128, not at d64"):
@@ -163,6 +174,8 @@ def test_coded_lists_scan_only_at_their_dim(coded):
         IVFIndex(n_lists=8, centroid_dim=32, scan_dim=128, codec="int4")
     with pytest.raises(InvalidInputError, match=r"scan dim \(128\) to be a multiple of the code bytes \(48\)"):
         IVFIndex(n_lists=8, centroid_dim=32, scan_dim=128, codec="pq48")
+    with pytest.raises(InvalidInputError, match=r"scan dim \(128\) to be a multiple of the sub-spaces \(48\)"):
+        IVFIndex(n_lists=8, centroid_dim=32, scan_dim=128, codec="pq48x4fs")
 
 
 def test_a_query_picks_the_centroid_set_it_probes_with(elastic_scifact):

@@ -6,9 +6,11 @@ A recipe is a comma-separated list of indexes; ``flat`` (the default) builds non
   prefix and a list-ordered copy of the prefix up to ds dims, which a query
   scans at any nesting dim up to ds (plans ``p<probe>@d<dims>:<keep>``).
   ``ivf1024@d64+d32:d128`` adds a centroid set at 32 dims (each list's mean) to
-  probe with (plans ``p<probe>c32@…``); a suffix ``/f16``, ``/int8`` or
-  ``/pq<bytes>`` keeps the lists as codes of the ds-prefix instead, scanned at ds
-  only (``ivf1024@d64:d128/pq32`` is IVF-PQ on the 128-dim prefix).
+  probe with (plans ``p<probe>c32@…``); a suffix ``/f16``, ``/int8``,
+  ``/pq<bytes>`` or ``/pq<sub-spaces>x4fs`` keeps the lists as codes of the
+  ds-prefix instead (ds then any dim, not only a nesting one), scanned at ds only
+  (``ivf1024@d64:d128/pq32`` is IVF-PQ on the 128-dim prefix; ``/pq64x4fs`` its
+  4-bit fast-scan form, 32 bytes).
 - ``hnsw<neighbors>@d<dim>``: an HNSW graph on the dim-prefix (plans
   ``g<beam>@d<dim>:<keep>``); ``hnsw<neighbors>@d<db>:d<dim>`` links it on the
   shorter db-prefix, and a suffix ``/f16`` or ``/int8`` stores its copy of the
@@ -36,11 +38,11 @@ from dataclasses import dataclass
 from .errors import InvalidInputError
 from .index import BinaryIndex, GraphIndex, IVFIndex, PQIndex
 from .index.graph import CODECS
-from .index.ivf_lists import code_bytes, pq_bytes
+from .index.ivf_lists import code_bytes, pq_spec
 from .quantize.binary import words_for
 
 _IVF = re.compile(r"ivf(?P<lists>[1-9][0-9]*)@d(?P<dc>[1-9][0-9]*)(?P<probe>(?:\+d[1-9][0-9]*)*):d(?P<ds>[1-9][0-9]*)"
-                  r"(?:/(?P<codec>f16|int8|pq[1-9][0-9]*))?")
+                  r"(?:/(?P<codec>f16|int8|pq[1-9][0-9]*(?:x4fs)?))?")
 _HNSW = re.compile(r"hnsw(?P<neighbors>[1-9][0-9]*)@(?:d(?P<build_dim>[1-9][0-9]*):)?d(?P<dim>[1-9][0-9]*)"
                    r"(?:/(?P<codec>f16|int8))?")
 _PQ = re.compile(r"(?P<opq>o?)pq(?P<bytes>[1-9][0-9]*)@d(?P<dim>[1-9][0-9]*)")
@@ -72,8 +74,11 @@ class IVFPart:
         if self.codec == "f32":
             norms = 4 * sum(1 for d in nesting if d <= self.scan_dim)
             return 4 * self.scan_dim + 8 + norms + (centroids + 8 * (self.lists + 1)) / count
-        tables = 4 * self.scan_dim * (256 if pq_bytes(self.codec) else 2)
-        return code_bytes(self.codec, self.scan_dim) + 8 + (centroids + 4 * self.lists * self.scan_dim + tables) / count
+        spec = pq_spec(self.codec)
+        tables = 4 * self.scan_dim * (2 ** spec[1] if spec else 2)
+        codes = code_bytes(self.codec, self.scan_dim)
+        padding = 16 * codes * self.lists if spec and spec[1] == 4 else 0  # fast scan: half a block of 32 per list
+        return codes + 8 + (centroids + 4 * self.lists * self.scan_dim + tables + padding) / count
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,7 @@ class Recipe:
                 parts.append(BinaryPart(int(match["bits"]), match["method"] or "learned", lists, centroid_dim, copy))
             else:
                 raise InvalidInputError(
-                    f"malformed recipe {text!r}: {item!r} is not 'flat', 'ivf<lists>@d<dc>[+d<dc>…]:d<ds>[/f16|/int8|/pq<bytes>]', 'hnsw<M>@[d<db>:]d<dim>[/f16|/int8]', '[o]pq<bytes>@d<dim>' or 'bin<bits>[/itq|/sign][+ivf<lists>@d<dc>][+int8|+f16@d<dim>]'"
+                    f"malformed recipe {text!r}: {item!r} is not 'flat', 'ivf<lists>@d<dc>[+d<dc>…]:d<ds>[/f16|/int8|/pq<bytes>|/pq<M>x4fs]', 'hnsw<M>@[d<db>:]d<dim>[/f16|/int8]', '[o]pq<bytes>@d<dim>' or 'bin<bits>[/itq|/sign][+ivf<lists>@d<dc>][+int8|+f16@d<dim>]'"
                 )
         kinds = [p.kind for p in parts]
         if len(set(kinds)) != len(kinds):
@@ -187,13 +192,14 @@ class Recipe:
         """Raise unless every part fits vectors of `dim` dims with this nesting; return self."""
         for part in self.parts:
             if isinstance(part, IVFPart):
-                if part.scan_dim not in nesting or max((part.centroid_dim, *part.probe_dims)) > dim:
+                if (part.codec == "f32" and part.scan_dim not in nesting) \
+                        or max((part.centroid_dim, *part.probe_dims, part.scan_dim)) > dim:
                     raise InvalidInputError(
-                        f"recipe part {part}: the scan dim must be one of the nesting dims {nesting} "
-                        f"and the centroid dims at most {dim}"
+                        f"recipe part {part}: the scan dim must be one of the nesting dims {nesting} (float32 "
+                        f"lists; coded lists any dim up to {dim}) and the centroid dims at most {dim}"
                     )
-                if pq_bytes(part.codec) and part.scan_dim % pq_bytes(part.codec):
-                    raise InvalidInputError(f"recipe part {part}: the scan dim must be a multiple of the code bytes")
+                if pq_spec(part.codec) and part.scan_dim % pq_spec(part.codec)[0]:
+                    raise InvalidInputError(f"recipe part {part}: the scan dim must be a multiple of the PQ sub-spaces")
             elif isinstance(part, BinaryPart):
                 if part.bits > dim:
                     raise InvalidInputError(f"recipe part {part}: {part.bits} bits need at least {part.bits} dims, "

@@ -6,8 +6,8 @@ vectors and every item joins its nearest centroid there. Further centroid sets
 the dim it probes with. The lists hold either a float32 copy of the stored
 prefix blocks up to `scan_dim`, which a query scans at any nesting d_s ≤ scan_dim
 it chooses, or compressed codes of the scan_dim prefix (float16, int8, or PQ
-with asymmetric distance tables) that only shortlist for the funnel's exact
-re-rank (see `ivf_lists`). Rows added to the store later join their nearest
+with asymmetric distance tables, 8-bit or 4-bit fast scan) that only shortlist
+for the funnel's exact re-rank (see `ivf_lists`). Rows added to the store later join their nearest
 lists (`extend`), exactly where a build with the same centroids would put them.
 """
 
@@ -20,7 +20,7 @@ from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import normalize
 from ..store import BlockStore
 from ..topk import top_k
-from .ivf_lists import CODECS, code_bytes, list_means, make_lists, pq_bytes
+from .ivf_lists import CODECS, code_bytes, list_means, make_lists, pq_spec
 
 _F32 = 4
 
@@ -36,11 +36,13 @@ class IVFIndex:
                             *(("probe dim", d) for d in probe_dims)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-        if codec not in CODECS and not pq_bytes(codec):
-            raise InvalidInputError(f"IVF list codec {codec!r} is not one of {list(CODECS)} or 'pq<bytes>'")
-        if pq_bytes(codec) and scan_dim % pq_bytes(codec):
-            raise InvalidInputError(f"IVF-PQ needs the scan dim ({scan_dim}) to be a multiple of the code bytes "
-                                    f"({pq_bytes(codec)})")
+        spec = pq_spec(codec)
+        if codec not in CODECS and not spec:
+            raise InvalidInputError(f"IVF list codec {codec!r} is not one of {list(CODECS)}, 'pq<bytes>' or "
+                                    f"'pq<sub-spaces>x4fs'")
+        if spec and scan_dim % spec[0]:
+            raise InvalidInputError(f"IVF-PQ needs the scan dim ({scan_dim}) to be a multiple of the "
+                                    f"{'code bytes' if spec[1] == 8 else 'sub-spaces'} ({spec[0]})")
         self.n_lists, self.centroid_dim, self.scan_dim, self.codec = n_lists, centroid_dim, scan_dim, codec
         self.probe_dims = tuple(sorted({centroid_dim, *probe_dims}))
         self.metric, self.seed, self.iterations = metric, seed, iterations
@@ -50,10 +52,11 @@ class IVFIndex:
 
         For cosine the prefixes are normalised and k-means is spherical.
         """
-        if self.scan_dim not in store.nesting or max(self.probe_dims) > store.dim:
+        nested = self.codec != "f32" or self.scan_dim in store.nesting  # float32 lists copy whole blocks
+        if not nested or max(*self.probe_dims, self.scan_dim) > store.dim:
             raise InvalidInputError(
-                f"scan_dim {self.scan_dim} must be one of the nesting dims {store.nesting} and "
-                f"centroid dims {list(self.probe_dims)} at most {store.dim}"
+                f"scan_dim {self.scan_dim} must be one of the nesting dims {store.nesting} (float32 lists; coded "
+                f"lists any dim up to {store.dim}) and centroid dims {list(self.probe_dims)} at most {store.dim}"
             )
         if store.count < self.n_lists:
             raise InvalidInputError(f"n_lists {self.n_lists} exceeds the {store.count} stored rows")
@@ -138,9 +141,9 @@ class IVFIndex:
         self._check_scan(stage.dim, [self.scan_dim])
         rows, scores, scanned = self.lists_.scan(query, lists, keep)
         cost.items_scanned += scanned
-        if pq_bytes(self.codec):  # one table of 256 entries per sub-space, a reference dot per list, M adds per item
-            cost.multiply_adds += 256 * self.scan_dim + len(lists) * self.scan_dim + scanned * pq_bytes(self.codec)
-            cost.bytes_read += 256 * self.scan_dim * _F32
+        if spec := pq_spec(self.codec):  # a table of 2^bits entries per sub-space, a dot per list, M adds per item
+            cost.multiply_adds += 2 ** spec[1] * self.scan_dim + len(lists) * self.scan_dim + scanned * spec[0]
+            cost.bytes_read += 2 ** spec[1] * self.scan_dim * _F32
         else:
             cost.multiply_adds += scanned * self.scan_dim
         cost.bytes_read += scanned * code_bytes(self.codec, self.scan_dim)
@@ -167,10 +170,10 @@ class IVFIndex:
         rows, scores, sizes = self.lists_.scan_batch(queries, lists, keep)
         scanned = int(sizes.sum())
         cost.items_scanned += scanned
-        if pq_bytes(self.codec):
-            cost.multiply_adds += (len(queries) * 256 * self.scan_dim + lists.size * self.scan_dim
-                                   + scanned * pq_bytes(self.codec))
-            cost.bytes_read += len(queries) * 256 * self.scan_dim * _F32
+        if spec := pq_spec(self.codec):
+            cost.multiply_adds += (len(queries) * 2 ** spec[1] * self.scan_dim + lists.size * self.scan_dim
+                                   + scanned * spec[0])
+            cost.bytes_read += len(queries) * 2 ** spec[1] * self.scan_dim * _F32
         else:
             cost.multiply_adds += scanned * self.scan_dim
         cost.bytes_read += scanned * code_bytes(self.codec, self.scan_dim)

@@ -4,8 +4,10 @@
 by list, so a query scans a probed list at any nesting dim it chooses and hands
 the funnel exact partial products. `CodedLists` keeps, per list, float16 or
 int8 codes (faiss scalar quantiser) or PQ codes of the residual to the list's
-centroid, scored with an asymmetric distance table (faiss IVF-PQ); they rank
-at the scan dim only, and the funnel re-scores their candidates exactly.
+centroid, scored with an asymmetric distance table: 8-bit codes (``pq<bytes>``,
+faiss IVF-PQ) or 4-bit ones packed 32 to a block for SIMD table lookups
+(``pq<sub-spaces>x4fs``, faiss IVF-PQ fast scan); they rank at the scan dim
+only, and the funnel re-scores their candidates exactly.
 Both take the assignment of rows to lists from the IVF index that owns them.
 """
 
@@ -19,22 +21,30 @@ import numpy as np
 from ..errors import CollectionError
 from ..store import BlockStore, _dots_at
 
-CODECS = ("f32", "f16", "int8")  # and "pq<bytes>"
-_PQ_CODEC = re.compile(r"pq([1-9][0-9]*)")
+CODECS = ("f32", "f16", "int8")  # and "pq<bytes>", "pq<sub-spaces>x4fs"
+_PQ_CODEC = re.compile(r"pq(?P<m>[1-9][0-9]*)(?P<fs>x4fs)?")
 SCALAR_QUANTIZERS = {"f16": faiss.ScalarQuantizer.QT_fp16, "int8": faiss.ScalarQuantizer.QT_8bit}  # codec: faiss type
 _TRAIN_SAMPLE = 50_000
 _ID_BYTES = 8
+_BLOCK = 32  # fast-scan codes per block
 
 
-def pq_bytes(codec: str) -> int | None:
-    """The code bytes of a ``pq<bytes>`` codec, None for any other."""
+def pq_spec(codec: str) -> tuple[int, int] | None:
+    """(sub-spaces, bits per sub-space) of a PQ codec: ``pq<bytes>`` is 8 bits, ``pq<sub-spaces>x4fs`` 4
+    (fast scan); None for any other codec."""
     match = _PQ_CODEC.fullmatch(codec)
-    return int(match[1]) if match else None
+    return None if match is None else (int(match["m"]), 4 if match["fs"] else 8)
+
+
+def is_fast_scan(codec: str) -> bool:
+    return (pq_spec(codec) or (0, 8))[1] == 4
 
 
 def code_bytes(codec: str, scan_dim: int) -> int:
-    """Bytes per item a list codec stores for a `scan_dim` prefix."""
-    return pq_bytes(codec) or {"f32": 4, "f16": 2, "int8": 1}[codec] * scan_dim
+    """Bytes per item a list codec stores for a `scan_dim` prefix (before fast scan's padding of each
+    list to a whole block of 32)."""
+    spec = pq_spec(codec)
+    return spec[0] * spec[1] // 8 if spec else {"f32": 4, "f16": 2, "int8": 1}[codec] * scan_dim
 
 
 def list_means(prefix: np.ndarray, lists: np.ndarray, n_lists: int) -> np.ndarray:
@@ -166,9 +176,14 @@ class CodedLists:
         means = list_means(prefix, lists, self.n_lists)
         quantizer = faiss.IndexFlatIP(self.scan_dim)
         quantizer.add(means)
-        code = pq_bytes(self.codec)
-        if code:
-            self.codes = faiss.IndexIVFPQ(quantizer, self.scan_dim, self.n_lists, code, 8, faiss.METRIC_INNER_PRODUCT)
+        spec = pq_spec(self.codec)
+        if spec and spec[1] == 4:
+            self.codes = faiss.IndexIVFPQFastScan(quantizer, self.scan_dim, self.n_lists, spec[0], 4,
+                                                  faiss.METRIC_INNER_PRODUCT, _BLOCK)
+            self.codes.by_residual = True
+        elif spec:
+            self.codes = faiss.IndexIVFPQ(quantizer, self.scan_dim, self.n_lists, spec[0], 8,
+                                          faiss.METRIC_INNER_PRODUCT)
             self.codes.do_polysemous_training = False
         else:
             self.codes = faiss.IndexIVFScalarQuantizer(quantizer, self.scan_dim, self.n_lists, SCALAR_QUANTIZERS[self.codec],
@@ -176,22 +191,30 @@ class CodedLists:
         sample = np.random.default_rng(self.seed).choice(len(prefix), min(len(prefix), _TRAIN_SAMPLE), replace=False)
         sample = np.sort(sample)
         train, assign = np.ascontiguousarray(prefix[sample]), np.ascontiguousarray(lists[sample], dtype=np.int64)
-        if code:
+        if spec:
             train = np.ascontiguousarray(train - means[assign])
-        self.codes.train_encoder(len(train), faiss.swig_ptr(train), faiss.swig_ptr(assign) if code else None)
+        self.codes.train_encoder(len(train), faiss.swig_ptr(train), faiss.swig_ptr(assign) if spec else None)
         self.codes.is_trained = True
         self._sizes = np.zeros(self.n_lists, dtype=np.int64)
+        self._means()
+
+    def _means(self) -> None:
+        """A view of the quantiser's list means, for the coarse term fast scan takes from its caller."""
+        quantizer = faiss.downcast_index(self.codes.quantizer)
+        self.means_ = faiss.rev_swig_ptr(quantizer.get_xb(), self.n_lists * self.scan_dim).reshape(self.n_lists, -1)
 
     def add(self, prefix: np.ndarray, rows: np.ndarray, lists: np.ndarray) -> None:
         prefix = np.ascontiguousarray(prefix, dtype=np.float32)
         rows, lists = np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(lists, dtype=np.int64)
-        self.codes.add_core(len(prefix), faiss.swig_ptr(prefix), faiss.swig_ptr(rows), faiss.swig_ptr(lists))
+        if is_fast_scan(self.codec):
+            add_packed(self.codes, prefix, rows, lists)
+        else:
+            self.codes.add_core(len(prefix), faiss.swig_ptr(prefix), faiss.swig_ptr(rows), faiss.swig_ptr(lists))
         self._sizes += np.bincount(lists, minlength=self.n_lists)
 
     def scan(self, query: np.ndarray, lists: np.ndarray, keep: int):
         """(rows, approximate scores) of the best `keep` items in the probed lists, and how many were scanned."""
-        self.codes.nprobe = len(lists)
-        scores, found = self.codes.search_preassigned(query[None, : self.scan_dim], keep, lists[None, :], None)
+        found, scores = self._search(query[None, : self.scan_dim], lists[None, :], keep)
         rows, scores = found[0], scores[0]
         if len(rows) and rows[-1] < 0:
             valid = rows >= 0
@@ -201,10 +224,20 @@ class CodedLists:
     def scan_batch(self, queries: np.ndarray, lists: np.ndarray, keep: int):
         """`scan` for many queries in one faiss call: (queries × keep) rows (-1 past the items found)
         and approximate scores, and how many items each query scanned."""
-        self.codes.nprobe = lists.shape[1]
-        scores, rows = self.codes.search_preassigned(np.ascontiguousarray(queries[:, : self.scan_dim]), keep,
-                                                     np.ascontiguousarray(lists, dtype=np.int64), None)
+        rows, scores = self._search(np.ascontiguousarray(queries[:, : self.scan_dim]),
+                                    np.ascontiguousarray(lists, dtype=np.int64), keep)
         return rows, scores, self._sizes[lists].sum(axis=1)
+
+    def _search(self, queries: np.ndarray, lists: np.ndarray, keep: int):
+        """faiss's scan of the given lists: (rows, scores). Fast scan takes each list's coarse term
+        (the query's product with the list mean) from us; the other scanners compute it."""
+        self.codes.nprobe = lists.shape[1]
+        coarse = None
+        if is_fast_scan(self.codec):
+            coarse = np.einsum("qd,qld->ql", queries, self.means_[lists]) if len(queries) > 1 \
+                else (self.means_[lists[0]] @ queries[0])[None, :]
+        scores, rows = self.codes.search_preassigned(queries, keep, lists.astype(np.int64, copy=False), coarse)
+        return rows, scores
 
     def sizes(self) -> np.ndarray:
         return self._sizes.copy()
@@ -217,17 +250,47 @@ class CodedLists:
             codes = faiss.deserialize_index(state["codes"])
         except (RuntimeError, KeyError) as exc:
             raise CollectionError(f"IVF index file {path} is missing or corrupt: {exc}") from None
-        expected = faiss.IndexIVFPQ if pq_bytes(self.codec) else faiss.IndexIVFScalarQuantizer
+        spec = pq_spec(self.codec)
+        expected = faiss.IndexIVFScalarQuantizer if spec is None else \
+            faiss.IndexIVFPQFastScan if spec[1] == 4 else faiss.IndexIVFPQ
         if not isinstance(codes, expected) or codes.d != self.scan_dim or codes.nlist != self.n_lists \
                 or codes.code_size != code_bytes(self.codec, self.scan_dim) or codes.ntotal > store.count:
             raise CollectionError(f"IVF index file {path} does not match its recipe or the stored vectors")
         self.codes = codes
         self._sizes = np.array([codes.invlists.list_size(l) for l in range(self.n_lists)], dtype=np.int64)
+        self._means()
 
     def resident_bytes(self) -> int:
-        """Codes and ids, the list means, and the codec's tables."""
-        tables = 256 * self.scan_dim * 4 if pq_bytes(self.codec) else 2 * self.scan_dim * 4
-        return self.count * (self.codes.code_size + _ID_BYTES) + self.n_lists * self.scan_dim * 4 + tables
+        """Codes (fast scan's in whole blocks) and ids, the list means, and the codec's tables."""
+        spec = pq_spec(self.codec)
+        tables = (2 ** spec[1] if spec else 2) * self.scan_dim * 4
+        codes = self.count * self.codes.code_size
+        if spec and spec[1] == 4:
+            codes = int(np.sum(-(-self._sizes // _BLOCK))) * _BLOCK * self.codes.code_size
+        return codes + self.count * _ID_BYTES + self.n_lists * self.scan_dim * 4 + tables
+
+
+def add_packed(index, prefix: np.ndarray, rows: np.ndarray, lists: np.ndarray) -> None:
+    """Put `prefix`'s codes into a fast-scan IVF index's lists by our own assignment `lists`. (IndexIVF's
+    add_core would store them unpacked and the fast-scan add assigns by its quantiser.) Each list's new
+    codes are packed in blocks of 32 from position 0, which the block lists append after the held ones."""
+    flat = np.empty((len(prefix), index.code_size), dtype=np.uint8)
+    index.encode_vectors(len(prefix), faiss.swig_ptr(prefix), faiss.swig_ptr(lists), faiss.swig_ptr(flat), False)
+    packer, invlists = index.get_CodePacker(), faiss.downcast_InvertedLists(index.invlists)
+    order = np.argsort(lists, kind="stable")
+    for run in np.split(order, np.flatnonzero(np.diff(lists[order])) + 1):
+        if not len(run):
+            continue
+        blocks = -(-len(run) // packer.nvec)
+        flat_run = np.zeros((blocks * packer.nvec, index.code_size), dtype=np.uint8)
+        flat_run[: len(run)] = flat[run]
+        packed = np.zeros(blocks * packer.block_size, dtype=np.uint8)
+        for b in range(blocks):
+            packer.pack_all(faiss.swig_ptr(flat_run[b * packer.nvec :]),
+                            faiss.swig_ptr(packed[b * packer.block_size :]))
+        ids = np.ascontiguousarray(rows[run])
+        invlists.add_entries(int(lists[run[0]]), len(run), faiss.swig_ptr(ids), faiss.swig_ptr(packed))
+    index.ntotal += len(prefix)
 
 
 def make_lists(n_lists: int, scan_dim: int, codec: str, seed: int = 0):
