@@ -27,6 +27,10 @@ SCALAR_QUANTIZERS = {"f16": faiss.ScalarQuantizer.QT_fp16, "int8": faiss.ScalarQ
 _TRAIN_SAMPLE = 50_000
 _ID_BYTES = 8
 _BLOCK = 32  # fast-scan codes per block
+# faiss's fast-scan kernel: int16 lookups, results in a reservoir, queries one by one (implem 11). On pkgsum
+# (128 lists probed, 100 kept) it scanned in 86 µs a query against 107 µs for the default (implem 0, which
+# picks the query-blocked 13), and batches of 1,000 ran as fast (proto_fastscan_knobs.py)
+_FAST_SCAN_KERNEL = 11
 
 
 def pq_spec(codec: str) -> tuple[int, int] | None:
@@ -166,6 +170,8 @@ class CodedLists:
 
     def __init__(self, n_lists: int, scan_dim: int, codec: str, seed: int = 0):
         self.n_lists, self.scan_dim, self.codec, self.seed = n_lists, scan_dim, codec, seed
+        self._fast = is_fast_scan(codec)
+        self._probes: dict[int, faiss.IVFSearchParameters] = {}
 
     @property
     def count(self) -> int:
@@ -196,17 +202,20 @@ class CodedLists:
         self.codes.train_encoder(len(train), faiss.swig_ptr(train), faiss.swig_ptr(assign) if spec else None)
         self.codes.is_trained = True
         self._sizes = np.zeros(self.n_lists, dtype=np.int64)
-        self._means()
+        self._ready()
 
-    def _means(self) -> None:
-        """A view of the quantiser's list means, for the coarse term fast scan takes from its caller."""
+    def _ready(self) -> None:
+        """Search settings of trained or restored codes: fast scan's kernel, and a view of the quantiser's
+        list means for the coarse term fast scan takes from its caller."""
+        if self._fast:
+            self.codes.implem = _FAST_SCAN_KERNEL
         quantizer = faiss.downcast_index(self.codes.quantizer)
         self.means_ = faiss.rev_swig_ptr(quantizer.get_xb(), self.n_lists * self.scan_dim).reshape(self.n_lists, -1)
 
     def add(self, prefix: np.ndarray, rows: np.ndarray, lists: np.ndarray) -> None:
         prefix = np.ascontiguousarray(prefix, dtype=np.float32)
         rows, lists = np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(lists, dtype=np.int64)
-        if is_fast_scan(self.codec):
+        if self._fast:
             add_packed(self.codes, prefix, rows, lists)
         else:
             self.codes.add_core(len(prefix), faiss.swig_ptr(prefix), faiss.swig_ptr(rows), faiss.swig_ptr(lists))
@@ -231,13 +240,28 @@ class CodedLists:
     def _search(self, queries: np.ndarray, lists: np.ndarray, keep: int):
         """faiss's scan of the given lists: (rows, scores). Fast scan takes each list's coarse term
         (the query's product with the list mean) from us; the other scanners compute it."""
-        self.codes.nprobe = lists.shape[1]
-        coarse = None
-        if is_fast_scan(self.codec):
-            coarse = np.einsum("qd,qld->ql", queries, self.means_[lists]) if len(queries) > 1 \
+        n, nprobe = lists.shape
+        if self._fast:
+            coarse = np.einsum("qd,qld->ql", queries, self.means_[lists]) if n > 1 \
                 else (self.means_[lists[0]] @ queries[0])[None, :]
-        scores, rows = self.codes.search_preassigned(queries, keep, lists.astype(np.int64, copy=False), coarse)
+        else:  # read but unused: IVF-PQ and the scalar quantisers take the product from the list mean themselves
+            coarse = np.zeros(lists.shape, dtype=np.float32)
+        queries, lists = np.ascontiguousarray(queries, dtype=np.float32), np.ascontiguousarray(lists, dtype=np.int64)
+        coarse = np.ascontiguousarray(coarse, dtype=np.float32)
+        scores, rows = np.empty((n, keep), dtype=np.float32), np.empty((n, keep), dtype=np.int64)
+        self.codes.search_preassigned_c(n, faiss.swig_ptr(queries), keep, faiss.swig_ptr(lists), faiss.swig_ptr(coarse),
+                                        faiss.swig_ptr(scores), faiss.swig_ptr(rows), False,
+                                        self._probe_params(nprobe), None)
         return rows, scores
+
+    def _probe_params(self, nprobe: int) -> faiss.IVFSearchParameters:
+        """The lists-probed setting passed with each search (made once per value), so threads sharing the
+        index never race on its nprobe (faiss's Python search_preassigned takes it from the index)."""
+        params = self._probes.get(nprobe)
+        if params is None:
+            params = self._probes[nprobe] = faiss.IVFSearchParameters()
+            params.nprobe = nprobe
+        return params
 
     def sizes(self) -> np.ndarray:
         return self._sizes.copy()
@@ -258,7 +282,7 @@ class CodedLists:
             raise CollectionError(f"IVF index file {path} does not match its recipe or the stored vectors")
         self.codes = codes
         self._sizes = np.array([codes.invlists.list_size(l) for l in range(self.n_lists)], dtype=np.int64)
-        self._means()
+        self._ready()
 
     def resident_bytes(self) -> int:
         """Codes (fast scan's in whole blocks) and ids, the list means, and the codec's tables."""
