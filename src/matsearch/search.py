@@ -9,6 +9,7 @@ candidates it returns (binary codes only shortlist).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 
@@ -334,6 +335,11 @@ def _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, s
             scores = scores * _inv_norm(query[:done])
         if n == last and rows is not None:  # ties go to the lower row, as in exact search
             pick = np.lexsort((rows, -scores))[:keep]
+        elif rows is not None and len(rows) <= keep:  # a shortlist that keeps every candidate it was given
+            cost.stage_seconds[n] += time.perf_counter() - stage_start
+            if n + 1 == stop:
+                break
+            continue
         else:
             pick = top_k(scores, min(keep, len(scores)), ordered=n == last)
         rows = pick if rows is None else rows[pick]
@@ -359,7 +365,7 @@ def _scores(store, dots, rows, dim, metric, cost, count=None):
 
 
 def _inv_norm(vector: np.ndarray) -> np.float32:
-    norm = np.sqrt(np.dot(vector, vector))
+    norm = math.sqrt(float(np.dot(vector, vector)))
     return np.float32(1.0 / norm if norm > 0 else 0.0)
 
 

@@ -44,6 +44,7 @@ class IVFIndex:
             raise InvalidInputError(f"IVF-PQ needs the scan dim ({scan_dim}) to be a multiple of the "
                                     f"{'code bytes' if spec[1] == 8 else 'sub-spaces'} ({spec[0]})")
         self.n_lists, self.centroid_dim, self.scan_dim, self.codec = n_lists, centroid_dim, scan_dim, codec
+        self._pq, self._code_bytes = spec, code_bytes(codec, scan_dim)
         self.probe_dims = tuple(sorted({centroid_dim, *probe_dims}))
         self.metric, self.seed, self.iterations = metric, seed, iterations
 
@@ -141,12 +142,12 @@ class IVFIndex:
         self._check_scan(stage.dim, [self.scan_dim])
         rows, scores, scanned = self.lists_.scan(query, lists, keep)
         cost.items_scanned += scanned
-        if spec := pq_spec(self.codec):  # a table of 2^bits entries per sub-space, a dot per list, M adds per item
+        if spec := self._pq:  # a table of 2^bits entries per sub-space, a dot per list, M adds per item
             cost.multiply_adds += 2 ** spec[1] * self.scan_dim + len(lists) * self.scan_dim + scanned * spec[0]
             cost.bytes_read += 2 ** spec[1] * self.scan_dim * _F32
         else:
             cost.multiply_adds += scanned * self.scan_dim
-        cost.bytes_read += scanned * code_bytes(self.codec, self.scan_dim)
+        cost.bytes_read += scanned * self._code_bytes
         return rows, scores, None
 
     def candidates_batch(self, store: BlockStore, queries: np.ndarray, stage, keep: int, cost):
@@ -198,8 +199,10 @@ class IVFIndex:
         if dim not in self.centroids_:
             raise InvalidInputError(f"this IVF index probes with centroids at d{', d'.join(map(str, self.probe_dims))}"
                                     f", not at d{dim}")
+        if nprobe >= self.n_lists:
+            return np.arange(self.n_lists)
         scores = self.centroids_[dim] @ query[:dim]
-        return np.sort(top_k(scores, min(nprobe, self.n_lists), ordered=False))  # scanned in list order
+        return np.sort(np.argpartition(scores, self.n_lists - nprobe)[self.n_lists - nprobe :])  # in list order
 
     def probe_batch(self, queries: np.ndarray, nprobe: int, dim: int | None = None) -> np.ndarray:
         """`probe` for many queries, (queries × nprobe): one GEMM with the centroids."""

@@ -172,6 +172,7 @@ class CodedLists:
         self.n_lists, self.scan_dim, self.codec, self.seed = n_lists, scan_dim, codec, seed
         self._fast = is_fast_scan(codec)
         self._probes: dict[int, faiss.IVFSearchParameters] = {}
+        self._zeros = np.zeros(0, dtype=np.float32)
 
     @property
     def count(self) -> int:
@@ -223,12 +224,24 @@ class CodedLists:
 
     def scan(self, query: np.ndarray, lists: np.ndarray, keep: int):
         """(rows, approximate scores) of the best `keep` items in the probed lists, and how many were scanned."""
-        found, scores = self._search(query[None, : self.scan_dim], lists[None, :], keep)
-        rows, scores = found[0], scores[0]
+        query = np.ascontiguousarray(query[: self.scan_dim], dtype=np.float32)
+        lists = np.ascontiguousarray(lists, dtype=np.int64)
+        # fast scan takes each list's coarse term (the query's product with the list mean) from us
+        coarse = self.means_[lists] @ query if self._fast else self._no_coarse(len(lists))
+        rows, scores = np.empty(keep, dtype=np.int64), np.empty(keep, dtype=np.float32)
+        self.codes.search_preassigned_c(1, faiss.swig_ptr(query), keep, faiss.swig_ptr(lists), faiss.swig_ptr(coarse),
+                                        faiss.swig_ptr(scores), faiss.swig_ptr(rows), False,
+                                        self._probe_params(len(lists)), None)
         if len(rows) and rows[-1] < 0:
             valid = rows >= 0
             rows, scores = rows[valid], scores[valid]
         return rows, scores, int(self._sizes[lists].sum())
+
+    def _no_coarse(self, n: int) -> np.ndarray:
+        """Coarse terms for scanners that compute their own (IVF-PQ and the scalar quantisers read, then ignore them)."""
+        if len(self._zeros) < n:
+            self._zeros = np.zeros(n, dtype=np.float32)
+        return self._zeros
 
     def scan_batch(self, queries: np.ndarray, lists: np.ndarray, keep: int):
         """`scan` for many queries in one faiss call: (queries × keep) rows (-1 past the items found)
