@@ -78,3 +78,41 @@ def test_scattered_rows_are_read_through_maps_advised_random(stored):
     blocks, norms = store._maps_for(DENSE)
     assert all("rr" not in _vm_flags(a.ctypes.data) for a in blocks + [norms])  # full scans keep read-ahead
     assert store._maps_for(None)[0] is store.blocks
+
+
+def _reference_rerank(vectors, query, rows, hi, keep, cosine, scale):
+    """What `BlockStore.rerank` must give, in numpy: products on [0, hi), scores, the best `keep`
+    (score descending, ties to the lower row)."""
+    dots = vectors[rows, :hi] @ query[:hi]
+    norms = np.linalg.norm(vectors[rows, :hi], axis=1)
+    scores = (np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0) if cosine else dots) * scale
+    order = np.lexsort((rows, -scores))[:keep]
+    return rows[order], scores[order], dots[order]
+
+
+@pytest.mark.parametrize("rows", [SPARSE, DENSE], ids=["sparse", "dense"])
+@pytest.mark.parametrize("lo, hi", [(0, 16), (0, 64), (16, 64), (32, 64)])
+@pytest.mark.parametrize("cosine", [True, False], ids=["cosine", "ip"])
+def test_the_compiled_rerank_scores_and_keeps_what_numpy_does(stored, rows, lo, hi, cosine):
+    store, vectors = stored
+    query = np.random.default_rng(5).normal(size=64).astype(np.float32)
+    partial = vectors[rows, :lo] @ query[:lo] if lo else None  # what an earlier stage hands on
+    for keep in (1, 4, len(rows), len(rows) + 3):
+        got = store.rerank(query, rows, lo, hi, partial, keep, cosine=cosine, scale=0.5)
+        want = _reference_rerank(vectors, query, rows, hi, keep, cosine, 0.5)
+        assert len(got[0]) == min(keep, len(rows))
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[2], want[2], rtol=1e-5, atol=1e-5)
+        ties = np.isclose(want[1][:, None], want[1][None, :], rtol=1e-5, atol=1e-6).sum(axis=1) > 1
+        np.testing.assert_array_equal(got[0][~ties], want[0][~ties])  # tied scores may swap between kernels
+
+
+def test_the_compiled_rerank_breaks_exact_ties_by_row_and_takes_no_rows(stored):
+    store, vectors = stored
+    query = vectors[17].copy()
+    rows = np.array([17, 3000, 17, 5, 2999])  # row 17 twice: equal scores, lower position order kept by row
+    got_rows, scores, _ = store.rerank(query, rows, 0, 64, None, 3, cosine=True, scale=1.0)
+    assert got_rows[:2].tolist() == [17, 17] and scores[0] == scores[1]
+    assert store.whole_blocks(0, 64) and store.whole_blocks(16, 32) and not store.whole_blocks(8, 32)
+    empty = store.rerank(query, np.zeros(0, dtype=np.int64), 0, 64, None, 10, cosine=True)
+    assert [len(part) for part in empty] == [0, 0, 0]

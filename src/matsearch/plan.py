@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from .errors import InvalidInputError
 
@@ -147,8 +148,13 @@ class Plan:
         """Candidates each stage keeps for a query asking k of n items."""
         return [min(max(s.keep or k, k), n) for s in self.stages]
 
-    def __str__(self) -> str:
+    @cached_property
+    def text(self) -> str:
+        """The plan string (made once: every search result carries it)."""
         return ">".join(str(s) for s in self.stages)
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def as_plan(plan: "Plan | str | None", full_dim: int) -> Plan:

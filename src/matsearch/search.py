@@ -51,10 +51,17 @@ def run_plan(
     if metric not in METRICS:
         raise InvalidInputError(f"metric {metric!r} is not one of {METRICS}")
     n_dead, dead_rows, dead_mask = _deletions(store.count, dead_rows, dead_mask)
-    n_live = store.count - n_dead
-    check_k(k, n_live)
+    check_k(k, store.count - n_dead)
     plan.check(store.dim)
     queries = check_vectors(queries, store.dim, what="queries")
+    return run_checked(store, queries, plan, k, metric, n_dead, dead_rows, dead_mask, index)
+
+
+def run_checked(store: BlockStore, queries: np.ndarray, plan: Plan, k: int, metric: str, n_dead: int,
+                dead_rows: np.ndarray | None, dead_mask: np.ndarray | None, index) -> SearchResult:
+    """`run_plan` for a caller that has checked the metric, k, the plan's dims and the queries (float32,
+    C-contiguous, 2-D) and counted the `n_dead` rows given by `dead_rows` or `dead_mask` (not both)."""
+    n_live = store.count - n_dead
     via = plan.stages[0].index
     if via is not None and getattr(index, "kind", None) != via:
         have = "none" if index is None else INDEX_KINDS.get(getattr(index, "kind", None), "another index")
@@ -84,7 +91,7 @@ def run_plan(
         _run_one_by_one(run, queries, ids, scores_out)
     cost.seconds = time.perf_counter() - start
     cost.candidates = [int(t) // len(queries) if t % len(queries) == 0 else t / len(queries) for t in scanned]
-    return SearchResult(ids=ids, scores=scores_out, plan=str(plan), cost=cost)
+    return SearchResult(ids=ids, scores=scores_out, plan=plan.text, cost=cost)
 
 
 @dataclass(slots=True)
@@ -313,6 +320,18 @@ def _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, s
         stage_start = time.perf_counter()
         count = store.count if rows is None else len(rows)
         scanned[n] += count
+        lo = 0 if dots is None else done  # the index ranked by its own scores: products start at 0
+        if n > 0 and not stage.codec and store.whole_blocks(lo, stage.dim):  # one compiled call
+            cosine = metric == "cosine"
+            scale = _inv_norm(query[: stage.dim]) if n == last and cosine else 1.0
+            rows, scores, dots = store.rerank(query, rows, lo, stage.dim, dots, keep, cosine=cosine, scale=scale)
+            cost.multiply_adds += count * (stage.dim - lo)
+            cost.bytes_read += count * (stage.dim - lo + cosine) * _F32
+            done = stage.dim
+            cost.stage_seconds[n] += time.perf_counter() - stage_start
+            if n + 1 == stop:
+                break
+            continue
         if stage.codec:  # approximate scores from the index's prefix copy in RAM; the store is not read
             scores, dots = index.rescore(query, rows, stage, cost), None
         else:

@@ -27,6 +27,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from . import _kernels
 from .errors import CollectionError
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class BlockStore:
         self._random_blocks = [_map_rows(path, count, hi - lo, _RANDOM) for path, (lo, hi) in zip(paths, self.bounds)]
         self._pointers = [faiss.swig_ptr(block) for block in self.blocks]  # for faiss calls on a few rows
         self._random_pointers = [faiss.swig_ptr(block) for block in self._random_blocks]
+        self._layouts = [_layout(blocks, self.bounds) for blocks in (self.blocks, self._random_blocks)]
         norms_path = self.folder / _NORMS
         n_bounds = len(self.nesting)
         if norms_path.exists() and norms_path.stat().st_size >= count * n_bounds * _F32:
@@ -95,6 +97,7 @@ class BlockStore:
             self.norms = self._random_norms = _prefix_norms(self.blocks)
             if self.writable:
                 self.norms.tofile(norms_path)
+        self._norm_addresses = [norms.__array_interface__["data"][0] for norms in (self.norms, self._random_norms)]
         cached = getattr(self, "_inv_columns", {})  # kept for the rows they cover; grown by the new rows only
         self._inv_columns: dict[int, np.ndarray] = {
             j: np.concatenate([c[:count], _inverse(np.ascontiguousarray(self.norms[len(c):, j]))])
@@ -232,6 +235,25 @@ class BlockStore:
                                              rows_at, b_hi - b_lo, 1, len(rows))
         return parts[0] if len(parts) == 1 else parts.sum(axis=0)
 
+    def whole_blocks(self, lo: int, hi: int) -> bool:
+        """Whether dims [lo, hi) are whole blocks (what `rerank` reads)."""
+        return lo in self._starts and hi in self.nesting and lo < hi
+
+    def rerank(self, query: np.ndarray, rows: np.ndarray, lo: int, hi: int, partial: np.ndarray | None,
+               keep: int, *, cosine: bool, scale: float = 1.0):
+        """One query's funnel stage over `rows` in one compiled call: products over the whole blocks
+        [lo, hi) added to `partial` (the products over [0, lo), or None when lo is 0), scored (divided
+        by each row's prefix norm at `hi` for cosine, times `scale`), the best `keep` kept, best first
+        with ties to the lower row. Returns their (rows, scores, products over [0, hi))."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        keep = min(keep, len(rows))
+        dense = len(rows) * _DENSE >= self.count
+        layout = self._layouts[0 if dense else 1][self._starts.index(lo) : self.nesting.index(hi) + 1]
+        norms = self._norm_addresses[0 if dense else 1] + _F32 * self.nesting.index(hi) if cosine else 0
+        out_rows, scores, dots = np.empty(keep, dtype=np.int64), np.empty(keep, np.float32), np.empty(keep, np.float32)
+        _kernels.rerank(query, rows, layout, partial, norms, len(self.nesting), scale, keep, out_rows, scores, dots)
+        return out_rows, scores, dots
+
     def dots_each(self, queries: np.ndarray, lo: int, hi: int, rows: np.ndarray) -> np.ndarray:
         """Partial inner products over dims [lo, hi) of each query with its own rows: (queries × width)
         `rows`, -1 where a query has fewer (its product there is -inf). Whole blocks are read in place
@@ -284,6 +306,12 @@ class BlockStore:
         dim = self.dim if dim is None else dim
         return np.hstack([block[rows, : min(hi, dim) - lo] if hi > dim else block[rows]
                           for (lo, hi), block in zip(self.bounds, self._maps_for(rows)[0]) if lo < dim])
+
+
+def _layout(blocks: list[np.ndarray], bounds) -> np.ndarray:
+    """(blocks × 3) int64: each block's address, first dim and width, for the compiled re-rank."""
+    return np.array([(block.__array_interface__["data"][0], lo, hi - lo) for block, (lo, hi) in zip(blocks, bounds)],
+                    dtype=np.int64).reshape(len(blocks), 3)
 
 
 def _scan(rows: np.ndarray, query: np.ndarray) -> np.ndarray:

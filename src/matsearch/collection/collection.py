@@ -33,7 +33,7 @@ from ..matryoshka import check_dims, check_nesting, check_vectors, default_dims,
 from ..plan import INDEX_KINDS, Plan, as_plan
 from ..recipe import Recipe
 from ..results import SearchResult
-from ..search import check_k, run_plan
+from ..search import check_k, run_checked
 from ..store import BlockStore
 from ..transform import FIT_SAMPLE, Transform
 from . import compact as compaction
@@ -499,9 +499,8 @@ class Collection:
                 raise self._missing_index(plan, via)
             check_k(k, store.count - self._n_dead)
             try:
-                result = run_plan(store, self._transform.apply(raw), plan, k, metric=self.manifest.metric,
-                                  dead_mask=self._dead[: store.count] if self._n_dead else None,
-                                  index=self._indexes.get(via))
+                result = run_checked(store, self._transform.apply(raw), plan, k, self.manifest.metric, self._n_dead,
+                                     None, self._dead[: store.count] if self._n_dead else None, self._indexes.get(via))
             except (ArithmeticError, LookupError, ValueError) as exc:
                 if isinstance(exc, MatsearchError):
                     raise

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _kernels
 from ..errors import CollectionError
 
 _BYTES, _ENDS, _CRC = "ids.utf8", "ids.ends", "ids.crc"  # ids.crc: per append (first row, rows, CRC-32 of
@@ -110,19 +111,15 @@ class IdTable:
 
     def lookup(self, rows: np.ndarray) -> np.ndarray:
         """Ids of `rows` (any shape), as an object array of the same shape."""
-        flat = np.asarray(rows).ravel().tolist()
-        if flat and (min(flat) < 0 or max(flat) >= self.count):
-            raise CollectionError(f"id table {self.folder / _ENDS} has {self.count} rows; row {max(flat)} asked")
-        picked = np.asarray(rows, dtype=np.int64).ravel()
-        stops = self._ends[picked].tolist()
-        starts = self._ends[picked - 1].tolist()  # row 0's (the last row's end) is not used
-        data = self._view
-        out = np.empty(len(flat), dtype=object)
+        rows = np.asarray(rows)
+        out = np.empty(rows.size, dtype=object)
         try:
-            out[:] = [bytes(data[a if r else 0 : b]).decode() for r, a, b in zip(flat, starts, stops)]
+            out[:] = _kernels.ids(self._ends, self._bytes, np.ascontiguousarray(rows, dtype=np.int64))
+        except IndexError as exc:
+            raise CollectionError(f"id table {self.folder / _ENDS}: {exc}") from None
         except (UnicodeDecodeError, ValueError) as exc:
             raise CollectionError(f"id table {self.folder / _BYTES} is corrupt: {exc}") from None
-        return out.reshape(np.shape(rows))
+        return out.reshape(rows.shape)
 
 
 def _write_at(path: Path, offset: int, data: bytes) -> None:

@@ -211,7 +211,8 @@ class CodedLists:
         if self._fast:
             self.codes.implem = _FAST_SCAN_KERNEL
         quantizer = faiss.downcast_index(self.codes.quantizer)
-        self.means_ = faiss.rev_swig_ptr(quantizer.get_xb(), self.n_lists * self.scan_dim).reshape(self.n_lists, -1)
+        self._means_at = quantizer.get_xb()
+        self.means_ = faiss.rev_swig_ptr(self._means_at, self.n_lists * self.scan_dim).reshape(self.n_lists, -1)
 
     def add(self, prefix: np.ndarray, rows: np.ndarray, lists: np.ndarray) -> None:
         prefix = np.ascontiguousarray(prefix, dtype=np.float32)
@@ -227,9 +228,15 @@ class CodedLists:
         query = np.ascontiguousarray(query[: self.scan_dim], dtype=np.float32)
         lists = np.ascontiguousarray(lists, dtype=np.int64)
         # fast scan takes each list's coarse term (the query's product with the list mean) from us
-        coarse = self.means_[lists] @ query if self._fast else self._no_coarse(len(lists))
+        query_at, lists_at = faiss.swig_ptr(query), faiss.swig_ptr(lists)
+        if self._fast:  # read in place (a gather would copy the lists' means first)
+            coarse = np.empty(len(lists), dtype=np.float32)
+            faiss.fvec_inner_products_by_idx(faiss.swig_ptr(coarse), query_at, self._means_at, lists_at, self.scan_dim,
+                                             1, len(lists))
+        else:
+            coarse = self._no_coarse(len(lists))
         rows, scores = np.empty(keep, dtype=np.int64), np.empty(keep, dtype=np.float32)
-        self.codes.search_preassigned_c(1, faiss.swig_ptr(query), keep, faiss.swig_ptr(lists), faiss.swig_ptr(coarse),
+        self.codes.search_preassigned_c(1, query_at, keep, lists_at, faiss.swig_ptr(coarse),
                                         faiss.swig_ptr(scores), faiss.swig_ptr(rows), False,
                                         self._probe_params(len(lists)), None)
         if len(rows) and rows[-1] < 0:
