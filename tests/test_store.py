@@ -114,5 +114,9 @@ def test_the_compiled_rerank_breaks_exact_ties_by_row_and_takes_no_rows(stored):
     got_rows, scores, _ = store.rerank(query, rows, 0, 64, None, 3, cosine=True, scale=1.0)
     assert got_rows[:2].tolist() == [17, 17] and scores[0] == scores[1]
     assert store.whole_blocks(0, 64) and store.whole_blocks(16, 32) and not store.whole_blocks(8, 32)
+    by_own_norm = store.rerank(query, rows, 32, 64, vectors[rows, :32] @ query[:32], 5, cosine=True, scale=None)
+    by_given = store.rerank(query, rows, 32, 64, vectors[rows, :32] @ query[:32], 5, cosine=True,
+                            scale=1 / np.linalg.norm(query))  # None: the query's own norm over dims [0, 64)
+    np.testing.assert_allclose(by_own_norm[1], by_given[1], rtol=1e-6)
     empty = store.rerank(query, np.zeros(0, dtype=np.int64), 0, 64, None, 10, cosine=True)
     assert [len(part) for part in empty] == [0, 0, 0]

@@ -95,7 +95,8 @@ static void release(Buf *bufs, int n) {
    query: float32 (all dims); rows: int64 (n); layout: int64 (blocks × 3: address, first dim, width) of the
    blocks to read; partial: float32 (n) products so far, or None; norms_at: address of the rows' prefix norm
    at the stage's dim (float32, `norms_stride` floats from one row to the next), or 0 for inner product;
-   scale: the query's inverse norm (1 for a shortlist); out_*: at least min(keep, n) items, best first. */
+   scale: multiplies every score (1 for a shortlist); a negative scale stands for the inverse norm of the
+   query's prefix up to the last block read (0 for a zero prefix); out_*: at least min(keep, n) items, best first. */
 static PyObject *rerank(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 11) {
         PyErr_SetString(PyExc_TypeError, "rerank takes 11 arguments");
@@ -143,6 +144,11 @@ static PyObject *rerank(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_ssize_t size = 0;
     Py_BEGIN_ALLOW_THREADS
+    if (scale < 0) {
+        int64_t dims = n_blocks ? layout[3 * (n_blocks - 1) + 1] + layout[3 * (n_blocks - 1) + 2] : 0;
+        double square = dot(query, query, dims);
+        scale = square > 0 ? 1.0 / sqrt(square) : 0.0;
+    }
     for (Py_ssize_t i = 0; i < n && i < PREFETCH_AHEAD; i++) prefetch_row(layout, n_blocks, rows[i]);
     for (Py_ssize_t i = 0; i < n; i++) {
         if (i + PREFETCH_AHEAD < n) prefetch_row(layout, n_blocks, rows[i + PREFETCH_AHEAD]);

@@ -76,7 +76,7 @@ def run_checked(store: BlockStore, queries: np.ndarray, plan: Plan, k: int, metr
     ids = np.empty((len(queries), k), dtype=np.int64)
     scores_out = np.empty((len(queries), k), dtype=np.float32)
     cost = Cost(queries=len(queries), stage_seconds=[0.0] * len(plan.stages))
-    scanned = np.zeros(len(plan.stages), dtype=np.int64)
+    scanned = [0] * len(plan.stages)
     if probing:  # index candidates are checked against a mask, a full scan's scores at the dead rows
         dead = dead_mask if dead_mask is not None or not n_dead else _dead_mask(store.count, dead_rows)
     else:
@@ -90,7 +90,7 @@ def run_checked(store: BlockStore, queries: np.ndarray, plan: Plan, k: int, metr
     else:
         _run_one_by_one(run, queries, ids, scores_out)
     cost.seconds = time.perf_counter() - start
-    cost.candidates = [int(t) // len(queries) if t % len(queries) == 0 else t / len(queries) for t in scanned]
+    cost.candidates = [t // len(queries) if t % len(queries) == 0 else t / len(queries) for t in scanned]
     return SearchResult(ids=ids, scores=scores_out, plan=plan.text, cost=cost)
 
 
@@ -105,7 +105,7 @@ class Run:
     dead: np.ndarray | None  # a mask over rows when an index gives candidates, else dead row numbers
     index: object
     cost: Cost
-    scanned: np.ndarray
+    scanned: list[int]  # candidates scored by each stage, all queries together
     asked: int  # candidates asked of an index: keeps[0], more when rows are deleted
 
 
@@ -323,8 +323,8 @@ def _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, s
         lo = 0 if dots is None else done  # the index ranked by its own scores: products start at 0
         if n > 0 and not stage.codec and store.whole_blocks(lo, stage.dim):  # one compiled call
             cosine = metric == "cosine"
-            scale = _inv_norm(query[: stage.dim]) if n == last and cosine else 1.0
-            rows, scores, dots = store.rerank(query, rows, lo, stage.dim, dots, keep, cosine=cosine, scale=scale)
+            rows, scores, dots = store.rerank(query, rows, lo, stage.dim, dots, keep, cosine=cosine,
+                                              scale=None if n == last and cosine else 1.0)
             cost.multiply_adds += count * (stage.dim - lo)
             cost.bytes_read += count * (stage.dim - lo + cosine) * _F32
             done = stage.dim

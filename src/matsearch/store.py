@@ -240,18 +240,20 @@ class BlockStore:
         return lo in self._starts and hi in self.nesting and lo < hi
 
     def rerank(self, query: np.ndarray, rows: np.ndarray, lo: int, hi: int, partial: np.ndarray | None,
-               keep: int, *, cosine: bool, scale: float = 1.0):
+               keep: int, *, cosine: bool, scale: float | None = 1.0):
         """One query's funnel stage over `rows` in one compiled call: products over the whole blocks
         [lo, hi) added to `partial` (the products over [0, lo), or None when lo is 0), scored (divided
-        by each row's prefix norm at `hi` for cosine, times `scale`), the best `keep` kept, best first
-        with ties to the lower row. Returns their (rows, scores, products over [0, hi))."""
+        by each row's prefix norm at `hi` for cosine, times `scale`, or, if None, by the query's own
+        prefix norm at `hi`), the best `keep` kept, best first with ties to the lower row. Returns
+        their (rows, scores, products over [0, hi))."""
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         keep = min(keep, len(rows))
         dense = len(rows) * _DENSE >= self.count
         layout = self._layouts[0 if dense else 1][self._starts.index(lo) : self.nesting.index(hi) + 1]
         norms = self._norm_addresses[0 if dense else 1] + _F32 * self.nesting.index(hi) if cosine else 0
         out_rows, scores, dots = np.empty(keep, dtype=np.int64), np.empty(keep, np.float32), np.empty(keep, np.float32)
-        _kernels.rerank(query, rows, layout, partial, norms, len(self.nesting), scale, keep, out_rows, scores, dots)
+        _kernels.rerank(query, rows, layout, partial, norms, len(self.nesting), -1.0 if scale is None else scale, keep,
+                        out_rows, scores, dots)
         return out_rows, scores, dots
 
     def dots_each(self, queries: np.ndarray, lo: int, hi: int, rows: np.ndarray) -> np.ndarray:
