@@ -30,6 +30,10 @@ PLAN_HELP = ("Plan, e.g. 'd32:400>d384', or with an index 'p16@d64:400>d384' (IV
              "its 32-d centroids), 'g64@d96:100>d384' (graph), 'q@d128:200>d384' (PQ), "
              "'h@b128:1000>d128:100>d384' (binary codes) "
              "(default: exact search at full dims).")
+MODE_HELP = ("dense (the plan over the vectors), lexical (BM25 over the texts) or hybrid (both, fused); "
+             "default: hybrid when the collection holds text, else dense.")
+FUSION_HELP = ("How hybrid fuses its lists: 'rrf:k60:n100' (reciprocal-rank fusion, k=60, top 100 of each; "
+               "the default) or 'weighted:w0.5:n100' (normalised scores, dense weight 0.5).")
 RECIPE_HELP = escape("Recipe: 'flat', 'ivf<lists>@d<dc>[+d<dc>…]:d<ds>[/f16|/int8|/pq<bytes>]', "
                      "'hnsw<M>@[d<build>:]d<dim>[/f16|/int8]', '[o]pq<bytes>@d<dim>', 'bin<bits>[/itq|/sign][+ivf<lists>@d<dc>][+int8|+f16@d<dim>]', "
                      "or several joined by commas "
@@ -195,23 +199,26 @@ def search(
     query: str = typer.Argument(..., help="Query text."),
     k: int = typer.Option(10, "-k", help="Results to return."),
     plan: Optional[str] = typer.Option(None, help=PLAN_HELP),
+    mode: Optional[str] = typer.Option(None, help=MODE_HELP),
+    fusion: Optional[str] = typer.Option(None, help=FUSION_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ):
     """Search a collection with a text query."""
     if not query.strip():
         raise InvalidInputError("query text is empty")
     with Collection.open(collection) as col:
-        result = col.search(query, k=k, plan=plan)
-        ids = list(result.ids[0])
-        records = col.get(ids)
+        result = col.search(query, k=k, plan=plan, mode=mode, fusion=fusion)
+        ids = [i for i in result.ids[0] if i is not None]  # a lexical search may match fewer than k
+        records = col.get(ids) if ids else []
     hits = [
         {"rank": n, "id": r.id, "score": float(s), "text": r.text, "metadata": r.metadata}
         for n, (r, s) in enumerate(zip(records, result.scores[0]), start=1)
     ]
     if as_json:
-        _emit_json({"query": query, "plan": result.plan, "k": k, "results": hits, "cost": result.cost.per_query()})
+        _emit_json({"query": query, "mode": result.mode, "plan": result.plan, "k": k, "results": hits,
+                    "cost": result.cost.per_query()})
         return
-    table = Table(title=escape(f"{query!r}  plan {result.plan}"))
+    table = Table(title=escape(f"{query!r}  {result.mode}, plan {result.plan}"))
     for column in ("rank", "id", "score", "text"):
         table.add_column(column, overflow="fold")
     for hit in hits:
@@ -231,6 +238,8 @@ def eval_(
     beir: Path = typer.Option(..., help="BEIR folder with queries.jsonl and qrels/."),
     query_vectors: Optional[Path] = typer.Option(None, help="Precomputed query vectors (.npy), queries.jsonl order."),
     plan: Optional[str] = typer.Option(None, help=PLAN_HELP),
+    mode: str = typer.Option("dense", help="dense (the plan; the default), lexical (BM25) or hybrid (both, fused)."),
+    fusion: Optional[str] = typer.Option(None, help=FUSION_HELP),
     split: str = typer.Option("test", help="qrels split to score against."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ):
@@ -238,15 +247,16 @@ def eval_(
     dataset = load_beir(beir, split=split)
     with Collection.open(collection) as col:
         vectors = None if query_vectors is None else _load_npy(query_vectors, "query vectors")
-        metrics = evaluate(col, dataset, plan=plan, query_vectors=vectors, progress=not as_json)
+        metrics = evaluate(col, dataset, plan=plan, query_vectors=vectors, mode=mode, fusion=fusion,
+                           progress=not as_json)
     if as_json:
         _emit_json(metrics)
         return
-    table = Table(title=f"{beir}  plan {metrics['plan']}")
+    table = Table(title=f"{beir}  {metrics['mode']}, plan {metrics['plan']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in metrics.items():
-        if key != "plan":
+        if key not in ("mode", "plan") and value is not None:
             table.add_row(key, _number(value))
     out.print(table)
 

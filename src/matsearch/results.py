@@ -44,12 +44,14 @@ class Cost:
 
 @dataclass
 class SearchResult:
-    """Top-k ids and scores per query (best first), the plan run and its cost."""
+    """Top-k ids and scores per query (best first), the plan run, its cost, and the search mode
+    ("dense", "lexical" or "hybrid"; a lexical row ends in None ids, scored -inf, where fewer than k match)."""
 
     ids: np.ndarray
     scores: np.ndarray
     plan: str
     cost: Cost
+    mode: str = "dense"
 
     def __len__(self) -> int:
         return len(self.ids)

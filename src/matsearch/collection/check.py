@@ -18,6 +18,7 @@ from ..store import BlockStore
 from ..transform import Transform
 from .docstore import DocStore
 from .idtable import IdTable
+from .lexical import check_lexical
 from .manifest import Manifest
 
 _CHUNK = 1 << 18  # rows read at a time
@@ -50,7 +51,7 @@ def check_collection(path) -> list[Problem]:
         if manifest.dim is None:
             return problems
         rows = docs.rows()
-        for check in (_check_transform, _check_vectors, _check_ids, _check_indexes):
+        for check in (_check_transform, _check_vectors, _check_ids, _check_indexes, _check_lexical):
             problems += check(path, manifest, docs, rows)
         return problems
     finally:
@@ -121,3 +122,7 @@ def _check_indexes(path, manifest, docs, rows) -> list[Problem]:
         except Exception as exc:  # noqa: BLE001 - any failure to load is the finding
             problems.append(Problem(str(file), f"{type(exc).__name__}: {exc}", True))
     return problems
+
+
+def _check_lexical(path, manifest, docs, rows) -> list[Problem]:
+    return [Problem(file, problem, True) for file, problem in check_lexical(path, docs, rows)]

@@ -9,6 +9,7 @@ Folder layout::
     ids/               row → id, memory-mapped (ids.utf8, ids.ends); derived from docs.sqlite
     indexes*/          the recipe's indexes (ivf.npz, hnsw.faiss, pq.faiss, codes.npz), derived from vectors/;
                        the manifest names the folder (each build writes a new one)
+    lexical.N/         the BM25 index of the texts (lexical.py), derived from docs.sqlite; saved by the writer's close
     commits.u64        a counter the writer bumps after every commit, polled by readers
     .lock              held by the one writer
     elasticize.*/      only while a new transform is swapped in (see refit.py)
@@ -37,10 +38,12 @@ from ..search import check_k, run_checked
 from ..store import BlockStore
 from ..transform import FIT_SAMPLE, Transform
 from . import compact as compaction
+from . import hybrid
 from .check import check_collection
 from .commits import CommitCounter
 from .docstore import DocStore
 from .idtable import IdTable
+from .lexical import Lexical, is_lexical_file
 from .lock import WriterLock
 from .manifest import Manifest
 from .refit import READY, fsync_tree, roll_forward, stage
@@ -81,6 +84,7 @@ class Collection:
         self.writable = writable
         self._docs = self._store = self._transform = self._encoder = self._ids = self._counter = None
         self._indexes, self._broken, self._saved_rows, self._plans = {}, {}, {}, {}
+        self._lexical = Lexical(self.path)  # BM25 over the texts (lexical.py), loaded by the first lexical search
         self._dead, self._n_dead, self._tomb_seq = np.zeros(0, dtype=bool), 0, 0
         self._rw = ReadWriteLock()
         self._lock = WriterLock(self.path / ".lock").acquire() if writable else None
@@ -394,7 +398,7 @@ class Collection:
 
     def repair(self, *, progress: bool = False) -> list[str]:
         """Rebuild every damaged derived file from the store and SQLite — prefix norms, the id
-        table, unusable indexes — and return the files rebuilt. Damaged primary data (the
+        table, unusable indexes, the lexical index — and return the files rebuilt. Damaged primary data (the
         vector blocks, SQLite, the transform) cannot be rebuilt and is named in the error."""
         self._require_writable()
         problems = check_collection(self.path)
@@ -411,6 +415,8 @@ class Collection:
                 else:
                     continue
                 rebuilt.append(problem.file)
+        if any(is_lexical_file(self.path, p.file) for p in problems):
+            rebuilt.append(str(self._lexical.persist(self._docs, self._store.count, self.manifest.epoch, rebuild=True)))
         if self._broken or any(p.file.startswith(str(self.path / self.manifest.indexes)) for p in problems):
             self.build(self.manifest.recipe, progress=progress)
             rebuilt += [str(self.path / self.manifest.indexes / part.file)
@@ -487,8 +493,18 @@ class Collection:
             vectors = self._store.rows(np.array([found[i][0] for i in ids]))
         return [Record(i, found[i][1], found[i][2], v) for i, v in zip(ids, vectors)]
 
-    def search(self, queries, *, k: int = 10, plan: Plan | str | None = None) -> SearchResult:
-        """Top-k ids per query. `queries`: a text, a list of texts, or vectors (1-D or 2-D)."""
+    def search(self, queries, *, k: int = 10, plan: Plan | str | None = None, mode: str | None = None,
+               fusion=None, query_vectors=None) -> SearchResult:
+        """Top-k ids per query. `queries`: a text, a list of texts, or vectors (1-D or 2-D).
+
+        `mode`: "dense" (the plan over the vectors), "lexical" (BM25 over the items' texts) or "hybrid"
+        (both, fused by `fusion`: "rrf:k60:n100" by default, or e.g. "weighted:w0.5"); default: hybrid for
+        text queries on a collection holding text, dense otherwise (see hybrid.py). `query_vectors`:
+        the texts' vectors, already embedded, for the dense half of a hybrid search.
+        """
+        if (mode != "dense" and (mode is not None or hybrid.is_text(queries))) or fusion is not None \
+                or query_vectors is not None:
+            return hybrid.search(self, queries, k=k, plan=plan, mode=mode, fusion=fusion, query_vectors=query_vectors)
         self._sync()
         raw = self._query_vectors(queries)
         with self._rw.reading():
@@ -633,6 +649,8 @@ class Collection:
     def close(self) -> None:
         if self.writable and self._docs is not None and self._indexes:
             self._save_grown_indexes()
+        if self.writable and self._docs is not None and self._store is not None:
+            self._lexical.save_on_close(self._docs, self._store.count, self.manifest.epoch)
         if self._docs is not None:
             self._docs.close()
             self._docs = None

@@ -138,6 +138,25 @@ class DocStore:
         return ids
 
     @_guarded
+    def texts(self, lo: int, hi: int) -> tuple[np.ndarray, list[str], int]:
+        """Rows in [lo, hi) holding a non-empty text, ascending, their texts, and the epoch of that numbering,
+        read in one transaction (the source the lexical index is built from)."""
+        self.db.execute("BEGIN")
+        try:
+            found = self.db.execute("SELECT row, text FROM docs WHERE row >= ? AND row < ? AND text IS NOT NULL "
+                                    "AND text <> '' ORDER BY row", (lo, hi)).fetchall()
+            epoch = self.epoch()
+        finally:
+            self.db.commit()
+        return np.array([r for r, _ in found], dtype=np.int64), [t for _, t in found], epoch
+
+    @_guarded
+    def has_text(self, hi: int) -> bool:
+        """Whether a live row below `hi` holds a non-empty text."""
+        return self.db.execute("SELECT 1 FROM docs WHERE row < ? AND text IS NOT NULL AND text <> '' LIMIT 1",
+                               (hi,)).fetchone() is not None
+
+    @_guarded
     def bump(self) -> None:
         """Commit a change readers must notice that touches no document (an index build)."""
         with self.db:
