@@ -1,5 +1,6 @@
 /* Compiled kernels for the one-query search path, where every library call costs microseconds.
 
+probe, products: an IVF query's nearest lists and its products with their means, each in one call.
 ids: the id strings of result rows from the memory-mapped id table, in one call.
 
 rerank: one query's re-rank stage over scattered rows of the column-block store, fused: the
@@ -237,7 +238,113 @@ static PyObject *ids(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return out;
 }
 
+static int cmp_int64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* probe(centroids, query, nprobe, lists_out, sizes) -> items in the lists chosen
+   The `nprobe` rows of `centroids` (float32, lists × dims) with the largest inner product with the first
+   dims of `query` (float32), ties to the lower list, written to `lists_out` (int64) in ascending order;
+   returns the sum of `sizes` (int64 per list, or None: 0) over them. */
+static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "probe takes 5 arguments");
+        return NULL;
+    }
+    Buf bufs[4];
+    memset(bufs, 0, sizeof bufs);
+    const char *names[] = {"centroids", "query", "lists_out", "sizes"};
+    PyObject *objs[] = {args[0], args[1], args[3], args[4]};
+    Py_ssize_t sizes[] = {4, 4, 8, 8};
+    for (int i = 0; i < 4; i++) {
+        if (get(objs[i], &bufs[i], sizes[i], i == 2, names[i]) < 0) {
+            release(bufs, 4);
+            return NULL;
+        }
+    }
+    Py_ssize_t nprobe = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred() || !bufs[0].held || !bufs[1].held || !bufs[2].held || bufs[0].view.ndim != 2) {
+        release(bufs, 4);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "probe: centroids (2-D), query and lists_out are required");
+        return NULL;
+    }
+    Py_ssize_t n = bufs[0].view.shape[0], dims = bufs[0].view.shape[1];
+    if (nprobe < 1 || nprobe > n || bufs[2].view.len / 8 < nprobe || bufs[1].view.len / 4 < dims ||
+        (bufs[3].held && bufs[3].view.len / 8 < n)) {
+        release(bufs, 4);
+        PyErr_Format(PyExc_ValueError, "probe: nprobe %zd of %zd lists, or a buffer too short", nprobe, n);
+        return NULL;
+    }
+    Item *heap = PyMem_Malloc(nprobe * sizeof(Item));
+    if (!heap) {
+        release(bufs, 4);
+        return PyErr_NoMemory();
+    }
+    const float *centroids = bufs[0].view.buf, *query = bufs[1].view.buf;
+    int64_t *lists = bufs[2].view.buf, total = 0;
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t size = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Item item = {dot(centroids + i * dims, query, dims), i, 0.0f};
+        if (size < nprobe) {
+            heap[size++] = item;
+            if (size == nprobe)
+                for (Py_ssize_t at = nprobe / 2 - 1; at >= 0; at--) sift_down(heap, size, at);
+        } else if (worse(&heap[0], &item)) {
+            heap[0] = item;
+            sift_down(heap, size, 0);
+        }
+    }
+    for (Py_ssize_t i = 0; i < nprobe; i++) lists[i] = heap[i].row;
+    qsort(lists, nprobe, sizeof(int64_t), cmp_int64);
+    if (bufs[3].held)
+        for (Py_ssize_t i = 0; i < nprobe; i++) total += ((const int64_t *)bufs[3].view.buf)[lists[i]];
+    Py_END_ALLOW_THREADS
+    PyMem_Free(heap);
+    release(bufs, 4);
+    return PyLong_FromLongLong(total);
+}
+
+/* products(matrix, query, rows, out): out[i] = matrix[rows[i]] · query[:dims] (float32 matrix, rows × dims). */
+static PyObject *products(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "products takes 4 arguments");
+        return NULL;
+    }
+    Buf bufs[4];
+    memset(bufs, 0, sizeof bufs);
+    const char *names[] = {"matrix", "query", "rows", "out"};
+    Py_ssize_t sizes[] = {4, 4, 8, 4};
+    for (int i = 0; i < 4; i++) {
+        if (get(args[i], &bufs[i], sizes[i], i == 3, names[i]) < 0 || !bufs[i].held) {
+            if (!PyErr_Occurred()) PyErr_Format(PyExc_TypeError, "products: %s is required", names[i]);
+            release(bufs, 4);
+            return NULL;
+        }
+    }
+    Py_ssize_t n = bufs[0].view.ndim == 2 ? bufs[0].view.shape[0] : 0, dims = n ? bufs[0].view.shape[1] : 0;
+    Py_ssize_t count = bufs[2].view.len / 8;
+    const int64_t *rows = bufs[2].view.buf;
+    int bad = bufs[0].view.ndim != 2 || bufs[1].view.len / 4 < dims || bufs[3].view.len / 4 < count;
+    for (Py_ssize_t i = 0; !bad && i < count; i++) bad = rows[i] < 0 || rows[i] >= n;
+    if (bad) {
+        release(bufs, 4);
+        PyErr_SetString(PyExc_ValueError, "products: a row outside the matrix, or a buffer too short");
+        return NULL;
+    }
+    const float *matrix = bufs[0].view.buf, *query = bufs[1].view.buf;
+    float *out = bufs[3].view.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < count; i++) out[i] = dot(matrix + rows[i] * dims, query, dims);
+    Py_END_ALLOW_THREADS
+    release(bufs, 4);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"probe", (PyCFunction)(void (*)(void))probe, METH_FASTCALL, "The nearest lists by inner product, ascending."},
+    {"products", (PyCFunction)(void (*)(void))products, METH_FASTCALL, "Products of a query with chosen matrix rows."},
     {"ids", (PyCFunction)(void (*)(void))ids, METH_FASTCALL, "Ids of rows from the id table's offsets and bytes."},
     {"rerank", (PyCFunction)(void (*)(void))rerank, METH_FASTCALL,
      "One query's fused re-rank over whole store blocks with the best `keep` selected."},

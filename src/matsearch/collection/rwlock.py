@@ -11,7 +11,8 @@ class ReadWriteLock:
     and write again while it holds the lock."""
 
     def __init__(self):
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # taken directly on the readers' fast path (a Condition's `with` is Python code)
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writing = 0
         self._writers_waiting = 0
@@ -36,7 +37,7 @@ class _Shared:
         if lock._owner == threading.get_ident():
             lock._writing += 1  # nested inside this thread's write: count it as a write
             return self
-        with lock._cond:
+        with lock._mutex:
             while lock._writing or lock._writers_waiting:
                 lock._cond.wait()
             lock._readers += 1
@@ -47,9 +48,9 @@ class _Shared:
         if lock._owner == threading.get_ident():
             lock._writing -= 1
             return
-        with lock._cond:
+        with lock._mutex:
             lock._readers -= 1
-            if not lock._readers:
+            if not lock._readers and lock._writers_waiting:  # only a writer waits for the readers to leave
                 lock._cond.notify_all()
 
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from .. import _kernels
 from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import normalize
 from ..store import BlockStore
-from ..topk import top_k
 from .ivf_lists import CODECS, code_bytes, list_means, make_lists, pq_spec
 
 _F32 = 4
@@ -199,10 +199,9 @@ class IVFIndex:
         if dim not in self.centroids_:
             raise InvalidInputError(f"this IVF index probes with centroids at d{', d'.join(map(str, self.probe_dims))}"
                                     f", not at d{dim}")
-        if nprobe >= self.n_lists:
-            return np.arange(self.n_lists)
-        scores = self.centroids_[dim] @ query[:dim]
-        return np.sort(np.argpartition(scores, self.n_lists - nprobe)[self.n_lists - nprobe :])  # in list order
+        lists = np.empty(min(nprobe, self.n_lists), dtype=np.int64)
+        _kernels.probe(self.centroids_[dim], query, len(lists), lists, None)  # ascending: scanned in list order
+        return lists
 
     def probe_batch(self, queries: np.ndarray, nprobe: int, dim: int | None = None) -> np.ndarray:
         """`probe` for many queries, (queries × nprobe): one GEMM with the centroids."""

@@ -17,7 +17,9 @@ import re
 
 import faiss
 import numpy as np
+from faiss import swig_ptr
 
+from .. import _kernels
 from ..errors import CollectionError
 from ..store import BlockStore, _dots_at
 
@@ -211,8 +213,7 @@ class CodedLists:
         if self._fast:
             self.codes.implem = _FAST_SCAN_KERNEL
         quantizer = faiss.downcast_index(self.codes.quantizer)
-        self._means_at = quantizer.get_xb()
-        self.means_ = faiss.rev_swig_ptr(self._means_at, self.n_lists * self.scan_dim).reshape(self.n_lists, -1)
+        self.means_ = faiss.rev_swig_ptr(quantizer.get_xb(), self.n_lists * self.scan_dim).reshape(self.n_lists, -1)
 
     def add(self, prefix: np.ndarray, rows: np.ndarray, lists: np.ndarray) -> None:
         prefix = np.ascontiguousarray(prefix, dtype=np.float32)
@@ -224,21 +225,17 @@ class CodedLists:
         self._sizes += np.bincount(lists, minlength=self.n_lists)
 
     def scan(self, query: np.ndarray, lists: np.ndarray, keep: int):
-        """(rows, approximate scores) of the best `keep` items in the probed lists, and how many were scanned."""
-        query = np.ascontiguousarray(query[: self.scan_dim], dtype=np.float32)
-        lists = np.ascontiguousarray(lists, dtype=np.int64)
+        """(rows, approximate scores) of the best `keep` items in the probed lists, and how many were scanned.
+        `query`: float32, contiguous, at least scan_dim wide; `lists`: int64, contiguous."""
         # fast scan takes each list's coarse term (the query's product with the list mean) from us
-        query_at, lists_at = faiss.swig_ptr(query), faiss.swig_ptr(lists)
-        if self._fast:  # read in place (a gather would copy the lists' means first)
+        if self._fast:
             coarse = np.empty(len(lists), dtype=np.float32)
-            faiss.fvec_inner_products_by_idx(faiss.swig_ptr(coarse), query_at, self._means_at, lists_at, self.scan_dim,
-                                             1, len(lists))
+            _kernels.products(self.means_, query, lists, coarse)
         else:
             coarse = self._no_coarse(len(lists))
         rows, scores = np.empty(keep, dtype=np.int64), np.empty(keep, dtype=np.float32)
-        self.codes.search_preassigned_c(1, query_at, keep, lists_at, faiss.swig_ptr(coarse),
-                                        faiss.swig_ptr(scores), faiss.swig_ptr(rows), False,
-                                        self._probe_params(len(lists)), None)
+        self.codes.search_preassigned_c(1, swig_ptr(query), keep, swig_ptr(lists), swig_ptr(coarse), swig_ptr(scores),
+                                        swig_ptr(rows), False, self._probe_params(len(lists)), None)
         if len(rows) and rows[-1] < 0:
             valid = rows >= 0
             rows, scores = rows[valid], scores[valid]
