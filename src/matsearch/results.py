@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-@dataclass
+@dataclass(slots=True)
 class Cost:
     """Work done for a batch of queries (totals; `per_query` divides them).
 
@@ -42,7 +42,7 @@ class Cost:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class SearchResult:
     """Top-k ids and scores per query (best first), the plan run, its cost, and the search mode
     ("dense", "lexical" or "hybrid"; a lexical row ends in None ids, scored -inf, where fewer than k match)."""

@@ -502,11 +502,14 @@ class Collection:
         text queries on a collection holding text, dense otherwise (see hybrid.py). `query_vectors`:
         the texts' vectors, already embedded, for the dense half of a hybrid search.
         """
-        if (mode != "dense" and (mode is not None or hybrid.is_text(queries))) or fusion is not None \
-                or query_vectors is not None:
-            return hybrid.search(self, queries, k=k, plan=plan, mode=mode, fusion=fusion, query_vectors=query_vectors)
+        if type(queries) is not np.ndarray or mode is not None or fusion is not None or query_vectors is not None:
+            if (mode != "dense" and (mode is not None or hybrid.is_text(queries))) or fusion is not None \
+                    or query_vectors is not None:
+                return hybrid.search(self, queries, k=k, plan=plan, mode=mode, fusion=fusion,
+                                     query_vectors=query_vectors)
+            queries = self._encoded(queries)
         self._sync()
-        raw = self._query_vectors(queries)
+        raw = check_vectors(queries, self.manifest.dim, what="queries")
         with self._rw.reading():
             store = self._searchable()
             plan = self._plan(plan)
@@ -552,7 +555,8 @@ class Collection:
             f"{self.manifest.recipe!r}; build one first (matsearch build)"
         )
 
-    def _query_vectors(self, queries) -> np.ndarray:
+    def _encoded(self, queries):
+        """Text queries (a text or a list of texts) as their vectors; anything else as given."""
         if isinstance(queries, str):
             queries = [queries]
         if isinstance(queries, (list, tuple)) and not queries:
@@ -562,7 +566,7 @@ class Collection:
             if empty:
                 raise InvalidInputError(f"query {empty[0]} is empty: {queries[empty[0]]!r}")
             queries = self.encoder.encode(list(queries))
-        return check_vectors(queries, self.manifest.dim, what="queries")
+        return queries
 
     def __len__(self) -> int:
         self._sync()
