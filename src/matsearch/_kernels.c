@@ -2,6 +2,7 @@
 
 probe, products: an IVF query's nearest lists and its products with their means, each in one call.
 ids: the id strings of result rows from the memory-mapped id table, in one call.
+squares, all_finite: a query's validation and a result's sanity check, without numpy's dispatch.
 
 rerank: one query's re-rank stage over scattered rows of the column-block store, fused: the
 products over whole blocks (read in place, rows prefetched a few ahead), added to the partial
@@ -342,7 +343,51 @@ static PyObject *products(PyObject *self, PyObject *const *args, Py_ssize_t narg
     Py_RETURN_NONE;
 }
 
+/* A float32 C-contiguous buffer's values, or NULL (no error set) for anything else. */
+static const float *floats(PyObject *obj, Py_buffer *view, Py_ssize_t *n) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (view->itemsize != 4 || !view->format || strcmp(view->format, "f") != 0) {
+        PyBuffer_Release(view);
+        return NULL;
+    }
+    *n = view->len / 4;
+    return view->buf;
+}
+
+/* squares(x) -> the sum of squares of a float32 C-contiguous array (in double, so NaN or inf only from
+   non-finite values), or -1.0 for any other object: the one-query validation without numpy's machinery. */
+static PyObject *squares(PyObject *self, PyObject *x) {
+    Py_buffer view;
+    Py_ssize_t n;
+    const float *v = floats(x, &view, &n);
+    if (!v) return PyFloat_FromDouble(-1.0);
+    double total = 0.0;
+    for (Py_ssize_t i = 0; i < n; i++) total += (double)v[i] * v[i];
+    PyBuffer_Release(&view);
+    return PyFloat_FromDouble(total);
+}
+
+/* all_finite(x) -> whether every value of a float32 C-contiguous array is finite (TypeError otherwise). */
+static PyObject *all_finite(PyObject *self, PyObject *x) {
+    Py_buffer view;
+    Py_ssize_t n;
+    const float *v = floats(x, &view, &n);
+    if (!v) {
+        PyErr_SetString(PyExc_TypeError, "all_finite takes a float32 C-contiguous array");
+        return NULL;
+    }
+    int finite = 1;
+    for (Py_ssize_t i = 0; i < n && finite; i++) finite = isfinite(v[i]);
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(finite);
+}
+
 static PyMethodDef methods[] = {
+    {"squares", squares, METH_O, "Sum of squares of a float32 C-contiguous array in double, else -1."},
+    {"all_finite", all_finite, METH_O, "Whether a float32 C-contiguous array holds only finite values."},
     {"probe", (PyCFunction)(void (*)(void))probe, METH_FASTCALL, "The nearest lists by inner product, ascending."},
     {"products", (PyCFunction)(void (*)(void))products, METH_FASTCALL, "Products of a query with chosen matrix rows."},
     {"ids", (PyCFunction)(void (*)(void))ids, METH_FASTCALL, "Ids of rows from the id table's offsets and bytes."},

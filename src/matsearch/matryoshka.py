@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from . import _kernels
 from .errors import InvalidInputError
 
 
@@ -15,6 +16,9 @@ def check_vectors(vectors, dim: int | None = None, *, what: str = "vectors") -> 
     Accepts one vector (1-D) or a batch (2-D). Rejects the wrong width, NaN/inf
     and all-zero rows, which have no direction to search with.
     """
+    if type(vectors) is np.ndarray and vectors.ndim == 2 and vectors.shape[0] == 1 and \
+            (dim is None or vectors.shape[1] == dim) and 0 < _kernels.squares(vectors) < math.inf:
+        return vectors  # one float32 query, contiguous, finite and non-zero: the common case, checked in one call
     array = np.asarray(vectors)
     if array.dtype.kind not in "fiu":
         raise InvalidInputError(f"{what} must be numeric, got dtype {array.dtype}")

@@ -98,6 +98,7 @@ class BlockStore:
             if self.writable:
                 self.norms.tofile(norms_path)
         self._norm_addresses = [norms.__array_interface__["data"][0] for norms in (self.norms, self._random_norms)]
+        self._reads = {}  # (dense, lo, hi, cosine): the kernel's view of these maps (see _read_plan)
         cached = getattr(self, "_inv_columns", {})  # kept for the rows they cover; grown by the new rows only
         self._inv_columns: dict[int, np.ndarray] = {
             j: np.concatenate([c[:count], _inverse(np.ascontiguousarray(self.norms[len(c):, j]))])
@@ -249,12 +250,20 @@ class BlockStore:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         keep = min(keep, len(rows))
         dense = len(rows) * _DENSE >= self.count
-        layout = self._layouts[0 if dense else 1][self._starts.index(lo) : self.nesting.index(hi) + 1]
-        norms = self._norm_addresses[0 if dense else 1] + _F32 * self.nesting.index(hi) if cosine else 0
+        layout, norms = self._reads.get((dense, lo, hi, cosine)) or self._read_plan(dense, lo, hi, cosine)
         out_rows, scores, dots = np.empty(keep, dtype=np.int64), np.empty(keep, np.float32), np.empty(keep, np.float32)
         _kernels.rerank(query, rows, layout, partial, norms, len(self.nesting), -1.0 if scale is None else scale, keep,
                         out_rows, scores, dots)
         return out_rows, scores, dots
+
+    def _read_plan(self, dense: bool, lo: int, hi: int, cosine: bool):
+        """What `rerank` hands the kernel for blocks [lo, hi): their layout rows and the address of the
+        prefix norms at `hi` (0 without cosine), through the read-ahead maps or the random ones; made once."""
+        j = 0 if dense else 1
+        plan = (self._layouts[j][self._starts.index(lo) : self.nesting.index(hi) + 1],
+                self._norm_addresses[j] + _F32 * self.nesting.index(hi) if cosine else 0)
+        self._reads[dense, lo, hi, cosine] = plan
+        return plan
 
     def dots_each(self, queries: np.ndarray, lo: int, hi: int, rows: np.ndarray) -> np.ndarray:
         """Partial inner products over dims [lo, hi) of each query with its own rows: (queries × width)

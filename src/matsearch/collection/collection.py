@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _kernels
 from ..encoder import DEFAULT_MODEL, Encoder, model_dimension
 from ..errors import CollectionError, InvalidInputError, MatsearchError
 from ..matryoshka import check_dims, check_nesting, check_vectors, default_dims, default_nesting, normalize
@@ -525,7 +526,7 @@ class Collection:
                     raise
                 raise self._damaged(f"failed ({type(exc).__name__}: {exc})") from exc
             result.ids = self._ids.lookup(result.ids)
-            if not np.isfinite(result.scores).all():
+            if not _kernels.all_finite(result.scores):
                 raise self._damaged(f"scored a query as {result.scores.min()}")
         return result
 

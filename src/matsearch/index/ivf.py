@@ -128,7 +128,7 @@ class IVFIndex:
         """Rows of the `stage.effort` nearest lists and their scores on `stage.dim` dims: exact partial
         products from float32 lists, the best `keep` by approximate scores from coded ones."""
         probe_dim = stage.probe_dim or self.centroid_dim
-        lists = self.probe(query, stage.effort, probe_dim)
+        lists, in_lists = self._probe(query, stage.effort, probe_dim)
         cost.multiply_adds += self.n_lists * probe_dim
         cost.bytes_read += self.n_lists * probe_dim * _F32
         cost.lists_probed += len(lists)
@@ -140,7 +140,8 @@ class IVFIndex:
             cost.bytes_read += len(rows) * (stage.dim + (1 if self.metric == "cosine" else 0)) * _F32
             return rows, dots * inv if self.metric == "cosine" else dots, dots
         self._check_scan(stage.dim, [self.scan_dim])
-        rows, scores, scanned = self.lists_.scan(query, lists, keep)
+        rows, scores = self.lists_.scan(query, lists, keep)
+        scanned = in_lists
         cost.items_scanned += scanned
         if spec := self._pq:  # a table of 2^bits entries per sub-space, a dot per list, M adds per item
             cost.multiply_adds += 2 ** spec[1] * self.scan_dim + len(lists) * self.scan_dim + scanned * spec[0]
@@ -195,13 +196,15 @@ class IVFIndex:
     def probe(self, query: np.ndarray, nprobe: int, dim: int | None = None) -> np.ndarray:
         """The `nprobe` lists whose centroids are nearest the query's prefix at `dim` (the clustering dim
         by default; any dim the index holds a centroid set for), in ascending order."""
-        dim = dim or self.centroid_dim
+        return self._probe(query, nprobe, dim or self.centroid_dim)[0]
+
+    def _probe(self, query: np.ndarray, nprobe: int, dim: int):
+        """`probe`, and how many items the lists chosen hold."""
         if dim not in self.centroids_:
             raise InvalidInputError(f"this IVF index probes with centroids at d{', d'.join(map(str, self.probe_dims))}"
                                     f", not at d{dim}")
-        lists = np.empty(min(nprobe, self.n_lists), dtype=np.int64)
-        _kernels.probe(self.centroids_[dim], query, len(lists), lists, None)  # ascending: scanned in list order
-        return lists
+        lists = np.empty(min(nprobe, self.n_lists), dtype=np.int64)  # ascending: scanned in list order
+        return lists, _kernels.probe(self.centroids_[dim], query, len(lists), lists, self.lists_.list_sizes)
 
     def probe_batch(self, queries: np.ndarray, nprobe: int, dim: int | None = None) -> np.ndarray:
         """`probe` for many queries, (queries × nprobe): one GEMM with the centroids."""

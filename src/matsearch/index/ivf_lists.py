@@ -89,6 +89,7 @@ class FlatLists:
 
     def _group(self, store: BlockStore, list_rows: np.ndarray, offsets: np.ndarray) -> None:
         self.list_rows, self.offsets = list_rows, offsets
+        self._sizes = np.ascontiguousarray(np.diff(offsets), dtype=np.int64)
         n_blocks = store.nesting.index(self.scan_dim) + 1
         self.bounds = store.bounds[:n_blocks]
         self.blocks = [np.ascontiguousarray(b[list_rows]) for b in store.blocks[:n_blocks]]
@@ -150,7 +151,12 @@ class FlatLists:
         return positions
 
     def sizes(self) -> np.ndarray:
-        return np.diff(self.offsets)
+        return self._sizes.copy()
+
+    @property
+    def list_sizes(self) -> np.ndarray:
+        """Items per list, int64."""
+        return self._sizes
 
     def state(self) -> dict[str, np.ndarray]:
         return {"list_rows": self.list_rows, "offsets": self.offsets}
@@ -225,8 +231,8 @@ class CodedLists:
         self._sizes += np.bincount(lists, minlength=self.n_lists)
 
     def scan(self, query: np.ndarray, lists: np.ndarray, keep: int):
-        """(rows, approximate scores) of the best `keep` items in the probed lists, and how many were scanned.
-        `query`: float32, contiguous, at least scan_dim wide; `lists`: int64, contiguous."""
+        """(rows, approximate scores) of the best `keep` items in the probed lists. `query`: float32,
+        contiguous, at least scan_dim wide; `lists`: int64, contiguous."""
         # fast scan takes each list's coarse term (the query's product with the list mean) from us
         if self._fast:
             coarse = np.empty(len(lists), dtype=np.float32)
@@ -239,7 +245,7 @@ class CodedLists:
         if len(rows) and rows[-1] < 0:
             valid = rows >= 0
             rows, scores = rows[valid], scores[valid]
-        return rows, scores, int(self._sizes[lists].sum())
+        return rows, scores
 
     def _no_coarse(self, n: int) -> np.ndarray:
         """Coarse terms for scanners that compute their own (IVF-PQ and the scalar quantisers read, then ignore them)."""
@@ -282,6 +288,11 @@ class CodedLists:
 
     def sizes(self) -> np.ndarray:
         return self._sizes.copy()
+
+    @property
+    def list_sizes(self) -> np.ndarray:
+        """Items per list, int64 (the live array: read, don't write)."""
+        return self._sizes
 
     def state(self) -> dict[str, np.ndarray]:
         return {"codes": faiss.serialize_index(self.codes)}
