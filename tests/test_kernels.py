@@ -1,0 +1,48 @@
+"""The small compiled helpers of the one-query path (the re-rank and id lookup are tested with the store and
+id table): what they accept, and that anything else falls back or fails loudly."""
+
+import numpy as np
+import pytest
+
+from matsearch import _kernels
+
+
+def test_squares_sums_in_double_and_declines_what_is_not_float32_contiguous():
+    x = np.array([[3.0, 4.0]], dtype=np.float32)
+    assert _kernels.squares(x) == 25.0
+    assert _kernels.squares(np.full((1, 4), 1e20, dtype=np.float32)) == pytest.approx(4e40)  # no float32 overflow
+    assert np.isnan(_kernels.squares(np.array([[1.0, np.nan]], dtype=np.float32)))
+    for other in (x.astype(np.float64), x.astype(np.int32), np.zeros((2, 4), np.float32)[:, ::2], [1.0, 2.0]):
+        assert _kernels.squares(other) == -1.0
+
+
+def test_all_finite_finds_nan_and_inf_and_refuses_other_arrays():
+    assert _kernels.all_finite(np.zeros((2, 10), dtype=np.float32))
+    for bad in (np.nan, np.inf, -np.inf):
+        scores = np.zeros((2, 10), dtype=np.float32)
+        scores[1, 7] = bad
+        assert not _kernels.all_finite(scores)
+    with pytest.raises(TypeError, match="float32 C-contiguous"):
+        _kernels.all_finite(np.zeros(3))
+
+
+def test_probe_picks_the_nearest_lists_in_order_and_counts_their_items():
+    centroids = np.eye(4, dtype=np.float32)
+    query = np.array([0.1, 0.9, 0.5, 0.0], dtype=np.float32)
+    lists = np.empty(2, dtype=np.int64)
+    assert _kernels.probe(centroids, query, 2, lists, np.array([5, 6, 7, 8], dtype=np.int64)) == 13
+    assert lists.tolist() == [1, 2]
+    ties = np.empty(3, dtype=np.int64)
+    _kernels.probe(np.zeros((5, 4), dtype=np.float32), query, 3, ties, None)  # all tied: the lowest lists
+    assert ties.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="nprobe 6 of 5 lists"):
+        _kernels.probe(np.zeros((5, 4), dtype=np.float32), query, 6, np.empty(6, dtype=np.int64), None)
+
+
+def test_products_reads_chosen_rows_and_checks_them():
+    matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
+    out = np.empty(2, dtype=np.float32)
+    _kernels.products(matrix, np.ones(3, dtype=np.float32), np.array([3, 0]), out)
+    assert out.tolist() == [30.0, 3.0]
+    with pytest.raises(ValueError, match="outside the matrix"):
+        _kernels.products(matrix, np.ones(3, dtype=np.float32), np.array([4]), out)
