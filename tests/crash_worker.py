@@ -1,6 +1,10 @@
 """A writer that adds, deletes, builds and compacts until it is killed, logging each call after it returns (for test_crash).
 
-    python crash_worker.py COLLECTION VECTORS.npy LOG FIRST_ID SEED
+    python crash_worker.py COLLECTION VECTORS.npy LOG FIRST_ID SEED [mixed|upsert]
+
+`upsert` instead replaces random items among base0…base999 with new versions (vector VECTORS[pick], text
+"pick <pick>", metadata {"pick": pick}), logging each call's picks before it starts and after it returns,
+and compacts now and then.
 """
 
 import json
@@ -12,13 +16,16 @@ import numpy as np
 from matsearch import Collection
 
 
-def main(path, vectors, log, first_id, seed):
+def main(path, vectors, log, first_id, seed, mode="mixed"):
     rng = np.random.default_rng(seed)
     with Collection.open(path, writable=True) as col, open(log, "a") as out:
-        def ack(op, ids):
-            out.write(json.dumps({"op": op, "ids": ids}) + "\n")
+        def ack(op, ids, **extra):
+            out.write(json.dumps({"op": op, "ids": ids, **extra}) + "\n")
             out.flush()
             os.fsync(out.fileno())
+
+        if mode == "upsert":
+            return upserts(col, vectors, ack, rng)
 
         live = []  # only ids this process added are deleted, so each delete's ids are known to exist
         next_id = first_id
@@ -41,6 +48,20 @@ def main(path, vectors, log, first_id, seed):
                 ack("compact", [])
 
 
+def upserts(col, vectors, ack, rng):
+    ack("ready", [])
+    for step in range(100_000):
+        ids = [f"base{i}" for i in rng.choice(1000, 30, replace=False)]
+        picks = [int(p) for p in rng.integers(0, len(vectors), len(ids))]
+        ack("upserting", ids, picks=picks)  # from here until "upsert", either version may be the one kept
+        col.upsert(ids, vectors=vectors[picks], texts=[f"pick {p}" for p in picks],
+                   metadata=[{"pick": p} for p in picks])
+        ack("upsert", ids, picks=picks)
+        if step % 10 == 9:
+            col.compact()
+            ack("compact", [])
+
+
 if __name__ == "__main__":
-    path, array, log, first_id, seed = sys.argv[1:]
-    main(path, np.load(array).astype(np.float32), log, int(first_id), int(seed))
+    path, array, log, first_id, seed, *mode = sys.argv[1:]
+    main(path, np.load(array).astype(np.float32), log, int(first_id), int(seed), *mode)

@@ -94,6 +94,8 @@ def index(
                                             "learned rotation: better short prefixes, slower to fit) or none; "
                                             "new collections only."),
     recipe: Optional[str] = typer.Option(None, help=f"Indexes to build after adding. {RECIPE_HELP}"),
+    upsert: bool = typer.Option(False, "--upsert", help="Replace documents whose id is already in the collection "
+                                "(vector, text and metadata), instead of refusing them."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ):
     """Add every document of SOURCE to a collection, embedding them unless --vectors is given."""
@@ -116,15 +118,18 @@ def index(
         col = Collection.create(collection, model=model or DEFAULT_MODEL, metric=metric or "cosine",
                                 transform=transform or "pca")
     with col:
-        added = col.add(ids, texts=texts, vectors=array, metadata=metadata, progress=not as_json)
+        before = len(col)
+        added = col.add(ids, texts=texts, vectors=array, metadata=metadata, upsert=upsert, progress=not as_json)
+        replaced = before + added - len(col)
         if recipe is not None:
             col.build(recipe, progress=not as_json)
-        summary = {"collection": str(collection), "added": added, "count": len(col), "dim": col.dim,
-                   "recipe": col.manifest.recipe, "seconds": time.perf_counter() - start}
+        summary = {"collection": str(collection), "added": added, "replaced": replaced, "count": len(col),
+                   "dim": col.dim, "recipe": col.manifest.recipe, "seconds": time.perf_counter() - start}
     if as_json:
         _emit_json(summary)
     else:
-        out.print(f"indexed {added} documents into {collection} ({summary['count']} in all, "
+        out.print(f"indexed {added} documents into {collection} "
+                  f"({f'{replaced} replaced, ' if replaced else ''}{summary['count']} in all, "
                   f"{summary['dim']} dims) in {summary['seconds']:.1f}s")
 
 

@@ -273,8 +273,16 @@ class Collection:
 
     # -- writing -------------------------------------------------------------
 
-    def add(self, ids, *, texts=None, vectors=None, metadata=None, progress: bool = False) -> int:
-        """Add items (their vectors, or texts to embed); all or none are committed."""
+    def add(self, ids, *, texts=None, vectors=None, metadata=None, upsert: bool = False,
+            progress: bool = False) -> int:
+        """Add items (their vectors, or texts to embed); all or none are committed.
+
+        An id already in the collection is an error, unless `upsert`: then its item is replaced whole — vector,
+        text and metadata become what this call gives (a text or metadata not given becomes None). The new
+        version is appended as a new row and the old row tombstoned in the transaction that commits it, so
+        a reader sees the old version or the new one, never both or neither; indexes follow as for an add and
+        a delete (the old row stays in the store, skipped, until `compact`).
+        """
         self._require_writable()
         ids = _check_ids(ids)
         texts = _check_texts(texts, len(ids))
@@ -286,9 +294,10 @@ class Collection:
         vectors = check_vectors(vectors, self.manifest.dim)
         if len(vectors) != len(ids):
             raise InvalidInputError(f"got {len(vectors)} vectors for {len(ids)} ids")
-        taken = self._docs.existing(ids)
+        taken = [] if upsert else self._docs.existing(ids)
         if taken:
-            raise InvalidInputError(f"ids already in the collection: {taken[:5]}")
+            raise InvalidInputError(f"ids already in the collection: {taken[:5]}; an upsert replaces them "
+                                    "(add(..., upsert=True), Collection.upsert, matsearch index --upsert)")
         if self.manifest.metric == "cosine":
             vectors = normalize(vectors)
         with self._rw.writing():
@@ -299,7 +308,8 @@ class Collection:
             try:
                 self._store.append(self._transform.apply(vectors))
                 self._ids.append(first_row, ids)
-                self._docs.insert(first_row, ids, texts or [None] * len(ids), metadata)
+                commit = self._docs.upsert if upsert else self._docs.insert
+                replaced = commit(first_row, ids, texts or [None] * len(ids), metadata)
             except BaseException:
                 if first_add:
                     self._undo_first_add(nesting)
@@ -308,10 +318,38 @@ class Collection:
                     self._ids.truncate(first_row)
                 raise
             self._committed()
-            self._mark_dead(np.empty(0, dtype=np.int64))
+            self._mark_dead(replaced)
             for index in self._indexes.values():  # in memory; the files catch up on close (or, after a crash, on open)
                 index.extend(self._store)
         return len(ids)
+
+    def upsert(self, ids, *, texts=None, vectors=None, metadata=None, progress: bool = False) -> int:
+        """Add items, replacing whole any whose id is already in the collection: `add(..., upsert=True)`."""
+        return self.add(ids, texts=texts, vectors=vectors, metadata=metadata, upsert=True, progress=progress)
+
+    def update_metadata(self, ids, metadata, *, merge: bool = False) -> int:
+        """Set the metadata of existing items, in place (vectors, texts and indexes untouched), all or none.
+
+        `metadata`: one dict (or None) per id, or a single dict for every id. By default each item's
+        metadata is replaced by the one given (None clears it); with `merge=True` the given keys are set
+        and the item's other top-level keys kept. An id not in the collection is an error naming it.
+        """
+        self._require_writable()
+        ids = _check_ids(ids)
+        if isinstance(metadata, dict):
+            metadata = [metadata] * len(ids)
+        encoded = _metadata_json(metadata, len(ids))  # checks each entry
+        if merge and None in encoded:
+            raise InvalidInputError(f"metadata[{encoded.index(None)}] is None; merge=True needs a dict of the keys "
+                                    "to set (merge=False with None clears an item's metadata)")
+        values = [None if m is None else json.loads(m) for m in encoded]
+        missing = self._docs.set_metadata(ids, values, merge=merge)  # no in-memory state changes: searches go on
+        if missing:
+            raise InvalidInputError(f"ids not in the collection: {missing[:5]}")
+        with self._rw.writing():
+            self._committed()
+        return len(ids)
+
 
     def _fix_dim(self, vectors: np.ndarray, progress: bool = False) -> None:
         """On the first add: set the dim and nesting, fit the transform, create the store."""
@@ -484,15 +522,21 @@ class Collection:
 
     def get(self, ids) -> list[Record]:
         """Stored records for `ids`, in the order asked."""
-        self._sync()
         ids = _check_ids(ids)
-        with self._rw.reading():
-            found = self._docs.records(ids)
-            missing = [i for i in ids if i not in found or found[i][0] >= self._store.count]
-            if missing:
-                raise InvalidInputError(f"ids not in the collection: {missing[:5]}")
-            vectors = self._store.rows(np.array([found[i][0] for i in ids]))
-        return [Record(i, found[i][1], found[i][2], v) for i, v in zip(ids, vectors)]
+        for attempt in range(_REFRESH_TRIES):
+            self._sync()
+            with self._rw.reading():
+                found = self._docs.records(ids)
+                count = 0 if self._store is None else self._store.count
+                late = [i for i in ids if i in found and found[i][0] >= count]
+                if not late or attempt == _REFRESH_TRIES - 1:
+                    missing = [i for i in ids if i not in found or found[i][0] >= count]
+                    if missing:
+                        raise InvalidInputError(f"ids not in the collection: {missing[:5]}")
+                    vectors = self._store.rows(np.array([found[i][0] for i in ids]))
+                    return [Record(i, found[i][1], found[i][2], v) for i, v in zip(ids, vectors)]
+            time.sleep(0.01 * 2 ** attempt)  # a commit (an add, or an upsert's new row) landed after our sync
+
 
     def search(self, queries, *, k: int = 10, plan: Plan | str | None = None, mode: str | None = None,
                fusion=None, query_vectors=None) -> SearchResult:

@@ -4,6 +4,8 @@ SQLite is also the commit point of an add: vector rows past `rows` (kept in
 the meta table) belong to no committed add and are dropped on the next open.
 A delete records each removed row in `tombstones` with a rising sequence
 number, so a reader learns what changed since it last looked in O(changes).
+An upsert is an add whose transaction also tombstones the rows its ids held,
+so an id always has exactly one live row; metadata updates rewrite rows in place.
 The database runs in WAL mode, so readers never wait for the writer; one
 connection serves every thread of a process, one statement at a time.
 """
@@ -177,12 +179,52 @@ class DocStore:
         return [i for (i,) in self._select_in("SELECT id FROM docs WHERE id IN ({})", ids)]
 
     @_guarded
-    def insert(self, first_row: int, ids: list[str], texts: list, metadata: list) -> None:
-        """Commit items at rows first_row, first_row+1, … in one transaction (metadata as JSON text)."""
-        items = ((first_row + n, *item) for n, item in enumerate(zip(ids, texts, metadata)))
-        with self.db:
+    def insert(self, first_row: int, ids: list[str], texts: list, metadata: list) -> np.ndarray:
+        """Commit items at rows first_row, first_row+1, … in one transaction (metadata as JSON text); an id
+        already present is refused. Returns the rows replaced: none."""
+        return self._insert(first_row, ids, texts, metadata, replace=False)
+
+    @_guarded
+    def upsert(self, first_row: int, ids: list[str], texts: list, metadata: list) -> np.ndarray:
+        """`insert`, also tombstoning the rows of those ids already present and removing their documents in
+        the same transaction, so no reader ever sees an id twice or not at all; returns those old rows."""
+        return self._insert(first_row, ids, texts, metadata, replace=True)
+
+    def _insert(self, first_row: int, ids: list[str], texts: list, metadata: list, *, replace: bool) -> np.ndarray:
+        items = [(first_row + n, *item) for n, item in enumerate(zip(ids, texts, metadata))]
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            old = [r for (r,) in self._select_in("SELECT row FROM docs WHERE id IN ({})", ids)] if replace else []
+            self.db.executemany("INSERT INTO tombstones (row) VALUES (?)", ((r,) for r in old))
+            self.db.executemany("DELETE FROM docs WHERE row=?", ((r,) for r in old))
             self.db.executemany("INSERT INTO docs VALUES (?, ?, ?, ?)", items)
             self.db.execute("UPDATE meta SET value=? WHERE key='rows'", (str(first_row + len(ids)),))
+            self.db.commit()
+        except BaseException:
+            self.db.rollback()
+            raise
+        return np.array(old, dtype=np.int64)
+
+    @_guarded
+    def set_metadata(self, ids: list[str], metadata: list[dict | None], *, merge: bool) -> list[str]:
+        """Replace the metadata of `ids` (or, with `merge`, update their top-level keys) in place, in one
+        transaction; rows and texts stay as they are. Nothing changes if any id is missing: those are returned."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            stored = dict(self._select_in("SELECT id, metadata FROM docs WHERE id IN ({})", ids))
+            missing = [i for i in ids if i not in stored]
+            if not missing:
+                if merge:
+                    metadata = [{**(json.loads(stored[i]) if stored[i] is not None else {}), **(m or {})}
+                                for i, m in zip(ids, metadata)]
+                self.db.executemany("UPDATE docs SET metadata=? WHERE id=?",
+                                    ((None if m is None else json.dumps(m), i) for i, m in zip(ids, metadata)))
+            self.db.commit()
+        except BaseException:
+            self.db.rollback()
+            raise
+        return missing
+
 
     @_guarded
     def records(self, ids: list[str]) -> dict[str, tuple[int, str | None, dict | None]]:
