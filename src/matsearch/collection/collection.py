@@ -350,7 +350,6 @@ class Collection:
             self._committed()
         return len(ids)
 
-
     def _fix_dim(self, vectors: np.ndarray, progress: bool = False) -> None:
         """On the first add: set the dim and nesting, fit the transform, create the store."""
         m = self.manifest
@@ -536,7 +535,6 @@ class Collection:
                     vectors = self._store.rows(np.array([found[i][0] for i in ids]))
                     return [Record(i, found[i][1], found[i][2], v) for i, v in zip(ids, vectors)]
             time.sleep(0.01 * 2 ** attempt)  # a commit (an add, or an upsert's new row) landed after our sync
-
 
     def search(self, queries, *, k: int = 10, plan: Plan | str | None = None, mode: str | None = None,
                fusion=None, query_vectors=None) -> SearchResult:

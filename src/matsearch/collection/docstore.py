@@ -225,7 +225,6 @@ class DocStore:
             raise
         return missing
 
-
     @_guarded
     def records(self, ids: list[str]) -> dict[str, tuple[int, str | None, dict | None]]:
         """id → (row, text, metadata) for those of `ids` that exist."""
