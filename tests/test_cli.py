@@ -34,7 +34,7 @@ def test_search_json_is_the_documented_interface(cranfield):
     path, _, _ = cranfield
     out = json.loads(run("search", path, "boundary layer transition at high mach number", "-k", "3",
                          "--plan", "d32:200>d384", "--mode", "dense", "--json").stdout)
-    assert set(out) == {"query", "mode", "plan", "k", "results", "cost"}
+    assert set(out) == {"query", "mode", "plan", "target", "k", "results", "cost"} and out["target"] is None
     assert out["plan"] == "d32:200>d384" and len(out["results"]) == 3
     assert set(out["results"][0]) == {"rank", "id", "score", "text", "metadata"}
     assert "boundary layer" in out["results"][0]["text"]

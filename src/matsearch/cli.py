@@ -32,6 +32,8 @@ PLAN_HELP = ("Plan, e.g. 'd32:400>d384', or with an index 'p16@d64:400>d384' (IV
              "(default: exact search at full dims).")
 MODE_HELP = ("dense (the plan over the vectors), lexical (BM25 over the texts) or hybrid (both, fused); "
              "default: hybrid when the collection holds text, else dense.")
+TARGET_HELP = ("Mean recall@k to reach (against exact search), instead of a plan: the cheapest calibrated plan "
+               "reaching it serves (run 'matsearch tune' first).")
 FUSION_HELP = ("How hybrid fuses its lists: 'rrf:k60:n100' (reciprocal-rank fusion, k=60, top 100 of each; "
                "the default) or 'weighted:w0.5:n100' (normalised scores, dense weight 0.5).")
 RECIPE_HELP = escape("Recipe: 'flat', 'ivf<lists>@d<dc>[+d<dc>…]:d<ds>[/f16|/int8|/pq<bytes>]', "
@@ -206,13 +208,19 @@ def search(
     plan: Optional[str] = typer.Option(None, help=PLAN_HELP),
     mode: Optional[str] = typer.Option(None, help=MODE_HELP),
     fusion: Optional[str] = typer.Option(None, help=FUSION_HELP),
+    target_recall: Optional[float] = typer.Option(None, help=TARGET_HELP),
+    max_ms: Optional[float] = typer.Option(None, help="Latency budget (ms) for 95% of queries, instead of a plan "
+                                                     "(a calibrated collection)."),
+    max_cost: Optional[float] = typer.Option(None, help="Multiply-adds per query at most, instead of a plan "
+                                                        "(a calibrated collection)."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ):
     """Search a collection with a text query."""
     if not query.strip():
         raise InvalidInputError("query text is empty")
     with Collection.open(collection) as col:
-        result = col.search(query, k=k, plan=plan, mode=mode, fusion=fusion)
+        result = col.search(query, k=k, plan=plan, mode=mode, fusion=fusion, target_recall=target_recall,
+                            max_ms=max_ms, max_cost=max_cost)
         ids = [i for i in result.ids[0] if i is not None]  # a lexical search may match fewer than k
         records = col.get(ids) if ids else []
     hits = [
@@ -220,7 +228,8 @@ def search(
         for n, (r, s) in enumerate(zip(records, result.scores[0]), start=1)
     ]
     if as_json:
-        _emit_json({"query": query, "mode": result.mode, "plan": result.plan, "k": k, "results": hits,
+        _emit_json({"query": query, "mode": result.mode, "plan": result.plan, "target": result.target, "k": k,
+                    "results": hits,
                     "cost": result.cost.per_query()})
         return
     table = Table(title=escape(f"{query!r}  {result.mode}, plan {result.plan}"))
@@ -245,6 +254,7 @@ def eval_(
     plan: Optional[str] = typer.Option(None, help=PLAN_HELP),
     mode: str = typer.Option("dense", help="dense (the plan; the default), lexical (BM25) or hybrid (both, fused)."),
     fusion: Optional[str] = typer.Option(None, help=FUSION_HELP),
+    target_recall: Optional[float] = typer.Option(None, help=TARGET_HELP),
     split: str = typer.Option("test", help="qrels split to score against."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ):
@@ -253,7 +263,7 @@ def eval_(
     with Collection.open(collection) as col:
         vectors = None if query_vectors is None else _load_npy(query_vectors, "query vectors")
         metrics = evaluate(col, dataset, plan=plan, query_vectors=vectors, mode=mode, fusion=fusion,
-                           progress=not as_json)
+                           target_recall=target_recall, progress=not as_json)
     if as_json:
         _emit_json(metrics)
         return
@@ -261,8 +271,47 @@ def eval_(
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in metrics.items():
-        if key not in ("mode", "plan") and value is not None:
+        if key not in ("mode", "plan", "target_recall") and value is not None:
             table.add_row(key, _number(value))
+    out.print(table)
+
+
+@app.command()
+@_cli_errors
+def tune(
+    collection: Path = typer.Argument(..., help="Collection folder."),
+    queries: Optional[Path] = typer.Option(None, help="Calibration queries: raw query vectors (.npy) or a queries "
+                                                      "file (.jsonl with 'text', or a BEIR queries.jsonl); default: "
+                                                      "pseudo-queries drawn from the collection."),
+    sample: int = typer.Option(1000, help="Pseudo-queries to draw (without --queries)."),
+    k: int = typer.Option(10, "-k", help="Calibrate recall@k for this k."),
+    timed: int = typer.Option(200, help="Queries timed one at a time per setting."),
+    plot: Optional[Path] = typer.Option(None, help="Write the recall/latency frontier as a PNG."),
+    as_json: bool = typer.Option(False, "--json", help="Print the calibration as JSON."),
+):
+    """Measure every setting of the collection's indexes and save the frontier that targets choose from."""
+    with Collection.open(collection, writable=True) as col:
+        given = None
+        if queries is not None:
+            given = _load_npy(queries, "queries") if queries.suffix == ".npy" else read_corpus_jsonl(queries)[1]
+        calibration = col.tune(given, sample=sample, k=k, timed=timed, progress=not as_json)
+    if plot is not None:
+        from .tuning.plot import plot_frontier
+
+        plot_frontier(calibration, plot)
+    if as_json:
+        _emit_json({"queries": calibration.queries, "k": calibration.k, "rows": calibration.rows,
+                    "points": [vars(p) for p in calibration.points],
+                    "frontier": [p.plan for p in calibration.frontier()],
+                    "chosen": {str(t): calibration.choose(target_recall=t).plan for t in (0.8, 0.9, 0.95, 0.99)
+                               if max(p.recall for p in calibration.points) >= t}})
+        return
+    table = Table(title=f"{collection}: the frontier ({calibration.queries})")
+    for column in ("plan", f"recall@{calibration.k}", "worst 10%", "ms", "ms p95", "multiply-adds"):
+        table.add_column(column, justify="left" if column == "plan" else "right")
+    for p in calibration.frontier():
+        table.add_row(p.plan, f"{p.recall:.4f}", f"{p.tail_recall:.3f}", f"{p.ms:.3f}", f"{p.ms_p95:.3f}",
+                      f"{p.multiply_adds:,.0f}")
     out.print(table)
 
 

@@ -44,14 +44,16 @@ class Cost:
 
 @dataclass(slots=True)
 class SearchResult:
-    """Top-k ids and scores per query (best first), the plan run, its cost, and the search mode
-    ("dense", "lexical" or "hybrid"; a lexical row ends in None ids, scored -inf, where fewer than k match)."""
+    """Top-k ids and scores per query (best first), the plan run, its cost, the search mode
+    ("dense", "lexical" or "hybrid"; a lexical row ends in None ids, scored -inf, where fewer than k match)
+    and the target that chose the plan, if one did (with what calibration measured for it)."""
 
     ids: np.ndarray
     scores: np.ndarray
     plan: str
     cost: Cost
     mode: str = "dense"
+    target: str | None = None
 
     def __len__(self) -> int:
         return len(self.ids)

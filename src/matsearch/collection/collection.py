@@ -38,6 +38,7 @@ from ..results import SearchResult
 from ..search import check_k, run_checked
 from ..store import BlockStore
 from ..transform import FIT_SAMPLE, Transform
+from ..tuning import DEFAULT_TARGET, Calibration
 from . import compact as compaction
 from . import hybrid
 from .check import check_collection
@@ -46,6 +47,7 @@ from .docstore import DocStore
 from .idtable import IdTable
 from .lexical import Lexical, is_lexical_file
 from .lock import WriterLock
+from .tune import calibrate
 from .manifest import Manifest
 from .refit import READY, fsync_tree, roll_forward, stage
 from .rwlock import ReadWriteLock
@@ -53,6 +55,7 @@ from .rwlock import ReadWriteLock
 log = logging.getLogger(__name__)
 COUNTER = "commits.u64"
 _REFRESH_TRIES = 3
+CALIBRATION = "calibration.json"  # derived: settings measured by `tune`, with what they were measured on
 _OPEN_TRIES = 40  # × 50 ms: how long an open waits for a compaction's files to arrive
 
 
@@ -85,6 +88,7 @@ class Collection:
         self.writable = writable
         self._docs = self._store = self._transform = self._encoder = self._ids = self._counter = None
         self._indexes, self._broken, self._saved_rows, self._plans = {}, {}, {}, {}
+        self._calibrated: tuple[int, Calibration] | None = None  # (file mtime, calibration) read last
         self._lexical = Lexical(self.path)  # BM25 over the texts (lexical.py), loaded by the first lexical search
         self._dead, self._n_dead, self._tomb_seq = np.zeros(0, dtype=bool), 0, 0
         self._rw = ReadWriteLock()
@@ -537,19 +541,30 @@ class Collection:
             time.sleep(0.01 * 2 ** attempt)  # a commit (an add, or an upsert's new row) landed after our sync
 
     def search(self, queries, *, k: int = 10, plan: Plan | str | None = None, mode: str | None = None,
-               fusion=None, query_vectors=None) -> SearchResult:
+               fusion=None, query_vectors=None, target_recall: float | None = None, max_ms: float | None = None,
+               max_cost: float | None = None) -> SearchResult:
         """Top-k ids per query. `queries`: a text, a list of texts, or vectors (1-D or 2-D).
 
         `mode`: "dense" (the plan over the vectors), "lexical" (BM25 over the items' texts) or "hybrid"
         (both, fused by `fusion`: "rrf:k60:n100" by default, or e.g. "weighted:w0.5"); default: hybrid for
         text queries on a collection holding text, dense otherwise (see hybrid.py). `query_vectors`:
         the texts' vectors, already embedded, for the dense half of a hybrid search.
+
+        Instead of a plan, a calibrated collection (`tune`) takes a target: `target_recall` (mean
+        recall@k against exact search), `max_ms` (95% of queries within it) or `max_cost` (multiply-adds
+        per query); with neither plan nor target it serves recall 0.95 (exact search until calibrated).
+
         """
+        target = None
+        if plan is None or target_recall is not None or max_ms is not None or max_cost is not None:
+            plan, target = self._targeted(plan, target_recall, max_ms, max_cost)
         if type(queries) is not np.ndarray or mode is not None or fusion is not None or query_vectors is not None:
             if (mode != "dense" and (mode is not None or hybrid.is_text(queries))) or fusion is not None \
                     or query_vectors is not None:
-                return hybrid.search(self, queries, k=k, plan=plan, mode=mode, fusion=fusion,
-                                     query_vectors=query_vectors)
+                result = hybrid.search(self, queries, k=k, plan=plan, mode=mode, fusion=fusion,
+                                       query_vectors=query_vectors)
+                result.target = target
+                return result
             queries = self._encoded(queries)
         self._sync()
         raw = check_vectors(queries, self.manifest.dim, what="queries")
@@ -570,7 +585,52 @@ class Collection:
             result.ids = self._ids.lookup(result.ids)
             if not _kernels.all_finite(result.scores):
                 raise self._damaged(f"scored a query as {result.scores.min()}")
+        result.target = target
         return result
+
+    def tune(self, queries=None, *, sample: int = 1000, k: int = 10, timed: int = 200, seed: int = 0,
+             progress: bool = False) -> Calibration:
+        """Calibrate: measure recall@k, latency and cost of a grid of settings over every index this
+        collection holds, on `queries` (raw vectors or texts: a query log) or on `sample` pseudo-queries
+        drawn from the stored items, and save the result with the collection (`calibration.json`).
+        Targets (`search(target_recall=…)`) choose from its Pareto frontier."""
+        self._require_writable()
+        calibration = calibrate(self, queries, sample=sample, k=k, timed=timed, seed=seed, progress=progress)
+        calibration.save(self.path / CALIBRATION)
+        return calibration
+
+    def calibration(self) -> Calibration | None:
+        """The saved calibration (None before `tune`)."""
+        path = self.path / CALIBRATION
+        try:
+            stamp = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        if self._calibrated is None or self._calibrated[0] != stamp:
+            self._calibrated = (stamp, Calibration.load(path))
+        return self._calibrated[1]
+
+    def _targeted(self, plan, target_recall, max_ms, max_cost):
+        """(the plan to run, the target it serves or None) for a search's plan and targets."""
+        asked = any(t is not None for t in (target_recall, max_ms, max_cost))
+        if asked and plan is not None:
+            raise InvalidInputError("give a plan or a target (target_recall, max_ms, max_cost), not both")
+        calibration = self.calibration()
+        m = self.manifest
+        usable = calibration is not None and calibration.stale(rows=calibration.rows, recipe=m.recipe,
+                                                               indexes=m.indexes, epoch=m.epoch) is None
+        if not asked:
+            if not usable:
+                return plan, None  # no calibration (or one of other indexes): exact search, as always
+            target_recall = DEFAULT_TARGET
+        elif not usable:
+            why = "is not calibrated" if calibration is None else "was calibrated on other indexes"
+            raise InvalidInputError(f"collection {self.path} {why}: run `matsearch tune {self.path}` before "
+                                    "searching with a target")
+        point = calibration.choose(target_recall=target_recall, max_ms=max_ms, max_cost=max_cost)
+        name, value = next((n, v) for n, v in (("target_recall", target_recall), ("max_ms", max_ms),
+                                               ("max_cost", max_cost)) if v is not None)
+        return point.plan, f"{name}={value} (calibrated: recall {point.recall:.3f}, {point.ms:.3f} ms)"
 
     def _damaged(self, what: str) -> CollectionError:
         """The error for a search that damaged files broke, naming the files (the store is verified now)."""
@@ -661,6 +721,11 @@ class Collection:
         info["index_bytes_per_vector"] = sum(per_index.values())
         info["in_memory_bytes_per_vector"] = per_index
         info["unusable_indexes"] = {INDEX_KINDS[kind]: reason for kind, reason in self._broken.items()}
+        calibration = self.calibration()
+        info["calibration"] = None if calibration is None else {
+            "created": calibration.created, "queries": calibration.queries, "rows": calibration.rows,
+            "points": len(calibration.points), "default_target_recall": DEFAULT_TARGET,
+            "stale": calibration.stale(rows=count, recipe=m.recipe, indexes=m.indexes, epoch=m.epoch)}
         if m.dim is not None:
             plan = as_plan(plan, m.dim)
             info["plan"] = str(plan)

@@ -1,0 +1,138 @@
+"""A collection's calibration: each setting's recall, cost and latency on calibration queries, the
+Pareto frontier they form, and the plan a target asks for.
+
+Recall is the mean recall@k against exact search over all dims; latency is measured one query at a
+time through `Collection.search` (mean and 95th percentile); cost is the search's own record
+(multiply-adds and bytes read per query). Calibration queries are the user's (a query log) or
+pseudo-queries: stored items with noise added (`pseudo_queries`), which on pkgsum give each
+setting's recall within 0.005 of real queries' (see the README).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CollectionError, InvalidInputError
+
+STALE_SHARE = 0.2  # rows added or deleted since calibration, as a share of the rows calibrated, that make it stale
+DEFAULT_TARGET = 0.95  # the recall a calibrated collection serves when a search names neither plan nor target
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Point:
+    """One setting as measured on the calibration queries."""
+
+    plan: str
+    recall: float  # mean recall@k
+    tail_recall: float  # mean recall@k of the worst 10% of queries
+    ms: float  # mean milliseconds per query, one at a time
+    ms_p95: float  # 95th percentile of the same
+    multiply_adds: float  # per query
+    bytes_read: float  # per query
+
+
+@dataclass
+class Calibration:
+    """Measured points and what they were measured on; `choose` maps a target to a plan."""
+
+    points: list[Point]
+    k: int
+    rows: int  # live items when calibrated
+    recipe: str
+    indexes: str  # the index folder the points were measured on
+    epoch: int
+    queries: str  # where the calibration queries came from
+    created: str  # ISO date and time
+    notes: dict = field(default_factory=dict)
+
+    def frontier(self, cost: str = "ms") -> list[Point]:
+        """Points no other point beats on both recall and `cost` ("ms", "ms_p95", "multiply_adds" or
+        "bytes_read"), cheapest first."""
+        best, kept = -1.0, []
+        for point in sorted(self.points, key=lambda p: (getattr(p, cost), -p.recall)):
+            if point.recall > best:
+                kept.append(point)
+                best = point.recall
+        return kept
+
+    def choose(self, *, target_recall: float | None = None, max_ms: float | None = None,
+               max_cost: float | None = None) -> Point:
+        """The frontier point for one target: the cheapest reaching `target_recall` (mean recall@k),
+        or the most accurate whose 95th-percentile latency is within `max_ms`, or whose multiply-adds
+        per query are within `max_cost`."""
+        given = {name: value for name, value in (("target_recall", target_recall), ("max_ms", max_ms),
+                                                   ("max_cost", max_cost)) if value is not None}
+        if len(given) != 1:
+            raise InvalidInputError(f"give one target (target_recall, max_ms or max_cost), got {given or 'none'}")
+        (name, value), = given.items()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0 \
+                or (name == "target_recall" and value > 1):
+            raise InvalidInputError(f"{name} must be a positive number{' up to 1' if name == 'target_recall' else ''}, "
+                                    f"got {value!r}")
+        if name == "target_recall":
+            reaching = [p for p in self.frontier("ms") if p.recall >= value]
+            if not reaching:
+                best = max(self.points, key=lambda p: p.recall)
+                raise InvalidInputError(f"target recall {value} is out of reach: the best calibrated plan, "
+                                        f"{best.plan}, reaches {best.recall:.4f}")
+            return reaching[0]
+        cost = "ms_p95" if name == "max_ms" else "multiply_adds"
+        within = [p for p in self.frontier(cost) if getattr(p, cost) <= value]
+        if not within:
+            cheapest = min(self.points, key=lambda p: getattr(p, cost))
+            what = "ms for 95% of queries" if name == "max_ms" else "multiply-adds per query"
+            raise InvalidInputError(f"{name} {value} is out of reach: the cheapest calibrated plan, {cheapest.plan}, "
+                                    f"needs {getattr(cheapest, cost):.4g} {what}")
+        return within[-1]
+
+    def stale(self, *, rows: int, recipe: str, indexes: str, epoch: int) -> str | None:
+        """Why the points no longer describe the collection (None while they do)."""
+        if (recipe, indexes, epoch) != (self.recipe, self.indexes, self.epoch):
+            return "the indexes were rebuilt or the vectors rewritten since"
+        if abs(rows - self.rows) > STALE_SHARE * max(self.rows, 1):
+            return f"it measured {self.rows:,} items and the collection holds {rows:,}"
+        return None
+
+    def save(self, path: Path) -> None:
+        """Write atomically (a reader sees the old file or the new one)."""
+        data = {"format": _FORMAT, **asdict(self)}
+        staged = Path(f"{path}.tmp")
+        staged.write_text(json.dumps(data, indent=1))
+        os.replace(staged, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "Calibration":
+        try:
+            data = json.loads(Path(path).read_text())
+            if data.pop("format") != _FORMAT:
+                raise ValueError("unknown format")
+            data["points"] = [Point(**p) for p in data["points"]]
+            return cls(**data)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CollectionError(f"calibration file {path} is unreadable ({exc}); run `matsearch tune` again") from None
+
+
+def pseudo_queries(stored: np.ndarray, *, noise: float, seed: int) -> np.ndarray:
+    """Stored vectors (in the collection's space) moved by Gaussian noise of `noise` times each one's
+    norm, spread over all dims: queries near the data but not on it, as real queries are."""
+    rng = np.random.default_rng(seed)
+    norms = np.linalg.norm(stored, axis=1, keepdims=True)
+    moved = stored + rng.standard_normal(stored.shape).astype(np.float32) * (noise * norms / np.sqrt(stored.shape[1]))
+    return moved.astype(np.float32)
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per query, the share of its true top-k ids found."""
+    return np.array([len(set(f) & set(t)) / len(t) for f, t in zip(found.tolist(), truth.tolist())])
+
+
+def tail(recalls: np.ndarray) -> float:
+    """Mean recall of the worst 10% of queries (at least one)."""
+    worst = np.sort(recalls)[: max(1, len(recalls) // 10)]
+    return float(worst.mean())

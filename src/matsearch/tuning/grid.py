@@ -1,0 +1,45 @@
+"""The settings a calibration tries: plans over every index a recipe builds, and plain funnels.
+
+Each index kind gets a geometric ladder of its effort knob (lists probed, graph beam, shortlist
+size) crossed with a few re-rank depths, so the measured points span recall 0.5–1.0 and the
+frontier has a point every few percent of cost.
+"""
+
+from __future__ import annotations
+
+from ..recipe import BinaryPart, GraphPart, IVFPart, PQPart, Recipe
+
+_PROBES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 256,
+           384, 512)
+_BEAMS = (16, 24, 32, 40, 48, 56, 64, 80, 96, 128, 192, 256)
+_SHORTLISTS = (100, 200, 500, 1000, 2000, 5000)
+
+
+def settings(recipe: str, nesting: list[int], rows: int, k: int) -> list[str]:
+    """Plan strings worth measuring for a collection of `rows` items with this recipe and nesting."""
+    dim = nesting[-1]
+    plans = [f"d{dim}"]
+    short = next((d for d in nesting if d >= dim // 8), nesting[0])
+    plans += [f"d{short}:{keep}>d{dim}" for keep in _SHORTLISTS if k < keep < rows]
+    for part in Recipe.parse(recipe).parts:
+        plans += _part_settings(part, dim, rows, k)
+    return list(dict.fromkeys(plans))
+
+
+def _part_settings(part, dim: int, rows: int, k: int) -> list[str]:
+    keeps = [keep for keep in (50, 100, 200) if keep >= k] or [k]
+    if isinstance(part, IVFPart):
+        probes = [p for p in _PROBES if p <= part.lists]
+        if part.codec == "f32":  # float lists give exact partial products: one re-rank depth is enough
+            return [f"p{p}@d{part.scan_dim}:{keeps[-1]}>d{dim}" for p in probes]
+        return [f"p{p}@d{part.scan_dim}:{keep}>d{dim}" for p in probes for keep in keeps]
+    if isinstance(part, GraphPart):
+        depths = sorted({max(k, 32), max(k, 64)})
+        return [f"g{beam}@d{part.dim}:{keep}>d{dim}" for beam in _BEAMS for keep in depths if beam >= keep]
+    if isinstance(part, PQPart):
+        return [f"q@d{part.dim}:{keep}>d{dim}" for keep in _SHORTLISTS if k < keep < rows]
+    if isinstance(part, BinaryPart):
+        probes = [None] if part.lists is None else [p for p in (4, 8, 16, 32, 64, 128) if p <= part.lists]
+        return [f"h{'' if p is None else p}@b{part.bits}:{keep}>d{dim}"
+                for p in probes for keep in _SHORTLISTS if k < keep < rows]
+    return []

@@ -1,0 +1,134 @@
+"""Calibration and targets: the frontier, the plan a target picks, and that it holds on real queries."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import load_vectors, shared
+from matsearch import Collection
+from matsearch.errors import InvalidInputError
+from matsearch.tuning import Calibration, Point
+
+ROWS, RECIPE = 20_000, "ivf128@d64:d192/pq96x4fs"
+
+
+@pytest.fixture(scope="module")
+def pkgsum_tuned(tmp_path_factory):
+    """20k pkgsum items with a fast-scan IVF, calibrated on pseudo-queries only; and the real queries."""
+    folder = shared("pkgsum")
+    corpus = load_vectors(folder / "corpus.minilm.f16.npy")[:ROWS]
+    queries = load_vectors(folder / "queries.minilm.f16.npy")
+    path = tmp_path_factory.mktemp("tune") / "col"
+    with Collection.create(path, model=None) as col:
+        col.add([str(i) for i in range(ROWS)], vectors=corpus)
+        col.build(RECIPE)
+        calibration = col.tune(sample=600, timed=10, seed=3)
+    return path, queries, calibration
+
+
+def _recall(col, queries, result):
+    exact = col.search(queries, k=10, plan="d384").ids
+    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(result.ids.tolist(), exact.tolist())]))
+
+
+def test_targets_hold_on_real_queries_after_calibrating_on_pseudo_queries(pkgsum_tuned):
+    path, queries, _ = pkgsum_tuned
+    with Collection.open(path) as col:
+        for target in (0.9, 0.95):
+            result = col.search(queries, target_recall=target)
+            assert result.target.startswith(f"target_recall={target}")
+            achieved = _recall(col, queries, result)
+            assert target - 0.015 <= achieved <= target + 0.03, (target, achieved, result.plan)
+
+
+def test_the_frontier_is_pareto_and_covers_every_point(pkgsum_tuned):
+    *_, calibration = pkgsum_tuned
+    front = calibration.frontier()
+    assert [p.ms for p in front] == sorted(p.ms for p in front)
+    assert all(a.recall < b.recall for a, b in zip(front, front[1:]))  # no frontier point dominates another
+    for p in calibration.points:  # every point is matched or beaten by a frontier point on both axes
+        assert any(f.ms <= p.ms and f.recall >= p.recall for f in front), p
+    assert any(p.plan.startswith("p") for p in front) and front[-1].recall == pytest.approx(1.0)
+
+
+def test_plan_choice_is_monotone_in_the_target(pkgsum_tuned):
+    *_, calibration = pkgsum_tuned
+    chosen = [calibration.choose(target_recall=t) for t in np.linspace(0.5, 1.0, 21)]
+    assert all(a.ms <= b.ms and a.recall <= b.recall for a, b in zip(chosen, chosen[1:]))
+    budgets = [calibration.choose(max_ms=m) for m in (0.5, 1.0, 5.0, 100.0)]
+    assert all(a.recall <= b.recall for a, b in zip(budgets, budgets[1:]))
+    assert all(p.ms_p95 <= m for p, m in zip(budgets, (0.5, 1.0, 5.0, 100.0)))
+
+
+def test_impossible_and_malformed_targets_name_what_is_reachable():
+    points = [Point("p8@d192:50>d384", 0.8, 0.5, 0.2, 0.3, 1e5, 1e5),
+              Point("p16@d192:50>d384", 0.9, 0.6, 0.3, 0.4, 2e5, 2e5)]
+    calibration = Calibration(points, 10, 1000, "ivf64@d64:d192/pq96x4fs", "indexes.1", 0, "test", "2026-11-30")
+    with pytest.raises(InvalidInputError, match=r"target recall 0.95 is out of reach: .*p16@d192:50>d384, reaches 0.9000"):
+        calibration.choose(target_recall=0.95)
+    with pytest.raises(InvalidInputError, match=r"max_ms 0.1 is out of reach: .*p8@d192:50>d384, needs 0.3 ms"):
+        calibration.choose(max_ms=0.1)
+    for bad, message in ((dict(target_recall=1.5), "target_recall must be a positive number up to 1, got 1.5"),
+                         (dict(target_recall=0.9, max_ms=1.0), "give one target"), ({}, "give one target"),
+                         (dict(max_cost=-3), "max_cost must be a positive number, got -3")):
+        with pytest.raises(InvalidInputError, match=message):
+            calibration.choose(**bad)
+
+
+def test_pseudo_queries_are_deterministic_for_a_seed(pkgsum_tuned, tmp_path):
+    path, *_ = pkgsum_tuned
+    from matsearch.tuning.calibration import pseudo_queries
+
+    x = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
+    np.testing.assert_array_equal(pseudo_queries(x, noise=0.8, seed=1), pseudo_queries(x, noise=0.8, seed=1))
+    assert not np.array_equal(pseudo_queries(x, noise=0.8, seed=1), pseudo_queries(x, noise=0.8, seed=2))
+
+
+def test_targets_need_a_fresh_calibration_and_a_calibrated_collection_serves_its_default(tmp_path, pkgsum_tuned):
+    _, queries, _ = pkgsum_tuned
+    corpus = load_vectors(shared("pkgsum") / "corpus.minilm.f16.npy")[:3000]
+    with Collection.create(tmp_path / "c", model=None) as col:
+        col.add([str(i) for i in range(2000)], vectors=corpus[:2000])
+        assert col.search(queries[:2]).target is None and col.search(queries[:2]).plan == "d384"  # exact, as always
+        with pytest.raises(InvalidInputError, match="is not calibrated: run `matsearch tune"):
+            col.search(queries[:2], target_recall=0.9)
+        col.build("ivf32@d64:d192/pq96x4fs")
+        col.tune(sample=200, timed=3)
+        default = col.search(queries[:2])
+        assert default.target.startswith("target_recall=0.95") and default.plan != "d384"
+        with pytest.raises(InvalidInputError, match="a plan or a target"):
+            col.search(queries[:2], plan="d384", target_recall=0.9)
+        assert col.info()["calibration"]["stale"] is None
+        col.add([str(i) for i in range(2000, 3000)], vectors=corpus[2000:])  # +50% rows
+        assert "measured 2,000 items" in col.info()["calibration"]["stale"]
+        col.build("ivf16@d64:d192/pq96x4fs")
+        assert "rebuilt" in col.info()["calibration"]["stale"]
+        with pytest.raises(InvalidInputError, match="calibrated on other indexes"):
+            col.search(queries[:2], target_recall=0.9)
+        assert col.search(queries[:2]).plan == "d384"  # the default falls back to exact search
+
+
+def test_cli_tune_then_search_and_eval_with_a_target(tmp_path):
+    folder = shared("cranfield")
+    path = tmp_path / "col"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "matsearch", *map(str, a)], capture_output=True,  # noqa: E731
+                                    text=True)
+    assert run("index", folder, "--collection", path, "--vectors", folder / "corpus.minilm.f16.npy",
+               "--recipe", "ivf16@d64:d192/pq96x4fs").returncode == 0
+    tuned = run("tune", path, "--sample", "200", "--timed", "3", "--json")
+    assert tuned.returncode == 0, tuned.stderr
+    data = json.loads(tuned.stdout)
+    assert data["frontier"] and set(data["chosen"]) >= {"0.8", "0.9", "0.95"}
+    found = run("search", path, "shock wave boundary layer", "--target-recall", "0.9", "--mode", "dense", "--json")
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["target"].startswith("target_recall=0.9")
+    scored = run("eval", path, "--beir", folder, "--query-vectors", folder / "queries.minilm.f16.npy",
+                 "--target-recall", "0.9", "--json")
+    assert scored.returncode == 0, scored.stderr
+    metrics = json.loads(scored.stdout)
+    assert metrics["target_recall"] == 0.9 and metrics["ann_recall@10"] >= 0.85
+    bad = run("search", path, "shock", "--target-recall", "1.5", "--mode", "dense")
+    assert bad.returncode != 0 and "target_recall must be a positive number up to 1" in bad.stderr + bad.stdout
