@@ -195,3 +195,27 @@ def test_a_query_picks_the_centroid_set_it_probes_with(elastic_scifact):
         run_plan(store, queries, Plan.parse("p8c16@d64:50>d384"), 10, index=index)
     with pytest.raises(InvalidInputError, match="only an IVF stage .'p'. probes with a centroid dim"):
         Plan.parse("g8c16@d64:50>d384")
+
+
+def test_adaptive_probes_spend_less_on_queries_near_one_list_and_batch_as_one_by_one(coded):
+    store, index, queries = coded
+    exact = run_plan(store, queries, Plan.exact(384), 10)
+    fixed = run_plan(store, queries, Plan.parse("p16@d128:200>d384"), 10, index=index)
+    wide = run_plan(store, queries, Plan.parse("p4-16~1.9@d128:200>d384"), 10, index=index)  # every list passes
+    assert wide.ids.tolist() == fixed.ids.tolist() and wide.cost.lists_probed == fixed.cost.lists_probed
+    narrow = run_plan(store, queries, Plan.parse("p4-16~0.001@d128:200>d384"), 10, index=index)  # the least
+    assert narrow.cost.per_query()["lists_probed"] == 4
+    adaptive = Plan.parse("p4-32~0.15@d128:200>d384")
+    batch = run_plan(store, queries, adaptive, 10, index=index)
+    one = [run_plan(store, q, adaptive, 10, index=index) for q in queries]
+    assert_same_ranking(batch.ids, batch.scores, np.vstack([r.ids for r in one]), np.vstack([r.scores for r in one]))
+    probed = [r.cost.lists_probed for r in one]
+    assert min(probed) >= 4 and max(probed) <= 32 and len(set(probed)) > 3  # effort varies by query
+    assert batch.cost.lists_probed == sum(probed) and batch.cost.items_scanned == sum(r.cost.items_scanned for r in one)
+    assert recall(batch.ids, exact.ids) >= recall(narrow.ids, exact.ids)
+
+
+def test_adaptive_probes_need_coded_lists(elastic):
+    store, index, queries = elastic
+    with pytest.raises(InvalidInputError, match=r"adaptive probing \(p4-16~0.2@d128:100\) needs coded lists"):
+        run_plan(store, queries[:1], Plan.parse("p4-16~0.2@d128:100>d384"), 10, index=index)

@@ -30,8 +30,12 @@ def test_probe_picks_the_nearest_lists_in_order_and_counts_their_items():
     centroids = np.eye(4, dtype=np.float32)
     query = np.array([0.1, 0.9, 0.5, 0.0], dtype=np.float32)
     lists = np.empty(2, dtype=np.int64)
-    assert _kernels.probe(centroids, query, 2, lists, np.array([5, 6, 7, 8], dtype=np.int64)) == 13
+    assert _kernels.probe(centroids, query, 2, lists, np.array([5, 6, 7, 8], dtype=np.int64)) == (2, 13)
     assert lists.tolist() == [1, 2]
+    spread = np.empty(4, dtype=np.int64)  # cosines 0.87, 0.48, 0.10, 0: within 0.5 of the best, at least 1
+    assert _kernels.probe(centroids, query, 4, spread, None, 1, 0.5) == (2, 0) and spread[:2].tolist() == [1, 2]
+    assert _kernels.probe(centroids, query, 4, spread, None, 3, 0.5)[0] == 3  # at least 3
+    assert _kernels.probe(centroids, query, 4, spread, None, 1, 0.01) == (1, 0) and spread[0] == 1
     ties = np.empty(3, dtype=np.int64)
     _kernels.probe(np.zeros((5, 4), dtype=np.float32), query, 3, ties, None)  # all tied: the lowest lists
     assert ties.tolist() == [0, 1, 2]

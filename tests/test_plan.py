@@ -58,3 +58,16 @@ def test_keeps_never_drop_below_k_and_never_exceed_n():
 def test_stages_built_in_code_are_validated(dim, keep, message):
     with pytest.raises(InvalidInputError, match=message):
         Stage(dim, keep)
+
+
+def test_adaptive_ivf_probes_round_trip_and_check_their_bounds():
+    from matsearch.plan import Plan
+    from matsearch.errors import InvalidInputError
+
+    plan = Plan.parse("p8-64~.3c32@d192:100>d384")
+    assert str(plan) == "p8-64~0.3c32@d192:100>d384" and Plan.parse(str(plan)) == plan
+    assert (plan.stages[0].least, plan.stages[0].effort, plan.stages[0].spread) == (8, 64, 0.3)
+    for bad in ("p8-64@d192:100>d384", "g8-64~0.3@d192:100>d384", "p65-64~0.3@d192:100>d384",
+                "p8-64~2.5@d192:100>d384"):
+        with pytest.raises(InvalidInputError, match="an adaptive probe is 'p<least>-<most>~<spread>"):
+            Plan.parse(bad)

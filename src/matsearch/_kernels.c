@@ -244,13 +244,14 @@ static int cmp_int64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* probe(centroids, query, nprobe, lists_out, sizes) -> items in the lists chosen
+/* probe(centroids, query, nprobe, lists_out, sizes[, least, spread]) -> (lists chosen, items in them)
    The `nprobe` rows of `centroids` (float32, lists × dims) with the largest inner product with the first
-   dims of `query` (float32), ties to the lower list, written to `lists_out` (int64) in ascending order;
-   returns the sum of `sizes` (int64 per list, or None: 0) over them. */
+   dims of `query` (float32), ties to the lower list, written to `lists_out` (int64) in ascending order,
+   with the sum of `sizes` (int64 per list, or None: 0) over them. With `spread`, only those of them whose
+   product is within spread × ‖query[:dims]‖ of the best (a cosine gap), but at least `least`. */
 static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "probe takes 5 arguments");
+    if (nargs != 5 && nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "probe takes 5 or 7 arguments");
         return NULL;
     }
     Buf bufs[4];
@@ -265,13 +266,15 @@ static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         }
     }
     Py_ssize_t nprobe = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t least = nargs == 7 ? PyLong_AsSsize_t(args[5]) : nprobe;
+    double spread = nargs == 7 ? PyFloat_AsDouble(args[6]) : -1.0;
     if (PyErr_Occurred() || !bufs[0].held || !bufs[1].held || !bufs[2].held || bufs[0].view.ndim != 2) {
         release(bufs, 4);
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "probe: centroids (2-D), query and lists_out are required");
         return NULL;
     }
     Py_ssize_t n = bufs[0].view.shape[0], dims = bufs[0].view.shape[1];
-    if (nprobe < 1 || nprobe > n || bufs[2].view.len / 8 < nprobe || bufs[1].view.len / 4 < dims ||
+    if (nprobe < 1 || nprobe > n || least < 1 || least > nprobe || bufs[2].view.len / 8 < nprobe || bufs[1].view.len / 4 < dims ||
         (bufs[3].held && bufs[3].view.len / 8 < n)) {
         release(bufs, 4);
         PyErr_Format(PyExc_ValueError, "probe: nprobe %zd of %zd lists, or a buffer too short", nprobe, n);
@@ -284,6 +287,7 @@ static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     }
     const float *centroids = bufs[0].view.buf, *query = bufs[1].view.buf;
     int64_t *lists = bufs[2].view.buf, total = 0;
+    Py_ssize_t kept;
     Py_BEGIN_ALLOW_THREADS
     Py_ssize_t size = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -297,14 +301,21 @@ static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
             sift_down(heap, size, 0);
         }
     }
-    for (Py_ssize_t i = 0; i < nprobe; i++) lists[i] = heap[i].row;
-    qsort(lists, nprobe, sizeof(int64_t), cmp_int64);
+    kept = nprobe;
+    if (spread >= 0) {
+        qsort(heap, nprobe, sizeof(Item), better_first);
+        float floor = heap[0].score - (float)(spread * sqrt(dot(query, query, dims)));
+        for (kept = least; kept < nprobe && heap[kept].score >= floor; kept++) {
+        }
+    }
+    for (Py_ssize_t i = 0; i < kept; i++) lists[i] = heap[i].row;
+    qsort(lists, kept, sizeof(int64_t), cmp_int64);
     if (bufs[3].held)
-        for (Py_ssize_t i = 0; i < nprobe; i++) total += ((const int64_t *)bufs[3].view.buf)[lists[i]];
+        for (Py_ssize_t i = 0; i < kept; i++) total += ((const int64_t *)bufs[3].view.buf)[lists[i]];
     Py_END_ALLOW_THREADS
     PyMem_Free(heap);
     release(bufs, 4);
-    return PyLong_FromLongLong(total);
+    return Py_BuildValue("(nL)", kept, (long long)total);
 }
 
 /* products(matrix, query, rows, out): out[i] = matrix[rows[i]] · query[:dims] (float32 matrix, rows × dims). */

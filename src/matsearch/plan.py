@@ -9,7 +9,9 @@ never keeps fewer than k candidates: with k=50, ``d32:20>d384`` keeps 50.
 The first stage may ask an index for candidates instead of scanning everything:
 ``p16@d64:400>d384`` scores only the items of the 16 IVF lists whose centroids are
 nearest the query, on their 64-dim prefix, keeps 400 and ranks them on 384 dims
-(``p16c32@d64:400>d384`` picks those lists with the index's 32-dim centroid set);
+(``p16c32@d64:400>d384`` picks those lists with the index's 32-dim centroid set;
+``p8-64~0.3@d192:100>d384`` probes, per query, the lists whose centroid is within a cosine of
+0.3 of the nearest one's, at least 8 and at most 64: fewer for a query close to one list);
 ``g64@d96:100>d384`` walks a graph built on the 96-dim prefix with a search
 beam (efSearch) of 64, keeps its 100 nearest and ranks them on 384 dims;
 ``q@d128:200>d384`` ranks every item by its PQ code of the 128-dim prefix;
@@ -29,7 +31,8 @@ from functools import cached_property
 from .errors import InvalidInputError
 
 INDEX_KINDS = {"p": "an IVF index", "g": "a graph index", "q": "PQ codes", "h": "binary codes"}
-_STAGE = re.compile(r"(?:(?P<index>[pgqh])(?P<effort>[1-9][0-9]*)?(?:c(?P<probe_dim>[1-9][0-9]*))?@)?"
+_STAGE = re.compile(r"(?:(?P<index>[pgqh])(?:(?P<least>[1-9][0-9]*)-)?(?P<effort>[1-9][0-9]*)?"
+                    r"(?:~(?P<spread>[0-9]*\.[0-9]+))?(?:c(?P<probe_dim>[1-9][0-9]*))?@)?"
                     r"(?P<unit>[db])(?P<dim>[1-9][0-9]*)(?:/(?P<codec>int8|f16))?(?::(?P<keep>[1-9][0-9]*))?")
 COPY_CODECS = ("int8", "f16")
 
@@ -51,6 +54,8 @@ class Stage:
     effort: int | None = None
     probe_dim: int | None = None
     codec: str | None = None
+    spread: float | None = None  # IVF, per query: only lists within this cosine of the nearest one…
+    least: int | None = None  # …but at least this many (and at most `effort`)
 
     def __post_init__(self):
         for name, value in (("dim", self.dim), ("keep", self.keep), ("effort", self.effort),
@@ -68,10 +73,17 @@ class Stage:
                                     f"got {self.codec!r}")
         if self.probe_dim is not None and self.index != "p":
             raise InvalidInputError(f"only an IVF stage ('p') probes with a centroid dim, got {self.index!r}")
+        if (self.spread is None) != (self.least is None) or (self.spread is not None and (
+                self.index != "p" or not 0 < self.spread < 2 or not 1 <= self.least <= self.effort)):
+            raise InvalidInputError(f"an adaptive probe is 'p<least>-<most>~<spread>@…' on an IVF stage with "
+                                    f"1 <= least <= most and 0 < spread < 2, got least {self.least!r}, most "
+                                    f"{self.effort!r}, spread {self.spread!r}")
 
     def __str__(self) -> str:
         probe = "" if self.probe_dim is None else f"c{self.probe_dim}"
-        via = "" if self.index is None else f"{self.index}{self.effort or ''}{probe}@"
+        adaptive = "" if self.spread is None else f"~{self.spread:g}"
+        least = "" if self.least is None else f"{self.least}-"
+        via = "" if self.index is None else f"{self.index}{least}{self.effort or ''}{adaptive}{probe}@"
         size = f"{via}{'b' if self.index == 'h' else 'd'}{self.dim}" + (f"/{self.codec}" if self.codec else "")
         return size if self.keep is None else f"{size}:{self.keep}"
 
@@ -128,9 +140,11 @@ class Plan:
             if (match["unit"] == "b") != (match["index"] == "h"):
                 raise InvalidInputError(f"malformed plan {text!r}: stage {part.strip()!r}: 'b<bits>' sizes a binary "
                                         "code stage ('h@b<bits>'), every other stage takes 'd<dims>'")
-            keep, effort, probe_dim = (None if match[g] is None else int(match[g])
-                                       for g in ("keep", "effort", "probe_dim"))
-            stages.append(Stage(int(match["dim"]), keep, match["index"], effort, probe_dim, match["codec"]))
+            keep, effort, probe_dim, least = (None if match[g] is None else int(match[g])
+                                              for g in ("keep", "effort", "probe_dim", "least"))
+            spread = None if match["spread"] is None else float(match["spread"])
+            stages.append(Stage(int(match["dim"]), keep, match["index"], effort, probe_dim, match["codec"], spread,
+                                least))
         return cls(tuple(stages))
 
     @classmethod

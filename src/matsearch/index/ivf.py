@@ -128,7 +128,8 @@ class IVFIndex:
         """Rows of the `stage.effort` nearest lists and their scores on `stage.dim` dims: exact partial
         products from float32 lists, the best `keep` by approximate scores from coded ones."""
         probe_dim = stage.probe_dim or self.centroid_dim
-        lists, in_lists = self._probe(query, stage.effort, probe_dim)
+        self._check_adaptive(stage)
+        lists, in_lists = self._probe(query, stage.effort, probe_dim, stage.least, stage.spread)
         cost.multiply_adds += self.n_lists * probe_dim
         cost.bytes_read += self.n_lists * probe_dim * _F32
         cost.lists_probed += len(lists)
@@ -156,10 +157,11 @@ class IVFIndex:
         lists are scanned list by list, one GEMM with the queries probing each (every query's candidates
         in a row, -1 past its own), coded ones by one faiss call for all the queries."""
         probe_dim = stage.probe_dim or self.centroid_dim
-        lists = self.probe_batch(queries, stage.effort, probe_dim)
+        self._check_adaptive(stage)
+        lists = self.probe_batch(queries, stage.effort, probe_dim, stage.least, stage.spread)
         cost.multiply_adds += len(queries) * self.n_lists * probe_dim
         cost.bytes_read += len(queries) * self.n_lists * probe_dim * _F32
-        cost.lists_probed += lists.size
+        cost.lists_probed += int(np.count_nonzero(lists >= 0))
         if self.codec == "f32":
             self._check_scan(stage.dim, [hi for _, hi in self.lists_.bounds])
             rows, dots, inv = self.lists_.scan_batch(queries, lists, stage.dim)
@@ -198,25 +200,49 @@ class IVFIndex:
         by default; any dim the index holds a centroid set for), in ascending order."""
         return self._probe(query, nprobe, dim or self.centroid_dim)[0]
 
-    def _probe(self, query: np.ndarray, nprobe: int, dim: int):
-        """`probe`, and how many items the lists chosen hold."""
+    def _probe(self, query: np.ndarray, nprobe: int, dim: int, least: int | None = None,
+               spread: float | None = None):
+        """`probe` (adaptive with `spread`: only the lists whose centroid is within `spread` in cosine of
+        the nearest one, at least `least`), and how many items the lists chosen hold."""
         if dim not in self.centroids_:
             raise InvalidInputError(f"this IVF index probes with centroids at d{', d'.join(map(str, self.probe_dims))}"
                                     f", not at d{dim}")
         lists = np.empty(min(nprobe, self.n_lists), dtype=np.int64)  # ascending: scanned in list order
-        return lists, _kernels.probe(self.centroids_[dim], query, len(lists), lists, self.lists_.list_sizes)
+        if spread is None:
+            kept, in_lists = _kernels.probe(self.centroids_[dim], query, len(lists), lists, self.lists_.list_sizes)
+        else:
+            kept, in_lists = _kernels.probe(self.centroids_[dim], query, len(lists), lists, self.lists_.list_sizes,
+                                            min(least, len(lists)), spread)
+        return lists[:kept], in_lists
 
-    def probe_batch(self, queries: np.ndarray, nprobe: int, dim: int | None = None) -> np.ndarray:
-        """`probe` for many queries, (queries × nprobe): one GEMM with the centroids."""
+    def probe_batch(self, queries: np.ndarray, nprobe: int, dim: int | None = None, least: int | None = None,
+                    spread: float | None = None) -> np.ndarray:
+        """`probe` for many queries, (queries × nprobe): one GEMM with the centroids. Adaptive (`spread`),
+        a query's lists past its own are -1."""
         dim = dim or self.centroid_dim
         if dim not in self.centroids_:
             raise InvalidInputError(f"this IVF index probes with centroids at d{', d'.join(map(str, self.probe_dims))}"
                                     f", not at d{dim}")
         nprobe = min(nprobe, self.n_lists)
-        if nprobe == self.n_lists:
+        if nprobe == self.n_lists and spread is None:
             return np.tile(np.arange(self.n_lists), (len(queries), 1))
         scores = queries[:, :dim] @ self.centroids_[dim].T
-        return np.sort(np.argpartition(-scores, nprobe - 1, axis=1)[:, :nprobe], axis=1)
+        lists = np.argpartition(-scores, nprobe - 1, axis=1)[:, :nprobe] if nprobe < self.n_lists \
+            else np.tile(np.arange(self.n_lists), (len(queries), 1))
+        if spread is not None:  # as the one-query kernel: within spread·‖q‖ of the best, at least `least`
+            picked = np.take_along_axis(scores, lists, axis=1)
+            order = np.lexsort((lists, -picked), axis=1)
+            lists, picked = np.take_along_axis(lists, order, axis=1), np.take_along_axis(picked, order, axis=1)
+            floor = picked[:, :1] - np.float32(spread) * np.linalg.norm(queries[:, :dim], axis=1, keepdims=True)
+            kept = np.maximum(np.count_nonzero(picked >= floor, axis=1), min(least, nprobe))
+            lists = np.where(np.arange(nprobe) < kept[:, None], lists, -1)
+            return lists  # coded lists skip -1
+        return np.sort(lists, axis=1)
+
+    def _check_adaptive(self, stage) -> None:
+        if stage.spread is not None and self.codec == "f32":
+            raise InvalidInputError(f"adaptive probing ({stage}) needs coded lists (an ivf recipe with /int8, /f16, "
+                                    "/pq…), not float32 ones")
 
     def list_sizes(self) -> np.ndarray:
         return self.lists_.sizes()

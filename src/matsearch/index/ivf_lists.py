@@ -258,7 +258,7 @@ class CodedLists:
         and approximate scores, and how many items each query scanned."""
         rows, scores = self._search(np.ascontiguousarray(queries[:, : self.scan_dim]),
                                     np.ascontiguousarray(lists, dtype=np.int64), keep)
-        return rows, scores, self._sizes[lists].sum(axis=1)
+        return rows, scores, np.where(lists >= 0, self._sizes[lists], 0).sum(axis=1)  # -1: no list (adaptive)
 
     def _search(self, queries: np.ndarray, lists: np.ndarray, keep: int):
         """faiss's scan of the given lists: (rows, scores). Fast scan takes each list's coarse term

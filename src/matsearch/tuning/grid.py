@@ -13,6 +13,7 @@ _PROBES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 
            384, 512)
 _BEAMS = (16, 24, 32, 40, 48, 56, 64, 80, 96, 128, 192, 256)
 _SHORTLISTS = (100, 200, 500, 1000, 2000, 5000)
+_SPREADS = (0.2, 0.25, 0.3, 0.35, 0.4)  # adaptive IVF probes: the cosine gap to the nearest list's centroid
 
 
 def settings(recipe: str, nesting: list[int], rows: int, k: int) -> list[str]:
@@ -32,7 +33,12 @@ def _part_settings(part, dim: int, rows: int, k: int) -> list[str]:
         probes = [p for p in _PROBES if p <= part.lists]
         if part.codec == "f32":  # float lists give exact partial products: one re-rank depth is enough
             return [f"p{p}@d{part.scan_dim}:{keeps[-1]}>d{dim}" for p in probes]
-        return [f"p{p}@d{part.scan_dim}:{keep}>d{dim}" for p in probes for keep in keeps]
+        fixed = [f"p{p}@d{part.scan_dim}:{keep}>d{dim}" for p in probes for keep in keeps]
+        adaptive = [f"p{least}-{most}~{spread}@d{part.scan_dim}:{keep}>d{dim}"  # per query: lists near the best
+                    for least in sorted({max(1, part.lists // 32), max(1, part.lists // 16)})
+                    for most in sorted({max(2, part.lists // 4), max(2, part.lists // 2)}) if least < most
+                    for spread in _SPREADS for keep in keeps[:2]]
+        return fixed + adaptive
     if isinstance(part, GraphPart):
         depths = sorted({max(k, 32), max(k, 64)})
         return [f"g{beam}@d{part.dim}:{keep}>d{dim}" for beam in _BEAMS for keep in depths if beam >= keep]
