@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-avx2 test-all bench bench-indexes bench-adanns bench-elastic bench-finetune bench-compact bench-scale bench-batch bench-cold bench-api bench-hybrid clean
+.PHONY: demo test test-avx2 test-all bench bench-indexes bench-adanns bench-elastic bench-finetune bench-compact bench-scale bench-batch bench-cold bench-api bench-planner bench-hybrid clean
 
 $(BIN)/matsearch: pyproject.toml constraints.txt setup.py src/matsearch/_kernels.c
 	python3 -m venv $(VENV)
@@ -75,6 +75,10 @@ bench-batch: $(BIN)/matsearch
 ## indexes at half its memory or less, tuned on queries 0-499 and reported on 500-999 (about 15 minutes).
 bench-api: $(BIN)/matsearch
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_api.py
+
+## Targets instead of knobs: calibrate on pseudo-queries, check targets 0.8-0.99 on real queries, vs FAISS HNSW32.
+bench-planner: $(BIN)/matsearch
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_planner.py
 
 ## The store on disk: disk bytes and ms per query with the vectors evicted from the page cache, before every
 ## query and once, on bench_scale's 1M collection (built if missing; about 2 minutes once built).

@@ -50,6 +50,7 @@ class Calibration:
     queries: str  # where the calibration queries came from
     created: str  # ISO date and time
     notes: dict = field(default_factory=dict)
+    _chosen: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # target → point, made once
 
     def frontier(self, cost: str = "ms") -> list[Point]:
         """Points no other point beats on both recall and `cost` ("ms", "ms_p95", "multiply_adds" or
@@ -66,6 +67,12 @@ class Calibration:
         """The frontier point for one target: the cheapest reaching `target_recall` (mean recall@k),
         or the most accurate whose 95th-percentile latency is within `max_ms`, or whose multiply-adds
         per query are within `max_cost`."""
+        key = (target_recall, max_ms, max_cost)
+        if key not in self._chosen:
+            self._chosen[key] = self._choose(target_recall, max_ms, max_cost)
+        return self._chosen[key]
+
+    def _choose(self, target_recall, max_ms, max_cost) -> Point:
         given = {name: value for name, value in (("target_recall", target_recall), ("max_ms", max_ms),
                                                    ("max_cost", max_cost)) if value is not None}
         if len(given) != 1:
@@ -102,6 +109,7 @@ class Calibration:
     def save(self, path: Path) -> None:
         """Write atomically (a reader sees the old file or the new one)."""
         data = {"format": _FORMAT, **asdict(self)}
+        del data["_chosen"]
         staged = Path(f"{path}.tmp")
         staged.write_text(json.dumps(data, indent=1))
         os.replace(staged, path)
