@@ -34,6 +34,8 @@ MODE_HELP = ("dense (the plan over the vectors), lexical (BM25 over the texts) o
              "default: hybrid when the collection holds text, else dense.")
 TARGET_HELP = ("Mean recall@k to reach (against exact search), instead of a plan: the cheapest calibrated plan "
                "reaching it serves (run 'matsearch tune' first).")
+FILTER_HELP = escape("Metadata filter, JSON: e.g. '{\"year\": {\"$gte\": 2020}, \"lang\": {\"$in\": [\"en\", \"de\"]}}' "
+               "($eq $ne $gt $gte $lt $lte $in $nin $exists $and $or $not; a bare value means $eq).")
 FUSION_HELP = ("How hybrid fuses its lists: 'rrf:k60:n100' (reciprocal-rank fusion, k=60, top 100 of each; "
                "the default) or 'weighted:w0.5:n100' (normalised scores, dense weight 0.5).")
 RECIPE_HELP = escape("Recipe: 'flat', 'ivf<lists>@d<dc>[+d<dc>…]:d<ds>[/f16|/int8|/pq<bytes>]', "
@@ -213,6 +215,7 @@ def search(
                                                      "(a calibrated collection)."),
     max_cost: Optional[float] = typer.Option(None, help="Multiply-adds per query at most, instead of a plan "
                                                         "(a calibrated collection)."),
+    filter_: Optional[str] = typer.Option(None, "--filter", help=FILTER_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ):
     """Search a collection with a text query."""
@@ -220,7 +223,7 @@ def search(
         raise InvalidInputError("query text is empty")
     with Collection.open(collection) as col:
         result = col.search(query, k=k, plan=plan, mode=mode, fusion=fusion, target_recall=target_recall,
-                            max_ms=max_ms, max_cost=max_cost)
+                            max_ms=max_ms, max_cost=max_cost, filter=filter_)
         ids = [i for i in result.ids[0] if i is not None]  # a lexical search may match fewer than k
         records = col.get(ids) if ids else []
     hits = [
@@ -255,6 +258,7 @@ def eval_(
     mode: str = typer.Option("dense", help="dense (the plan; the default), lexical (BM25) or hybrid (both, fused)."),
     fusion: Optional[str] = typer.Option(None, help=FUSION_HELP),
     target_recall: Optional[float] = typer.Option(None, help=TARGET_HELP),
+    filter_: Optional[str] = typer.Option(None, "--filter", help=FILTER_HELP + " Exact search is filtered too."),
     split: str = typer.Option("test", help="qrels split to score against."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ):
@@ -263,7 +267,7 @@ def eval_(
     with Collection.open(collection) as col:
         vectors = None if query_vectors is None else _load_npy(query_vectors, "query vectors")
         metrics = evaluate(col, dataset, plan=plan, query_vectors=vectors, mode=mode, fusion=fusion,
-                           target_recall=target_recall, progress=not as_json)
+                           target_recall=target_recall, filter=filter_, progress=not as_json)
     if as_json:
         _emit_json(metrics)
         return

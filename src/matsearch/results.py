@@ -16,7 +16,8 @@ class Cost:
     prefixes or codes the first stage read in all (every item for a full scan,
     the probed lists' items for IVF, the visited nodes for a graph),
     `stage_seconds[i]` the wall time stage i took over the whole batch,
-    `lists_probed` the IVF lists scanned in all.
+    `lists_probed` the IVF lists scanned in all, `matched` the live items a metadata filter let
+    through (None without a filter).
     """
 
     queries: int
@@ -27,6 +28,7 @@ class Cost:
     lists_probed: int = 0
     items_scanned: int = 0
     seconds: float = 0.0
+    matched: int | None = None
 
     def per_query(self) -> dict:
         """Mean work per query, as plain numbers for JSON."""
@@ -39,6 +41,7 @@ class Cost:
             "lists_probed": self.lists_probed / n,
             "items_scanned": self.items_scanned / n,
             "seconds": self.seconds / n,
+            **({} if self.matched is None else {"matched": self.matched}),
         }
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .matryoshka import check_vectors
-from .plan import INDEX_KINDS, Plan
+from .plan import INDEX_KINDS, Plan, Stage
 from .results import Cost, SearchResult
 from .store import BlockStore
 from .topk import top_k
@@ -399,3 +399,137 @@ def _inv_norms(vectors: np.ndarray) -> np.ndarray:
     norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
     with np.errstate(divide="ignore"):
         return np.where(norms > 0, 1.0 / norms, 0.0).astype(np.float32)
+
+
+# -- searching a subset of the rows (a metadata filter's matches) ---------------------------------------------
+
+# Up to these shares of the stored rows, a filtered search scans the allowed rows themselves (`run_rows`) instead of
+# running the plan with the others masked out (`run_masked`): the crossovers measured on pkgsum, 100k rows, at plans
+# of recall 0.95 (benchmarks/bench_filters.py --sweep, README "Metadata filters"), keyed by the first stage's index
+# kind (None: a full-scan funnel). A graph's walk costs about the same at any size, so its crossover is also held to
+# GRAPH_ROWS allowed rows; the other kinds' first stages grow with the rows as a scan of the allowed rows does.
+ROWS_CROSSOVER = {None: 0.6, "p": 0.06, "g": 0.18, "q": 0.3, "h": 0.22}
+GRAPH_ROWS = 18_000
+_WIDEN_LISTS = 0.75  # an IVF probes nprobe · (1 + 0.75 · (1 − share)) lists when a filter lets `share` through
+
+
+def row_plan(plan: Plan, nesting: list[int] | None = None) -> Plan:
+    """The funnel `plan` runs over a given set of rows: its index stage becomes a scan of their prefix
+    at the same dim and keep (binary codes, which have no float prefix, are left out), code-copy stages
+    plain prefix stages; with the store's `nesting`, each dim rounds up to a block boundary (what the
+    compiled re-rank reads in place); a stage the next one re-scores at the same dims is dropped."""
+    up = (lambda d: min(n for n in nesting if n >= d)) if nesting else (lambda d: d)
+    stages = [Stage(up(s.dim), s.keep) for s in plan.stages if s.index != "h"]
+    kept = [s for s, nxt in zip(stages, stages[1:]) if nxt.dim > s.dim] + stages[-1:]
+    return Plan(tuple(kept))
+
+
+def scans_rows(plan: Plan, allowed: int, count: int) -> bool:
+    """Whether a search letting `allowed` of `count` stored rows through scans those rows (`run_rows`)
+    rather than running `plan` with the others masked out (`run_masked`)."""
+    kind = plan.stages[0].index
+    limit = ROWS_CROSSOVER[kind] * count
+    return allowed <= (min(limit, GRAPH_ROWS) if kind == "g" else limit) or allowed <= (plan.stages[0].keep or 0)
+
+
+def run_filtered(store: BlockStore, queries: np.ndarray, plan: Plan, k: int, metric: str, allowed: np.ndarray,
+                 count: int, index=None, rows: np.ndarray | None = None,
+                 excluded: np.ndarray | None = None) -> SearchResult:
+    """Top-k of the `allowed` rows (one bool per stored row, `count` of them True, 1 ≤ k ≤ count) for
+    each checked query: a selective mask scans the allowed rows on the plan's funnel (`run_rows`), a
+    broad one runs the plan with the other rows masked out like deleted ones (`run_masked`); either way
+    k results come back. `rows` (the allowed rows, ascending) and `excluded` (~allowed) may be given."""
+    if scans_rows(plan, count, store.count):
+        return run_rows(store, queries, plan, k, metric, np.flatnonzero(allowed) if rows is None else rows)
+    return run_masked(store, queries, plan, k, metric, ~allowed if excluded is None else excluded, count, index)
+
+
+def run_rows(store: BlockStore, queries: np.ndarray, plan: Plan, k: int, metric: str, rows: np.ndarray) -> SearchResult:
+    """Top-k of `rows` only (ascending row numbers, k ≤ their number) for each checked query: `row_plan(plan)`
+    over them, its first stage scoring every one of them on its prefix. Exact where the stages keep them all.
+    The result's plan reads ``rows:<that funnel>``."""
+    funnel = row_plan(plan, store.nesting)
+    keeps = funnel.keeps(int(k), len(rows))
+    first, cosine = funnel.stages[0].dim, metric == "cosine"
+    start = time.perf_counter()
+    cost = Cost(queries=len(queries), stage_seconds=[0.0] * len(funnel.stages))
+    scanned = [0] * len(funnel.stages)
+    ids = np.empty((len(queries), k), dtype=np.int64)
+    scores_out = np.empty((len(queries), k), dtype=np.float32)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    compiled = store.whole_blocks(0, first)
+    for q, query in enumerate(queries):
+        stage_start = time.perf_counter()
+        cost.items_scanned += len(rows)
+        cost.multiply_adds += len(rows) * first
+        cost.bytes_read += len(rows) * first * _F32
+        if compiled:  # products, norms and the best keeps[0] in one call
+            cost.multiply_adds += len(rows) * store.norm_work(first) if cosine else 0
+            cost.bytes_read += len(rows) * (1 + store.norm_work(first)) * _F32 if cosine else 0
+            last = len(keeps) == 1
+            top, scores, dots = store.rerank(query, rows, 0, first, None, keeps[0], cosine=cosine,
+                                             scale=None if last and cosine else 1.0)
+            scanned[0] += len(rows)
+            cost.stage_seconds[0] += time.perf_counter() - stage_start
+            if last:
+                ids[q], scores_out[q] = top, scores
+                continue
+            scanned[0] -= len(top)  # `_funnel` counts them again as stage 0's candidates
+        else:
+            dots = store.dots(query, 0, first, rows)
+            scores = _scores(store, dots, rows, first, metric, cost)
+            top = rows
+            cost.stage_seconds[0] += time.perf_counter() - stage_start
+        ids[q], scores_out[q], _ = _funnel(store, query, top, scores, dots, funnel, keeps, metric, None, cost, scanned)
+    cost.seconds = time.perf_counter() - start
+    cost.candidates = [t // len(queries) if t % len(queries) == 0 else t / len(queries) for t in scanned]
+    return SearchResult(ids=ids, scores=scores_out, plan=f"rows:{funnel.text}", cost=cost)
+
+
+def widen(plan: Plan, share: float, index) -> Plan:
+    """`plan` for a search that sees `share` of the rows, as accurate as it is unfiltered: `run_checked` asks
+    the index for keep / share candidates, and the nearest allowed rows lie further out, so an IVF probes
+    nprobe · (1 + 0.75 · (1 − share)) lists (binary IVF likewise; at most all) and a graph walks with a beam
+    of beam / share, its unfiltered ratio of beam to candidates (measured on pkgsum, README)."""
+    stage = plan.stages[0]
+    if stage.effort is None or share >= 1:
+        return plan
+    if stage.index == "g":
+        wider = replace(stage, effort=min(math.ceil(stage.effort / share),
+                                          max(getattr(index, "indexed_", 0), stage.effort)))
+    else:  # an adaptive probe (p<least>-<most>~<spread>) widens both bounds
+        lists = getattr(index, "n_lists", None) or getattr(index, "lists", None) or stage.effort
+        more = lambda n: min(lists, max(n, math.ceil(n * (1 + _WIDEN_LISTS * (1 - share)))))  # noqa: E731
+        wider = replace(stage, effort=more(stage.effort), least=None if stage.least is None else more(stage.least))
+    return plan if wider == stage else Plan((wider, *plan.stages[1:]))
+
+
+def run_masked(store: BlockStore, queries: np.ndarray, plan: Plan, k: int, metric: str, excluded: np.ndarray,
+               count: int, index=None) -> SearchResult:
+    """`run_checked` with the `excluded` rows (a mask; `count` rows are not excluded) treated as deleted and
+    an IVF probe widened (`widen`), a chunk of queries at a time so that the candidates asked of an index
+    (more by the share excluded) stay within the batch memory bound."""
+    plan = widen(plan, count / store.count, index)
+    n_out = store.count - count
+    via = plan.stages[0].index
+    if via is None or len(queries) == 1:
+        return run_checked(store, queries, plan, k, metric, n_out, None, excluded, index)
+    keep = plan.keeps(int(k), count)[0]
+    asked = min(store.count, -(-keep * store.count // count))
+    chunk = max(1, _CHUNK_BYTES // (_CANDIDATE_BYTES * max(asked, index.candidate_width(plan.stages[0], keep))))
+    parts = [run_checked(store, queries[lo : lo + chunk], plan, k, metric, n_out, None, excluded, index)
+             for lo in range(0, len(queries), chunk)]
+    return parts[0] if len(parts) == 1 else _joined(parts)
+
+
+def _joined(parts: list[SearchResult]) -> SearchResult:
+    """One result from the results of consecutive chunks of a batch of queries."""
+    total = sum(p.cost.queries for p in parts)
+    cost = Cost(queries=total, stage_seconds=[sum(s) for s in zip(*(p.cost.stage_seconds for p in parts))])
+    for name in ("multiply_adds", "bytes_read", "lists_probed", "items_scanned", "seconds"):
+        setattr(cost, name, sum(getattr(p.cost, name) for p in parts))
+    means = [sum(c * p.cost.queries for c, p in zip(column, parts)) / total
+             for column in zip(*(p.cost.candidates for p in parts))]
+    cost.candidates = [int(m) if float(m).is_integer() else m for m in means]
+    return SearchResult(ids=np.concatenate([p.ids for p in parts]), scores=np.concatenate([p.scores for p in parts]),
+                        plan=parts[0].plan, cost=cost)

@@ -40,7 +40,7 @@ from ..store import BlockStore
 from ..transform import FIT_SAMPLE, Transform
 from ..tuning import DEFAULT_TARGET, Calibration
 from . import compact as compaction
-from . import hybrid
+from . import filters, hybrid
 from .check import check_collection
 from .commits import CommitCounter
 from .docstore import DocStore
@@ -90,6 +90,7 @@ class Collection:
         self._indexes, self._broken, self._saved_rows, self._plans = {}, {}, {}, {}
         self._calibrated: tuple[int, Calibration] | None = None  # (file mtime, calibration) read last
         self._lexical = Lexical(self.path)  # BM25 over the texts (lexical.py), loaded by the first lexical search
+        self._filters = filters.FilterCache()  # metadata filters: parsed, field columns, row masks (filters.py)
         self._dead, self._n_dead, self._tomb_seq = np.zeros(0, dtype=bool), 0, 0
         self._rw = ReadWriteLock()
         self._lock = WriterLock(self.path / ".lock").acquire() if writable else None
@@ -542,7 +543,7 @@ class Collection:
 
     def search(self, queries, *, k: int = 10, plan: Plan | str | None = None, mode: str | None = None,
                fusion=None, query_vectors=None, target_recall: float | None = None, max_ms: float | None = None,
-               max_cost: float | None = None) -> SearchResult:
+               max_cost: float | None = None, filter=None) -> SearchResult:
         """Top-k ids per query. `queries`: a text, a list of texts, or vectors (1-D or 2-D).
 
         `mode`: "dense" (the plan over the vectors), "lexical" (BM25 over the items' texts) or "hybrid"
@@ -554,10 +555,17 @@ class Collection:
         recall@k against exact search), `max_ms` (95% of queries within it) or `max_cost` (multiply-adds
         per query); with neither plan nor target it serves recall 0.95 (exact search until calibrated).
 
+        `filter`: a metadata filter, a dict or its JSON text, e.g. {"year": {"$gte": 2020}} (filters.py):
+        every mode then sees only the items it matches, and returns all of them where fewer than k match.
         """
         target = None
         if plan is None or target_recall is not None or max_ms is not None or max_cost is not None:
             plan, target = self._targeted(plan, target_recall, max_ms, max_cost)
+        if filter is not None:  # metadata filters: filters.py
+            result = filters.search(self, queries, k=k, plan=plan, mode=mode, fusion=fusion,
+                                    query_vectors=query_vectors, filter=filter)
+            result.target = target
+            return result
         if type(queries) is not np.ndarray or mode is not None or fusion is not None or query_vectors is not None:
             if (mode != "dense" and (mode is not None or hybrid.is_text(queries))) or fusion is not None \
                     or query_vectors is not None:

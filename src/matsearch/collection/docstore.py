@@ -21,6 +21,11 @@ import numpy as np
 
 from ..errors import CollectionError
 
+_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS metadata_updates AFTER UPDATE OF metadata ON docs BEGIN
+    UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'metadata_updates';
+END;
+"""  # counts metadata rewritten in place, so filters (filters.py) know to re-read it
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
     row INTEGER PRIMARY KEY,
@@ -31,7 +36,8 @@ CREATE TABLE IF NOT EXISTS docs (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tombstones (seq INTEGER PRIMARY KEY AUTOINCREMENT, row INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('rows', '0');
-"""
+INSERT OR IGNORE INTO meta VALUES ('metadata_updates', '0');
+""" + _TRIGGER
 _CHUNK = 900  # stays under SQLite's limit on bound parameters
 
 
@@ -120,6 +126,7 @@ class DocStore:
                             "FROM docs ORDER BY row")
             self.db.execute("DROP TABLE docs")
             self.db.execute("ALTER TABLE docs_compact RENAME TO docs")
+            self.db.execute(_TRIGGER)  # dropped with the old table
             live = int(self.db.execute("SELECT count(*) FROM docs").fetchone()[0])
             self.db.execute("UPDATE meta SET value=? WHERE key='rows'", (str(live),))
             self.db.execute("DELETE FROM tombstones")
@@ -239,6 +246,30 @@ class DocStore:
             rows = [r for (r,) in self._select_in("SELECT row FROM docs WHERE id IN ({})", ids)]
             self.db.executemany("INSERT INTO tombstones (row) VALUES (?)", ((r,) for r in rows))
             self.db.executemany("DELETE FROM docs WHERE id=?", ((i,) for i in ids))
+
+    @_guarded
+    def metadata_field(self, path: str, lo: int, hi: int) -> tuple[list[tuple], int]:
+        """(row, JSON type, value) of the JSON `path` in the metadata of the rows in [lo, hi) that have it,
+        ascending, and the epoch of that row numbering, read in one transaction (what filters read)."""
+        self.db.execute("BEGIN")
+        try:
+            found = self.db.execute(
+                "SELECT row, json_type(metadata, ?1), metadata ->> ?1 FROM docs WHERE row >= ?2 AND row < ?3 "
+                "AND metadata IS NOT NULL AND json_type(metadata, ?1) IS NOT NULL ORDER BY row", (path, lo, hi)
+            ).fetchall()
+            epoch = self.epoch()
+        finally:
+            self.db.commit()
+        return found, epoch
+
+    @_guarded
+    def metadata_version(self) -> int | None:
+        """How many metadata values were rewritten in place (a trigger counts them); None where the trigger
+        is missing (a database no writer has opened since it came), so changes cannot be told apart."""
+        version, tracked = self.db.execute(
+            "SELECT (SELECT value FROM meta WHERE key='metadata_updates'), "
+            "EXISTS (SELECT 1 FROM sqlite_master WHERE type='trigger' AND name='metadata_updates')").fetchone()
+        return int(version) if tracked and version is not None else None
 
     def _select_in(self, query: str, values: list):
         rows = []
