@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-avx2 test-all bench bench-indexes bench-adanns bench-elastic bench-finetune bench-compact bench-scale bench-batch bench-cold bench-api bench-planner bench-hybrid clean
+.PHONY: demo test test-avx2 test-all bench bench-indexes bench-adanns bench-elastic bench-finetune bench-compact bench-scale bench-batch bench-cold bench-api bench-planner bench-hybrid bench-filters clean
 
 $(BIN)/matsearch: pyproject.toml constraints.txt setup.py src/matsearch/_kernels.c
 	python3 -m venv $(VENV)
@@ -88,6 +88,11 @@ bench-cold: $(BIN)/matsearch
 ## Hybrid search: nDCG@10 of dense, BM25 and hybrid on SciFact, NPL and Cranfield, and hybrid's latency (about a minute).
 bench-hybrid: $(BIN)/matsearch
 	$(BIN)/python benchmarks/bench_hybrid.py
+
+## Filtered search on pkgsum with synthetic metadata: QPS and recall against the share of items a filter lets
+## through, FAISS with an IDSelectorBitmap in the same run (writes benchmarks/results/filters_pkgsum.*).
+bench-filters: $(BIN)/matsearch
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_filters.py
 
 clean:
 	rm -rf $(VENV) demo-collection benchmarks/results

@@ -29,7 +29,8 @@ def _metadata(n: int, seed: int = 0) -> tuple[list[dict], np.ndarray]:
     pct = rng.permutation(np.arange(n) * 1000 // n)
     meta = []
     for i, p in enumerate(pct):
-        item = {"pct": int(p), "lang": ("en", "de", "fr")[i % 3], "score": float(rng.random()), "draft": bool(i % 4 == 0)}
+        item = {"pct": int(p), "lang": ("en", "de", "fr")[i % 3], "score": float(rng.random()),
+                "draft": bool(i % 4 == 0)}
         if i % 7:
             item["year"] = int(rng.integers(1990, 2025))
         if i % 5 == 0:
@@ -94,7 +95,8 @@ def test_every_plan_kind_against_exact_filtered_search(scifact_filtered, plan, r
             assert recall(found.ids, truth) >= 0.95, (plan, share, found.plan, recall(found.ids, truth))
             assert found.plan.startswith("rows:") == (route == "rows" or search.scans_rows(
                 col._plan(plan), allowed.sum(), len(ids)))
-            if found.plan.startswith("rows:") and allowed.sum() <= (row_plan(col._plan(plan)).stages[0].keep or 0):
+            first = row_plan(col._plan(plan), col._store.nesting).stages[0]
+            if found.plan.startswith("rows:") and (first.keep is None or allowed.sum() <= first.keep):
                 rows = exact(sims, allowed)  # every matching row kept to the last stage: exact search over them
                 assert_same_ranking(found.ids, found.scores, ids[rows], np.take_along_axis(sims, rows, 1), rtol=1e-4)
             one = np.vstack([col.search(queries[i], k=10, plan=plan, filter=json.dumps(flt)).ids for i in range(10)])
@@ -194,7 +196,8 @@ OPERATOR_FILTERS = [
     {"tags": 3}, {"tags": {"$gt": 2}}, {"draft": True}, {"draft": {"$ne": True}}, {"draft": {"$in": [False]}},
     {"note": {"$exists": True}}, {"note": "x"}, {"nested": {"$exists": True}},
     {"$and": [{"lang": "en"}, {"year": {"$gte": 2020}}]}, {"$or": [{"lang": "fr"}, {"draft": True}]},
-    {"$not": {"lang": "en"}}, {"$or": [{"$and": [{"lang": "de"}, {"draft": False}]}, {"tags": "nlp"}], "score": {"$gte": 0}},
+    {"$not": {"lang": "en"}},
+    {"$or": [{"$and": [{"lang": "de"}, {"draft": False}]}, {"tags": "nlp"}], "score": {"$gte": 0}},
     {"lang": "en", "year": {"$in": [2020, 2023]}}, {}, {"score": {"$gte": 0.5}, "$not": {"draft": True}},
 ]
 

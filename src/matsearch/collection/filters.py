@@ -20,11 +20,11 @@ holds (except under ``$exists``), or a value of a type the field never holds (``
 where every year is a number).
 
 Evaluation is columnar: the first filter that names a field reads that field of every stored row
-from docs.sqlite once (SQLite's JSON functions, ~0.1 s per 100k rows), into numpy arrays kept in
-memory; after that a filter costs numpy comparisons over those arrays (~0.1 ms per 100k rows). Rows
-added later are read on their own; a metadata update in place (counted by a trigger in docs.sqlite)
-or a compaction re-reads the fields. The mask of each filter string is cached per collection state.
-See the README ("Metadata filters") for the measurements behind this choice.
+from docs.sqlite once (SQLite's JSON functions, 0.2-0.5 s per 100k rows), into numpy arrays kept in
+memory; after that a filter costs numpy comparisons over those arrays (0.2-0.4 ms per 100k rows,
+where the same filter as an SQLite json_extract WHERE takes 40-120 ms). Rows added later are read on
+their own; a metadata update in place (counted by a trigger in docs.sqlite) or a compaction makes the
+fields be read again. The mask of each filter is cached per collection state. README: "Metadata filters".
 """
 
 from __future__ import annotations
@@ -71,12 +71,12 @@ class Cond:
 
 
 @dataclass(frozen=True)
-class All:
+class AllOf:
     parts: tuple
 
 
 @dataclass(frozen=True)
-class Any_:
+class AnyOf:
     parts: tuple
 
 
@@ -160,7 +160,7 @@ def _parse_object(spec: dict, where: str):
                 if not isinstance(item, dict):
                     raise InvalidInputError(f"{where}.{key}[{n}]: each entry is a filter object, got {_excerpt(item)}")
                 subs.append(_parse_object(item, f"{where}.{key}[{n}]"))
-            parts.append(All(tuple(subs)) if key == "$and" else Any_(tuple(subs)))
+            parts.append(AllOf(tuple(subs)) if key == "$and" else AnyOf(tuple(subs)))
         elif key == "$not":
             if not isinstance(value, dict) or not value:
                 raise InvalidInputError(f"{where}: $not takes a non-empty filter object, got {_excerpt(value)}")
@@ -175,7 +175,7 @@ def _parse_object(spec: dict, where: str):
                 raise InvalidInputError(f"{where}: field name {key!r} contains a double quote, which filters "
                                         "cannot name")
             parts.append(_parse_field(key, value, f"{where}.{key}"))
-    return parts[0] if len(parts) == 1 else All(tuple(parts))
+    return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
 
 
 def _parse_field(field: str, value, where: str):
@@ -216,7 +216,7 @@ def _parse_field(field: str, value, where: str):
             if op in _ORDER and isinstance(scalar, bool):
                 raise InvalidInputError(f"{at}: order comparisons take a number or a string, got {_excerpt(operand)}")
             parts.append(Cond(field, op, scalar))
-    return parts[0] if len(parts) == 1 else All(tuple(parts))
+    return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
 
 
 def _scalar(value, where: str, op: str):
@@ -260,7 +260,7 @@ def _evaluate(node, columns: dict, count: int) -> np.ndarray:
     masks = iter(_evaluate(part, columns, count) for part in node.parts)
     out = next(masks)
     for mask in masks:
-        out = np.logical_and(out, mask, out=out) if isinstance(node, All) else np.logical_or(out, mask, out=out)
+        out = np.logical_and(out, mask, out=out) if isinstance(node, AllOf) else np.logical_or(out, mask, out=out)
     return out
 
 
@@ -445,6 +445,10 @@ class Selection:
         return ~self.allowed
 
 
+class Renumbered(CollectionError):
+    """docs.sqlite is one compaction ahead of this process's state: a moment's state, retried."""
+
+
 class FilterCache:
     """A collection's parsed filters, field columns and recent masks; shared by its threads."""
 
@@ -514,10 +518,6 @@ class FilterCache:
 # -- filtered search ---------------------------------------------------------------------------------
 
 
-class Renumbered(CollectionError):
-    """docs.sqlite is one compaction ahead of this process's state: a moment's state, retried."""
-
-
 def search(col, queries, *, k, plan, mode, fusion, query_vectors, filter) -> SearchResult:
     """`Collection.search` with a filter: dense searches here, lexical and hybrid ones in hybrid.py,
     each seeing only the live rows the filter matches. With fewer than k matching items every query
@@ -537,11 +537,6 @@ def _check_k(k) -> None:
                                 "search returns all the matching items when fewer than k match)")
 
 
-def selection(col, flt: Filter) -> Selection:
-    """The rows `flt` lets a search of `col` see now (call under the collection's read lock)."""
-    return col._filters.select(col, flt)
-
-
 def _dense(col, queries, k: int, plan, flt: Filter) -> SearchResult:
     col._sync()
     raw = check_vectors(queries, col.manifest.dim, what="queries")
@@ -554,7 +549,7 @@ def _dense(col, queries, k: int, plan, flt: Filter) -> SearchResult:
             if via is not None and via not in col._indexes:
                 raise col._missing_index(run, via)
             try:
-                chosen = selection(col, flt)
+                chosen = col._filters.select(col, flt)
             except Renumbered:
                 if attempt == _SETTLE_TRIES - 1:
                     raise
