@@ -132,3 +132,12 @@ def test_cli_tune_then_search_and_eval_with_a_target(tmp_path):
     assert metrics["target_recall"] == 0.9 and metrics["ann_recall@10"] >= 0.85
     bad = run("search", path, "shock", "--target-recall", "1.5", "--mode", "dense")
     assert bad.returncode != 0 and "target_recall must be a positive number up to 1" in bad.stderr + bad.stdout
+
+
+def test_a_recall_target_between_frontier_points_is_met_by_mixing_them():
+    points = [Point("p8@d192:50>d384", 0.80, 0.5, 0.2, 0.3, 1e5, 1e5),
+              Point("p16@d192:50>d384", 0.90, 0.6, 0.3, 0.4, 2e5, 2e5)]
+    calibration = Calibration(points, 10, 1000, "r", "indexes.1", 0, "test", "2026-11-30")
+    cheaper, dearer, share = calibration.mix(0.875)
+    assert (cheaper.plan, dearer.plan) == ("p8@d192:50>d384", "p16@d192:50>d384") and share == pytest.approx(0.75)
+    assert calibration.mix(0.9) == (points[1], points[1], 1.0) and calibration.mix(0.5)[2] == 1.0

@@ -30,6 +30,19 @@ class Cost:
     seconds: float = 0.0
     matched: int | None = None
 
+    @classmethod
+    def added(cls, costs: list["Cost"]) -> "Cost":
+        """The cost of several searches together: totals added, per-stage figures kept only where every
+        search ran the same stages (candidates as the mean per query)."""
+        total = cls(queries=sum(c.queries for c in costs))
+        for name in ("multiply_adds", "bytes_read", "lists_probed", "items_scanned", "seconds"):
+            setattr(total, name, sum(getattr(c, name) for c in costs))
+        if len({len(c.stage_seconds) for c in costs}) == 1:
+            total.stage_seconds = [sum(t) for t in zip(*(c.stage_seconds for c in costs))]
+            total.candidates = [sum(n * c.queries for n, c in zip(column, costs)) / total.queries
+                                for column in zip(*(c.candidates for c in costs))]
+        return total
+
     def per_query(self) -> dict:
         """Mean work per query, as plain numbers for JSON."""
         n = max(self.queries, 1)

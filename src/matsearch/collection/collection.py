@@ -34,7 +34,7 @@ from ..errors import CollectionError, InvalidInputError, MatsearchError
 from ..matryoshka import check_dims, check_nesting, check_vectors, default_dims, default_nesting, normalize
 from ..plan import INDEX_KINDS, Plan, as_plan
 from ..recipe import Recipe
-from ..results import SearchResult
+from ..results import Cost, SearchResult
 from ..search import check_k, run_checked
 from ..store import BlockStore
 from ..transform import FIT_SAMPLE, Transform
@@ -89,6 +89,7 @@ class Collection:
         self._docs = self._store = self._transform = self._encoder = self._ids = self._counter = None
         self._indexes, self._broken, self._saved_rows, self._plans = {}, {}, {}, {}
         self._calibrated: tuple[int, Calibration] | None = None  # (file mtime, calibration) read last
+        self._mixed = 0.0  # a recall target's running share of calls owed to the dearer of its two plans
         self._lexical = Lexical(self.path)  # BM25 over the texts (lexical.py), loaded by the first lexical search
         self._filters = filters.FilterCache()  # metadata filters: parsed, field columns, row masks (filters.py)
         self._dead, self._n_dead, self._tomb_seq = np.zeros(0, dtype=bool), 0, 0
@@ -552,15 +553,16 @@ class Collection:
         the texts' vectors, already embedded, for the dense half of a hybrid search.
 
         Instead of a plan, a calibrated collection (`tune`) takes a target: `target_recall` (mean
-        recall@k against exact search), `max_ms` (95% of queries within it) or `max_cost` (multiply-adds
-        per query); with neither plan nor target it serves recall 0.95 (exact search until calibrated).
+        recall@k against exact search: queries are shared between the two frontier plans around it, in the
+        proportion that meets it), `max_ms` (95% of queries within it) or `max_cost` (multiply-adds per query);
+        with neither plan nor target it serves recall 0.95 (exact search until calibrated).
 
         `filter`: a metadata filter, a dict or its JSON text, e.g. {"year": {"$gte": 2020}} (filters.py):
         every mode then sees only the items it matches, and returns all of them where fewer than k match.
         """
-        target = None
+        target = split = None
         if plan is None or target_recall is not None or max_ms is not None or max_cost is not None:
-            plan, target = self._targeted(plan, target_recall, max_ms, max_cost)
+            plan, target, split = self._targeted(plan, target_recall, max_ms, max_cost)
         if filter is not None:  # metadata filters: filters.py
             result = filters.search(self, queries, k=k, plan=plan, mode=mode, fusion=fusion,
                                     query_vectors=query_vectors, filter=filter)
@@ -574,6 +576,11 @@ class Collection:
                 result.target = target
                 return result
             queries = self._encoded(queries)
+        if split is not None:  # a recall target between two frontier plans: each gets its share of queries
+            if np.ndim(queries) == 2 and len(queries) > 1:
+                return self._split_search(queries, k, plan, *split, target)
+            self._mixed += split[1]  # one query per call: error diffusion over calls
+            plan, self._mixed = (plan, self._mixed - 1) if self._mixed >= 1 else (split[0], self._mixed)
         self._sync()
         raw = check_vectors(queries, self.manifest.dim, what="queries")
         with self._rw.reading():
@@ -629,7 +636,7 @@ class Collection:
                                                                indexes=m.indexes, epoch=m.epoch) is None
         if not asked:
             if not usable:
-                return plan, None  # no calibration (or one of other indexes): exact search, as always
+                return plan, None, None  # no calibration (or one of other indexes): exact search, as always
             target_recall = DEFAULT_TARGET
         elif not usable:
             why = "is not calibrated" if calibration is None else "was calibrated on other indexes"
@@ -638,7 +645,23 @@ class Collection:
         point = calibration.choose(target_recall=target_recall, max_ms=max_ms, max_cost=max_cost)
         name, value = next((n, v) for n, v in (("target_recall", target_recall), ("max_ms", max_ms),
                                                ("max_cost", max_cost)) if v is not None)
-        return point.plan, f"{name}={value} (calibrated: recall {point.recall:.3f}, {point.ms:.3f} ms)"
+        split = None
+        if target_recall is not None:  # the two frontier points around the target, in the share that meets it
+            cheaper, point, share = calibration.mix(target_recall)
+            split = None if share >= 1 else (cheaper.plan, share)
+        return point.plan, f"{name}={value} (calibrated: recall {point.recall:.3f}, {point.ms:.3f} ms)", split
+
+    def _split_search(self, queries: np.ndarray, k: int, dearer: str, cheaper: str, share: float,
+                      target: str) -> SearchResult:
+        """A batch under a mixed recall target: the first `share` of the queries with the dearer plan, the
+        rest with the cheaper one, as one result (its plan says both, its cost adds them up)."""
+        cut = int(round(share * len(queries)))
+        parts = [self.search(part, k=k, plan=plan) for part, plan in ((queries[:cut], dearer),
+                                                                      (queries[cut:], cheaper)) if len(part)]
+        result = SearchResult(np.vstack([r.ids for r in parts]), np.vstack([r.scores for r in parts]),
+                              f"{dearer} for {cut} queries, {cheaper} for {len(queries) - cut}",
+                              Cost.added([r.cost for r in parts]), target=target)
+        return result
 
     def _damaged(self, what: str) -> CollectionError:
         """The error for a search that damaged files broke, naming the files (the store is verified now)."""

@@ -72,6 +72,19 @@ class Calibration:
             self._chosen[key] = self._choose(target_recall, max_ms, max_cost)
         return self._chosen[key]
 
+    def mix(self, target_recall: float) -> tuple[Point, Point, float]:
+        """Two neighbouring frontier points and the share of queries to give the dearer one so that the
+        mean recall is `target_recall` exactly (in expectation): (cheaper, dearer, share). The frontier's
+        steps can be coarse, and the cheapest point reaching a target may overshoot it by several points;
+        mixing its neighbours serves the target at the cost of the line between them."""
+        dearer = self.choose(target_recall=target_recall)
+        front = self.frontier("ms")
+        below = [p for p in front if p.recall < target_recall]
+        if not below or dearer.recall <= target_recall:
+            return dearer, dearer, 1.0
+        cheaper = below[-1]
+        return cheaper, dearer, (target_recall - cheaper.recall) / (dearer.recall - cheaper.recall)
+
     def _choose(self, target_recall, max_ms, max_cost) -> Point:
         given = {name: value for name, value in (("target_recall", target_recall), ("max_ms", max_ms),
                                                    ("max_cost", max_cost)) if value is not None}
