@@ -187,9 +187,12 @@ def test_cli_index_upsert(tmp_path, scifact):
     first = index([(f"p{i}", f"paper {i}", 2000, docs[i]) for i in range(5)])
     assert (first["added"], first["replaced"], first["count"]) == (5, 0, 5)
     again = [("p1", "paper one, revised", 2024, docs[100]), ("p9", "paper 9", 2024, docs[9])]
-    assert "ids already in the collection: ['p1']; an upsert replaces them" in index(again, ok=False)
+    out = index(again)  # without --upsert an id already there is skipped (a re-run resumes)
+    assert (out["added"], out["skipped"], out["count"]) == (1, 1, 6)
+    with Collection.open(path) as col:
+        assert col.get(["p1"])[0].text == "paper 1"
     out = index(again, "--upsert")
-    assert (out["added"], out["replaced"], out["count"]) == (2, 1, 6)
+    assert (out["added"], out["replaced"], out["skipped"], out["count"]) == (2, 2, 0, 6)  # p9 came in just now
     with Collection.open(path) as col:
         record = col.get(["p1"])[0]
         assert (record.text, record.metadata) == ("paper one, revised", {"year": 2024})

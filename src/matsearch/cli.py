@@ -17,7 +17,10 @@ from rich.table import Table
 
 from .collection import Collection
 from .collection.check import check_collection
+from .collection.ingest import ingest
+from .collection.passages import Chunker
 from .data import load_beir, read_corpus_jsonl
+from .data.sources import Fields, open_source
 from .encoder import DEFAULT_MODEL
 from .errors import InvalidInputError, MatsearchError
 from .eval import evaluate
@@ -89,26 +92,54 @@ def _number(value) -> str:
 @app.command()
 @_cli_errors
 def index(
-    source: Path = typer.Argument(..., help="A BEIR folder (corpus.jsonl inside) or a jsonl file of documents."),
+    source: Path = typer.Argument(..., help="A BEIR folder (corpus.jsonl inside), or a .jsonl, .csv or .tsv file "
+                                  "(each optionally .gz) or a .parquet file of documents."),
     collection: Path = typer.Option(..., "--collection", "-c", help="Collection folder (created if new)."),
+    id_field: Optional[str] = typer.Option(None, help="Field holding each document's id (default: _id, or id)."),
+    text_field: str = typer.Option("text", help="Field holding the text to embed and store."),
+    title_field: Optional[str] = typer.Option(None, help="Field embedded before the text, as title + ' ' + text "
+                                              "(default: title, where the source has it)."),
+    metadata_fields: Optional[str] = typer.Option(None, help="Comma-separated fields kept as metadata (default: "
+                                                  "every field not named as the id, text or vector)."),
+    vector_field: Optional[str] = typer.Option(None, help="Field of precomputed vectors (lists of numbers; JSON "
+                                               "text in csv/tsv), instead of embedding the texts."),
     vectors: Optional[Path] = typer.Option(None, help="Precomputed vectors (.npy) in corpus order."),
     model: Optional[str] = typer.Option(None, help=f"sentence-transformers model name or path (default: {DEFAULT_MODEL})."),
     metric: Optional[str] = typer.Option(None, help="cosine (default) or ip (inner product); new collections only."),
     transform: Optional[str] = typer.Option(None, help="pca (default: elastic prefixes), adapter (PCA refined by a "
                                             "learned rotation: better short prefixes, slower to fit) or none; "
-                                            "new collections only."),
+                                            "new collections only (fitted on the first batch)."),
     recipe: Optional[str] = typer.Option(None, help=f"Indexes to build after adding. {RECIPE_HELP}"),
     upsert: bool = typer.Option(False, "--upsert", help="Replace documents whose id is already in the collection "
-                                "(vector, text and metadata), instead of refusing them."),
+                                "(vector, text and metadata), instead of skipping them."),
+    batch_size: int = typer.Option(10_000, help="Rows read, embedded and committed at a time."),
+    chunk_tokens: Optional[int] = typer.Option(None, help="Split each text into passages of at most this many "
+                                               "tokens of the model's tokenizer, stored as <id>#<n> with the "
+                                               "parent id in their metadata."),
+    chunk_overlap: int = typer.Option(0, help="Tokens consecutive passages share (with --chunk-tokens)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ):
-    """Add every document of SOURCE to a collection, embedding them unless --vectors is given."""
+    """Add every document of SOURCE to a collection, a batch at a time, embedding them unless vectors are given.
+
+    Ids already in the collection are skipped (or replaced, with --upsert), so running the same command again
+    after a crash or a bad row resumes where the committed batches end.
+    """
     start = time.perf_counter()
-    corpus = source / "corpus.jsonl" if source.is_dir() else source
-    ids, texts, metadata = read_corpus_jsonl(corpus)
-    array = None if vectors is None else _load_npy(vectors, "vectors")
-    if array is not None and len(array) != len(ids):
-        raise InvalidInputError(f"vectors file {vectors} has {len(array)} rows, the corpus has {len(ids)} documents")
+    fields = Fields(id=id_field, text=text_field, title=title_field, vector=vector_field,
+                    metadata=None if metadata_fields is None else
+                    tuple(f.strip() for f in metadata_fields.split(",") if f.strip()))
+    docs = open_source(source / "corpus.jsonl" if source.is_dir() else source, fields)
+    array = None
+    if vectors is not None:
+        try:
+            array = np.load(vectors, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read vectors file {vectors}: {exc}") from None
+        if len(array) != docs.rows:
+            raise InvalidInputError(f"vectors file {vectors} has {len(array)} rows, the corpus has {docs.rows} "
+                                    "documents")
+    if chunk_tokens is None and chunk_overlap:
+        raise InvalidInputError("--chunk-overlap needs --chunk-tokens")
     if (collection / "manifest.json").exists():
         col = Collection.open(collection, writable=True)
         given = {"model": model, "metric": metric, "transform": transform}
@@ -122,19 +153,22 @@ def index(
         col = Collection.create(collection, model=model or DEFAULT_MODEL, metric=metric or "cosine",
                                 transform=transform or "pca")
     with col:
-        before = len(col)
-        added = col.add(ids, texts=texts, vectors=array, metadata=metadata, upsert=upsert, progress=not as_json)
-        replaced = before + added - len(col)
+        chunker = None if chunk_tokens is None else Chunker(encoder=col.encoder, tokens=chunk_tokens,
+                                                            overlap=chunk_overlap)
+        report = ingest(col, docs, batch_size=batch_size, upsert=upsert, vectors=array, chunker=chunker,
+                        progress=not as_json)
         if recipe is not None:
             col.build(recipe, progress=not as_json)
-        summary = {"collection": str(collection), "added": added, "replaced": replaced, "count": len(col),
-                   "dim": col.dim, "recipe": col.manifest.recipe, "seconds": time.perf_counter() - start}
+        summary = {"collection": str(collection), "added": report.added, "replaced": report.replaced,
+                   "skipped": report.skipped, "rows": report.rows, "count": len(col), "dim": col.dim,
+                   "recipe": col.manifest.recipe, "seconds": time.perf_counter() - start}
     if as_json:
         _emit_json(summary)
     else:
-        out.print(f"indexed {added} documents into {collection} "
-                  f"({f'{replaced} replaced, ' if replaced else ''}{summary['count']} in all, "
-                  f"{summary['dim']} dims) in {summary['seconds']:.1f}s")
+        skipped = f"{report.skipped} already there, " if report.skipped else ""
+        out.print(f"indexed {report.added} items from {report.rows} documents into {collection} "
+                  f"({skipped}{f'{report.replaced} replaced, ' if report.replaced else ''}{summary['count']} in "
+                  f"all, {summary['dim']} dims) in {summary['seconds']:.1f}s")
 
 
 @app.command()

@@ -40,7 +40,7 @@ from ..store import BlockStore
 from ..transform import FIT_SAMPLE, Transform
 from ..tuning import DEFAULT_TARGET, Calibration
 from . import compact as compaction
-from . import filters, hybrid
+from . import filters, hybrid, passages
 from .check import check_collection
 from .commits import CommitCounter
 from .docstore import DocStore
@@ -544,7 +544,7 @@ class Collection:
 
     def search(self, queries, *, k: int = 10, plan: Plan | str | None = None, mode: str | None = None,
                fusion=None, query_vectors=None, target_recall: float | None = None, max_ms: float | None = None,
-               max_cost: float | None = None, filter=None) -> SearchResult:
+               max_cost: float | None = None, filter=None, parents: bool = False) -> SearchResult:
         """Top-k ids per query. `queries`: a text, a list of texts, or vectors (1-D or 2-D).
 
         `mode`: "dense" (the plan over the vectors), "lexical" (BM25 over the items' texts) or "hybrid"
@@ -559,7 +559,14 @@ class Collection:
 
         `filter`: a metadata filter, a dict or its JSON text, e.g. {"year": {"$gte": 2020}} (filters.py):
         every mode then sees only the items it matches, and returns all of them where fewer than k match.
+
+        `parents`: for a collection of passages (ingested with chunking), each parent document once, ranked and
+        scored by its best passage (passages.py).
         """
+        if parents:
+            return passages.search_parents(self, queries, k=k, plan=plan, mode=mode, fusion=fusion,
+                                           query_vectors=query_vectors, target_recall=target_recall, max_ms=max_ms,
+                                           max_cost=max_cost, filter=filter)
         target = split = None
         if plan is None or target_recall is not None or max_ms is not None or max_cost is not None:
             plan, target, split = self._targeted(plan, target_recall, max_ms, max_cost)
