@@ -44,30 +44,28 @@ def timed(search, queries) -> tuple[float, list]:
     return best, results
 
 
-def faiss_curve(corpus, queries, truth_rows):
-    """(efSearch, recall@10, ms/query) of FAISS HNSW32,Flat over the normalised vectors, one query at a time."""
+def faiss_index(corpus):
+    """FAISS HNSW32,Flat over the normalised corpus (efConstruction 40, as bench_api)."""
     x = corpus / np.linalg.norm(corpus, axis=1, keepdims=True)
-    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     index = faiss.IndexHNSWFlat(x.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
     faiss.omp_set_num_threads(2)
     index.add(x)
     faiss.omp_set_num_threads(1)
-    curve = []
-    for ef in EFS:
-        index.hnsw.efSearch = ef
-        ms, found = timed(lambda one: index.search(one, 10)[1], q)
-        rows = np.vstack(found)
-        curve.append((ef, float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, truth_rows)])), ms))
-    return curve
+    return index
 
 
-def at_recall(curve, recall):
-    """ms/query of a (setting, recall, ms) curve at `recall`, interpolated between the points around it."""
-    points = sorted((r, ms) for _, r, ms in curve)
-    for (r0, m0), (r1, m1) in zip(points, points[1:]):
-        if r0 <= recall <= r1:
-            return m0 + (m1 - m0) * (recall - r0) / max(r1 - r0, 1e-9)
-    return None
+def bracket(curve, recall):
+    """The settings of a (setting, recall) curve just below and just at-or-above `recall` (None past its ends)."""
+    below = [c for c in curve if c[1] < recall]
+    above = [c for c in curve if c[1] >= recall]
+    return (max(below, key=lambda c: c[1]) if below else None), (min(above, key=lambda c: c[1]) if above else None)
+
+
+def interpolate(lo, hi, recall):
+    """ms at `recall` on the line between two (setting, recall, ms) points."""
+    if lo is None or hi is None:
+        return None
+    return lo[2] + (hi[2] - lo[2]) * (recall - lo[1]) / max(hi[1] - lo[1], 1e-9)
 
 
 def pkgsum_run(tmp: Path) -> dict:
@@ -80,31 +78,53 @@ def pkgsum_run(tmp: Path) -> dict:
     plot_frontier(calibration, RESULTS / "planner_frontier.png")
     truth = col.search(queries, k=10, plan="d384").ids
     truth_rows = np.array([[int(i) for i in row] for row in truth])
+    hnsw = faiss_index(corpus)
+    unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    theirs = []  # (efSearch, recall): a batch gives what one at a time gives
+    for ef in EFS:
+        hnsw.hnsw.efSearch = ef
+        found = hnsw.search(unit, 10)[1]
+        theirs.append((ef, float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth_rows)]))))
+    fixed = [(p.plan, float(recall_at_k(col.search(queries, plan=p.plan).ids, truth).mean()))
+             for p in calibration.frontier() if "~" not in p.plan and p.plan.startswith("p")]
+
+    def faiss_ms(ef):
+        hnsw.hnsw.efSearch = ef
+        return timed(lambda one: hnsw.search(one, 10), unit)[0]
+
     rows = []
-    fixed = [p for p in calibration.frontier() if "~" not in p.plan and p.plan.startswith("p")]
-    fixed_curve = []
-    for point in fixed:  # our own best fixed plans, measured on the real queries
-        ms, found = timed(lambda one: col.search(one, plan=point.plan), queries)
-        fixed_curve.append((point.plan, float(recall_at_k(np.vstack([r.ids for r in found]), truth).mean()), ms))
-    theirs = faiss_curve(corpus, queries, truth_rows)
     for target in TARGETS:
         ms, found = timed(lambda one: col.search(one, target_recall=target), queries)
         recalls = recall_at_k(np.vstack([r.ids for r in found]), truth)
-        probed = np.array([r.cost.lists_probed for r in found])
         achieved = float(recalls.mean())
-        hnsw_ms, ours_fixed_ms = at_recall(theirs, achieved), at_recall(fixed_curve, achieved)
-        rows.append({"target": target, "plan": found[0].plan,
-                     "calibrated": calibration.choose(target_recall=target).recall,
-                     "achieved": achieved, "tail10": tail(recalls), "ms": ms,
-                     "lists_probed_mean": float(probed.mean()),
-                     "lists_probed_histogram": np.bincount(probed).tolist(),
-                     "hnsw32_ms_at_same_recall": hnsw_ms, "x_hnsw32": None if hnsw_ms is None else hnsw_ms / ms,
-                     "best_fixed_ms_at_same_recall": ours_fixed_ms,
-                     "x_best_fixed": None if ours_fixed_ms is None else ours_fixed_ms / ms})
+        f_lo, f_hi = bracket(theirs, achieved)
+        o_lo, o_hi = bracket(fixed, achieved)
+        timings = {"ours": [ms]}
+        for _ in range(2):  # in turn, each keeping its best: the VM's speed drifts within minutes
+            timings["ours"].append(timed(lambda one: col.search(one, target_recall=target), queries)[0])
+            for name, point, run in (("f_lo", f_lo, faiss_ms), ("f_hi", f_hi, faiss_ms),
+                                     ("o_lo", o_lo, lambda plan: timed(lambda one: col.search(one, plan=plan),
+                                                                      queries)[0]),
+                                     ("o_hi", o_hi, lambda plan: timed(lambda one: col.search(one, plan=plan),
+                                                                      queries)[0])):
+                if point is not None:
+                    timings.setdefault(name, []).append(run(point[0]))
+        best = {name: min(values) for name, values in timings.items()}
+        with_ms = lambda point, name: None if point is None else (*point, best[name])  # noqa: E731
+        hnsw_ms = interpolate(with_ms(f_lo, "f_lo"), with_ms(f_hi, "f_hi"), achieved)
+        fixed_ms = interpolate(with_ms(o_lo, "o_lo"), with_ms(o_hi, "o_hi"), achieved)
+        probed = np.array([r.cost.lists_probed for r in found])
+        rows.append({"target": target, "plan": found[0].target, "plans": sorted({r.plan for r in found}),
+                     "achieved": achieved, "tail10": tail(recalls), "ms": best["ours"],
+                     "lists_probed_mean": float(probed.mean()), "lists_probed_histogram": np.bincount(probed).tolist(),
+                     "hnsw32_efs": [f_lo, f_hi], "hnsw32_ms_at_same_recall": hnsw_ms,
+                     "x_hnsw32": None if hnsw_ms is None else hnsw_ms / best["ours"],
+                     "best_fixed": [o_lo, o_hi], "best_fixed_ms_at_same_recall": fixed_ms,
+                     "x_best_fixed": None if fixed_ms is None else fixed_ms / best["ours"]})
         print(rows[-1], flush=True)
     col.close()
     return {"rows": rows, "tune_seconds": tune_seconds, "calibration": calibration.queries,
-            "frontier": [vars(p) for p in calibration.frontier()], "hnsw32": theirs, "ours_fixed": fixed_curve}
+            "frontier": [vars(p) for p in calibration.frontier()], "hnsw32": theirs, "ours_fixed": fixed}
 
 
 def scifact_run(tmp: Path) -> dict:
@@ -134,11 +154,11 @@ def markdown(report) -> str:
              f"({report['pkgsum']['tune_seconds']:.0f} s); the 1,000 real queries one at a time through "
              "`Collection.search(target_recall=…)`, one thread; FAISS HNSW32,Flat and our best fixed plan "
              "interpolated to the same achieved recall in the same run.", "",
-             "| target | plan chosen | calibrated | achieved | worst 10% | ms/query | lists probed | "
-             "× HNSW32 QPS | × best fixed QPS |", "|---|---|---|---|---|---|---|---|---|"]
+             "| target | plans served | achieved | worst 10% | ms/query | lists probed | "
+             "× HNSW32 QPS | × best fixed QPS |", "|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     for r in report["pkgsum"]["rows"]:
-        lines.append(f"| {r['target']} | `{r['plan']}` | {r['calibrated']:.3f} | {r['achieved']:.3f} | "
+        lines.append(f"| {r['target']} | {', '.join(f'`{p}`' for p in r['plans'])} | {r['achieved']:.3f} | "
                      f"{r['tail10']:.3f} | {r['ms']:.3f} | {r['lists_probed_mean']:.1f} | {fmt(r['x_hnsw32'])} | "
                      f"{fmt(r['x_best_fixed'])} |")
     lines += ["", "SciFact (5,183 abstracts), `ivf64@d64:d192/pq96x4fs`: achieved recall@10 on 705 held-out "

@@ -48,34 +48,35 @@ def calibrate(col, queries=None, *, sample: int = 1000, k: int = 10, timed: int 
                          float(np.percentile(seconds, 95) * 1e3), float(work["multiply_adds"]),
                          float(work["bytes_read"])])
     for column in (3, 4):
-        _smooth_in_effort(measured, column)
+        _smooth_latency(measured, column)
     points = [Point(*values) for values in measured]
     m = col.manifest
     return Calibration(points, k, len(live), m.recipe, m.indexes, m.epoch, source,
                        datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
-def _smooth_in_effort(measured: list[list], column: int) -> None:
-    """Replace a latency column, among plans that differ only in their effort (lists probed, beam), by a
-    line in their multiply-adds fitted robustly (Theil–Sen: the median pairwise slope, not below 0).
-    Within such a family the time is a fixed part plus work, and one slow reading (a page fault, a
-    neighbour's load) would otherwise make a cheap setting look dear and leave a gap in the frontier."""
-    families: dict[str, list[list]] = {}
+def _smooth_latency(measured: list[list], column: int) -> None:
+    """Replace a latency column by a model of it: per kind of first stage (IVF, graph, PQ, binary codes,
+    scans), least squares of ms on multiply-adds and bytes read, readings more than 3 median deviations
+    off the first fit left out of the second. A query's time is a fixed part plus its work, and timing one
+    setting at a time on a shared machine leaves each reading tens of percent of noise, which would pick
+    the frontier (and so every target's plan) at random among settings of nearly equal cost."""
+    kinds: dict[str, list[list]] = {}
     for values in measured:
-        head, sep, rest = values[0].partition("@")
-        if sep and head.lstrip("pgqh").isdigit():
-            families.setdefault(head[0] + "@" + rest, []).append(values)
-    for members in families.values():
-        if len(members) < 3:
+        kinds.setdefault(values[0][0] if values[0][0] in "pgqh" else "d", []).append(values)
+    for members in kinds.values():
+        if len(members) < 4:
             continue
-        work = np.array([values[5] for values in members])
+        work = np.array([[1.0, values[5], values[6]] for values in members])
         ms = np.array([values[column] for values in members])
-        pairs = [(ms[j] - ms[i]) / (work[j] - work[i]) for i in range(len(members)) for j in range(i + 1, len(members))
-                 if work[j] != work[i]]
-        slope = max(float(np.median(pairs)), 0.0) if pairs else 0.0
-        base = float(np.median(ms - slope * work))
-        for values, w in zip(members, work):
-            values[column] = base + slope * float(w)
+        keep = np.ones(len(ms), dtype=bool)
+        for _ in range(2):
+            coef = np.linalg.lstsq(work[keep] / work[keep].max(axis=0), ms[keep], rcond=None)[0]
+            fitted = (work / work[keep].max(axis=0)) @ coef
+            residual = np.abs(ms - fitted)
+            keep = residual <= 3 * max(float(np.median(residual[keep])), 1e-9)
+        for values, value in zip(members, fitted):
+            values[column] = max(float(value), 1e-6)
 
 
 def _one_at_a_time(col, queries: np.ndarray, k: int, plan: str) -> np.ndarray:
