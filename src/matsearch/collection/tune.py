@@ -38,7 +38,7 @@ def calibrate(col, queries=None, *, sample: int = 1000, k: int = 10, timed: int 
     k = min(k, len(live))
     truth = col.search(queries, k=k, plan=f"d{store.dim}").ids
     plans = settings(col.manifest.recipe, store.nesting, len(live), k)
-    measured = []
+    measured, drivers = [], []
     for plan in tqdm(plans, desc="calibrating", disable=not progress):
         result = col.search(queries, k=k, plan=plan)
         recalls = recall_at_k(result.ids, truth)
@@ -47,36 +47,52 @@ def calibrate(col, queries=None, *, sample: int = 1000, k: int = 10, timed: int 
         measured.append([plan, float(recalls.mean()), tail(recalls), float(seconds.mean() * 1e3),
                          float(np.percentile(seconds, 95) * 1e3), float(work["multiply_adds"]),
                          float(work["bytes_read"])])
+        # what a query's time grows with: items scanned (codes, nodes, rows), lists opened, rows re-ranked
+        drivers.append([work["items_scanned"], work["lists_probed"], sum(work["candidates"][1:]),
+                        work["multiply_adds"]])
     for column in (3, 4):
-        _smooth_latency(measured, column)
+        _smooth_latency(measured, drivers, column)
     points = [Point(*values) for values in measured]
     m = col.manifest
     return Calibration(points, k, len(live), m.recipe, m.indexes, m.epoch, source,
                        datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
-def _smooth_latency(measured: list[list], column: int) -> None:
+def _smooth_latency(measured: list[list], drivers: list[list], column: int) -> None:
     """Replace a latency column by a model of it: per kind of first stage (IVF, graph, PQ, binary codes,
-    scans), least squares of ms on multiply-adds and bytes read, readings more than 3 median deviations
-    off the first fit left out of the second. A query's time is a fixed part plus its work, and timing one
-    setting at a time on a shared machine leaves each reading tens of percent of noise, which would pick
-    the frontier (and so every target's plan) at random among settings of nearly equal cost."""
-    kinds: dict[str, list[list]] = {}
-    for values in measured:
-        kinds.setdefault(values[0][0] if values[0][0] in "pgqh" else "d", []).append(values)
-    for members in kinds.values():
-        if len(members) < 4:
+    scans), least squares of ms on what the time grows with (`drivers`: items scanned, lists opened,
+    rows re-ranked from the store, multiply-adds), readings more than 3 median deviations off the first
+    fit left out of the second. A query's time is a fixed part plus its work, and timing one setting at a
+    time on a shared machine leaves each reading tens of percent of noise, which would pick the frontier
+    (and so every target's plan) at random among settings of nearly equal cost."""
+    kinds: dict[str, list[int]] = {}
+    for n, values in enumerate(measured):
+        kinds.setdefault(values[0][0] if values[0][0] in "pgqh" else "d", []).append(n)
+    for rows in kinds.values():
+        if len(rows) < 6:
             continue
-        work = np.array([[1.0, values[5], values[6]] for values in members])
-        ms = np.array([values[column] for values in members])
-        keep = np.ones(len(ms), dtype=bool)
-        for _ in range(2):
-            coef = np.linalg.lstsq(work[keep] / work[keep].max(axis=0), ms[keep], rcond=None)[0]
-            fitted = (work / work[keep].max(axis=0)) @ coef
-            residual = np.abs(ms - fitted)
-            keep = residual <= 3 * max(float(np.median(residual[keep])), 1e-9)
-        for values, value in zip(members, fitted):
-            values[column] = max(float(value), 1e-6)
+        drv = np.array([drivers[n] for n in rows], dtype=float)
+        drv = drv[:, np.ptp(drv, axis=0) > 0]
+        work = np.hstack([np.ones((len(rows), 1)), drv / np.maximum(drv.max(axis=0), 1e-12)])
+        ms = np.array([measured[n][column] for n in rows])
+        fitted = _nonnegative_fit(work, ms)
+        residual = np.abs(ms - fitted)
+        fitted = _nonnegative_fit(work, ms, residual <= 3 * max(float(np.median(residual)), 1e-9))
+        for n, value in zip(rows, fitted):
+            measured[n][column] = max(float(value), 1e-6)
+
+
+def _nonnegative_fit(work: np.ndarray, ms: np.ndarray, use: np.ndarray | None = None) -> np.ndarray:
+    """Least squares of `ms` on the columns of `work` (the first a constant) over the rows `use`, dropping
+    any driver whose coefficient comes out negative (more work is never faster); the fitted values."""
+    use = np.ones(len(ms), dtype=bool) if use is None else use
+    columns = list(range(work.shape[1]))
+    while True:
+        coef = np.linalg.lstsq(work[use][:, columns], ms[use], rcond=None)[0]
+        negative = [c for c, value in zip(columns[1:], coef[1:]) if value < 0]
+        if not negative:
+            return work[:, columns] @ coef
+        columns.remove(negative[0])
 
 
 def _one_at_a_time(col, queries: np.ndarray, k: int, plan: str) -> np.ndarray:
