@@ -89,6 +89,7 @@ class Collection:
         self._docs = self._store = self._transform = self._encoder = self._ids = self._counter = None
         self._indexes, self._broken, self._saved_rows, self._plans = {}, {}, {}, {}
         self._calibrated: tuple[int, Calibration] | None = None  # (file mtime, calibration) read last
+        self._calibration_path = str(self.path / CALIBRATION)
         self._mixed = 0.0  # a recall target's running share of calls owed to the dearer of its two plans
         self._lexical = Lexical(self.path)  # BM25 over the texts (lexical.py), loaded by the first lexical search
         self._filters = filters.FilterCache()  # metadata filters: parsed, field columns, row masks (filters.py)
@@ -623,9 +624,9 @@ class Collection:
 
     def calibration(self) -> Calibration | None:
         """The saved calibration (None before `tune`)."""
-        path = self.path / CALIBRATION
+        path = self._calibration_path
         try:
-            stamp = path.stat().st_mtime_ns
+            stamp = os.stat(path).st_mtime_ns
         except FileNotFoundError:
             return None
         if self._calibrated is None or self._calibrated[0] != stamp:
@@ -649,14 +650,7 @@ class Collection:
             why = "is not calibrated" if calibration is None else "was calibrated on other indexes"
             raise InvalidInputError(f"collection {self.path} {why}: run `matsearch tune {self.path}` before "
                                     "searching with a target")
-        point = calibration.choose(target_recall=target_recall, max_ms=max_ms, max_cost=max_cost)
-        name, value = next((n, v) for n, v in (("target_recall", target_recall), ("max_ms", max_ms),
-                                               ("max_cost", max_cost)) if v is not None)
-        split = None
-        if target_recall is not None:  # the two frontier points around the target, in the share that meets it
-            cheaper, point, share = calibration.mix(target_recall)
-            split = None if share >= 1 else (cheaper.plan, share)
-        return point.plan, f"{name}={value} (calibrated: recall {point.recall:.3f}, {point.ms:.3f} ms)", split
+        return calibration.serve(target_recall=target_recall, max_ms=max_ms, max_cost=max_cost)
 
     def _split_search(self, queries: np.ndarray, k: int, dearer: str, cheaper: str, share: float,
                       target: str) -> SearchResult:

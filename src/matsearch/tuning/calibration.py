@@ -72,11 +72,35 @@ class Calibration:
             self._chosen[key] = self._choose(target_recall, max_ms, max_cost)
         return self._chosen[key]
 
+    def serve(self, *, target_recall: float | None = None, max_ms: float | None = None,
+              max_cost: float | None = None) -> tuple[str, str, tuple[str, float] | None]:
+        """What a search with this target runs: (plan, a line saying the target and what calibration
+        measured for the plan, and for a recall target between two frontier points (the cheaper plan, the
+        share of queries the first plan takes), else None). Made once per target."""
+        key = ("serve", target_recall, max_ms, max_cost)
+        if key not in self._chosen:
+            point = self.choose(target_recall=target_recall, max_ms=max_ms, max_cost=max_cost)
+            name, value = next((n, v) for n, v in (("target_recall", target_recall), ("max_ms", max_ms),
+                                                   ("max_cost", max_cost)) if v is not None)
+            split = None
+            if target_recall is not None:  # the two frontier points around the target, in the share that meets it
+                cheaper, point, share = self.mix(target_recall)
+                split = None if share >= 1 else (cheaper.plan, share)
+            self._chosen[key] = (point.plan, f"{name}={value} (calibrated: recall {point.recall:.3f}, "
+                                             f"{point.ms:.3f} ms)", split)
+        return self._chosen[key]
+
     def mix(self, target_recall: float) -> tuple[Point, Point, float]:
         """Two neighbouring frontier points and the share of queries to give the dearer one so that the
         mean recall is `target_recall` exactly (in expectation): (cheaper, dearer, share). The frontier's
         steps can be coarse, and the cheapest point reaching a target may overshoot it by several points;
         mixing its neighbours serves the target at the cost of the line between them."""
+        key = ("mix", target_recall)
+        if key not in self._chosen:
+            self._chosen[key] = self._mix(target_recall)
+        return self._chosen[key]
+
+    def _mix(self, target_recall: float) -> tuple[Point, Point, float]:
         dearer = self.choose(target_recall=target_recall)
         front = self.frontier("ms")
         below = [p for p in front if p.recall < target_recall]
