@@ -91,10 +91,15 @@ def _read_jsonl(path):
     with open(path) as f:
         for n, line in enumerate(f, start=1):
             if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InvalidInputError(f"{path} line {n} is not valid JSON: {exc}") from None
-                if not isinstance(row, dict):
-                    raise InvalidInputError(f"{path} line {n} is not a JSON object")
-                yield row
+                yield json_object(line, path, n)
+
+
+def json_object(line: str, path, n: int) -> dict:
+    """Line `n` of a jsonl file as a dict, or an InvalidInputError naming the file and line."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{path} line {n} is not valid JSON: {exc}") from None
+    if not isinstance(row, dict):
+        raise InvalidInputError(f"{path} line {n} is not a JSON object")
+    return row

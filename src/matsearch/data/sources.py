@@ -25,6 +25,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import InvalidInputError
+from .beir import json_object
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
            ".pq": "parquet"}
@@ -222,13 +223,7 @@ class JsonlSource(Source):
             for n, line in enumerate(_lines(f, self.path), start=1):
                 if not line.strip():
                     continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InvalidInputError(f"{self.path} line {n} is not valid JSON: {exc}") from None
-                if not isinstance(row, dict):
-                    raise InvalidInputError(f"{self.path} line {n} is not a JSON object")
-                rows.add(row, n)
+                rows.add(json_object(line, self.path, n), n)
                 if len(rows) == size:
                     yield rows.flush()
         if len(rows):
