@@ -9,7 +9,7 @@ import pytest
 
 from conftest import load_vectors, shared
 from matsearch import Collection
-from matsearch.errors import InvalidInputError
+from matsearch.errors import CollectionError, InvalidInputError
 from matsearch.tuning import Calibration, Point
 
 ROWS, RECIPE = 20_000, "ivf128@d64:d192/pq96x4fs"
@@ -109,6 +109,10 @@ def test_targets_need_a_fresh_calibration_and_a_calibrated_collection_serves_its
         with pytest.raises(InvalidInputError, match="calibrated on other indexes"):
             col.search(queries[:2], target_recall=0.9)
         assert col.search(queries[:2]).plan == "d384"  # the default falls back to exact search
+        (tmp_path / "c" / "calibration.json").write_text("{not json")  # damaged derived data
+        assert col.search(queries[:2]).plan == "d384" and "unreadable" in col.info()["calibration"]
+        with pytest.raises(CollectionError, match=r"calibration file .*calibration.json is unreadable"):
+            col.search(queries[:2], target_recall=0.9)
 
 
 def test_cli_tune_then_search_and_eval_with_a_target(tmp_path):

@@ -638,7 +638,12 @@ class Collection:
         asked = any(t is not None for t in (target_recall, max_ms, max_cost))
         if asked and plan is not None:
             raise InvalidInputError("give a plan or a target (target_recall, max_ms, max_cost), not both")
-        calibration = self.calibration()
+        try:
+            calibration = self.calibration()
+        except CollectionError:
+            if asked:
+                raise
+            calibration = None  # derived data: a damaged file never stops a plain search (exact, as before tune)
         m = self.manifest
         usable = calibration is not None and calibration.stale(rows=calibration.rows, recipe=m.recipe,
                                                                indexes=m.indexes, epoch=m.epoch) is None
@@ -753,11 +758,15 @@ class Collection:
         info["index_bytes_per_vector"] = sum(per_index.values())
         info["in_memory_bytes_per_vector"] = per_index
         info["unusable_indexes"] = {INDEX_KINDS[kind]: reason for kind, reason in self._broken.items()}
-        calibration = self.calibration()
-        info["calibration"] = None if calibration is None else {
-            "created": calibration.created, "queries": calibration.queries, "rows": calibration.rows,
-            "points": len(calibration.points), "default_target_recall": DEFAULT_TARGET,
-            "stale": calibration.stale(rows=count, recipe=m.recipe, indexes=m.indexes, epoch=m.epoch)}
+        try:
+            calibration = self.calibration()
+        except CollectionError as exc:
+            calibration, info["calibration"] = None, {"unreadable": str(exc)}
+        if calibration is not None or "calibration" not in info:
+            info["calibration"] = None if calibration is None else {
+                "created": calibration.created, "queries": calibration.queries, "rows": calibration.rows,
+                "points": len(calibration.points), "default_target_recall": DEFAULT_TARGET,
+                "stale": calibration.stale(rows=count, recipe=m.recipe, indexes=m.indexes, epoch=m.epoch)}
         if m.dim is not None:
             plan = as_plan(plan, m.dim)
             info["plan"] = str(plan)

@@ -12,7 +12,7 @@ from ..errors import InvalidInputError
 from ..tuning.calibration import Calibration, Point, pseudo_queries, recall_at_k, tail
 from ..tuning.grid import settings
 
-NOISE = 0.8  # pseudo-queries: noise of 0.8× an item's norm (pkgsum: each setting's recall within 0.005 of real queries')
+NOISE = 0.8  # pseudo-queries: noise 0.8× an item's norm (pkgsum: each setting's recall within 0.01 of real queries')
 _ROUNDS = 2  # timing passes per setting; the faster one counts (this VM's speed drifts)
 
 

@@ -160,7 +160,8 @@ class Calibration:
             data["points"] = [Point(**p) for p in data["points"]]
             return cls(**data)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CollectionError(f"calibration file {path} is unreadable ({exc}); run `matsearch tune` again") from None
+            raise CollectionError(f"calibration file {path} is unreadable ({exc}); run `matsearch tune` again") \
+                from None
 
 
 def pseudo_queries(stored: np.ndarray, *, noise: float, seed: int) -> np.ndarray:
