@@ -529,19 +529,22 @@ class Collection:
     def get(self, ids) -> list[Record]:
         """Stored records for `ids`, in the order asked."""
         ids = _check_ids(ids)
+        self._sync()
+        with self._rw.reading():
+            found = self._docs.records(ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise InvalidInputError(f"ids not in the collection: {missing[:5]}")
         for attempt in range(_REFRESH_TRIES):
-            self._sync()
             with self._rw.reading():
-                found = self._docs.records(ids)
-                count = 0 if self._store is None else self._store.count
-                late = [i for i in ids if i in found and found[i][0] >= count]
-                if not late or attempt == _REFRESH_TRIES - 1:
-                    missing = [i for i in ids if i not in found or found[i][0] >= count]
-                    if missing:
-                        raise InvalidInputError(f"ids not in the collection: {missing[:5]}")
+                if self._store is not None and max(found[i][0] for i in ids) < self._store.count:
                     vectors = self._store.rows(np.array([found[i][0] for i in ids]))
                     return [Record(i, found[i][1], found[i][2], v) for i, v in zip(ids, vectors)]
-            time.sleep(0.01 * 2 ** attempt)  # a commit (an add, or an upsert's new row) landed after our sync
+            # SQLite already shows a row (an add, or an upsert's new version) that the commit counter has not
+            # announced yet: read the state in now, whatever the counter says (the row's vectors are on disk)
+            self._seen = None
+            self._sync()
+        raise CollectionError(f"collection {self.path}: rows of {ids[:5]} are committed but could not be read in")
 
     def search(self, queries, *, k: int = 10, plan: Plan | str | None = None, mode: str | None = None,
                fusion=None, query_vectors=None, target_recall: float | None = None, max_ms: float | None = None,
