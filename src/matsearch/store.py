@@ -84,8 +84,6 @@ class BlockStore:
         paths = [_block_path(self.folder, lo, hi) for lo, hi in self.bounds]
         self.blocks = [_map_rows(path, count, hi - lo) for path, (lo, hi) in zip(paths, self.bounds)]
         self._random_blocks = [_map_rows(path, count, hi - lo, _RANDOM) for path, (lo, hi) in zip(paths, self.bounds)]
-        self._pointers = [faiss.swig_ptr(block) for block in self.blocks]  # for faiss calls on a few rows
-        self._random_pointers = [faiss.swig_ptr(block) for block in self._random_blocks]
         self._layouts = [_layout(blocks, self.bounds) for blocks in (self.blocks, self._random_blocks)]
         norms_path = self.folder / _NORMS
         n_bounds = len(self.nesting)
@@ -205,36 +203,23 @@ class BlockStore:
 
     def dots(self, query: np.ndarray, lo: int, hi: int, rows: np.ndarray | None = None) -> np.ndarray:
         """Partial inner products over dims [lo, hi) of `query` with all rows or with `rows`."""
-        if rows is not None and query.ndim == 1 and lo in self._starts and hi in self.nesting:
-            return self._dots_of_rows(query, lo, hi, rows)
         total = None
+        in_place = rows is not None and query.ndim == 1  # whole blocks are read at `rows` without a copy
+        if in_place:
+            rows = np.ascontiguousarray(rows, dtype=np.int64)
         for (b_lo, b_hi), block in zip(self.bounds, self._maps_for(rows)[0]):
             a, b = max(lo, b_lo), min(hi, b_hi)
             if a >= b:
                 continue
-            part = block if rows is None else block[rows]
-            if (a, b) != (b_lo, b_hi):
-                part = part[:, a - b_lo : b - b_lo]
-            value = _scan(part, query[a:b]) if query.ndim == 1 else query[:, a:b] @ part.T
+            if in_place and (a, b) == (b_lo, b_hi):
+                value = _dots_at(block, query[a:b], rows)
+            else:
+                part = block if rows is None else block[rows]
+                if (a, b) != (b_lo, b_hi):
+                    part = part[:, a - b_lo : b - b_lo]
+                value = _scan(part, query[a:b]) if query.ndim == 1 else query[:, a:b] @ part.T
             total = value if total is None else np.add(total, value, out=total)
         return total
-
-    def _dots_of_rows(self, query: np.ndarray, lo: int, hi: int, rows: np.ndarray) -> np.ndarray:
-        """One query's products over whole blocks [lo, hi) with scattered `rows`, read in place: one
-        faiss call per block into a row of one buffer (the one-query re-rank, so every call counts)."""
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
-        if not len(rows):
-            return np.zeros(0, dtype=np.float32)
-        query = np.ascontiguousarray(query, dtype=np.float32)
-        first, stop = self._starts.index(lo), self.nesting.index(hi) + 1
-        parts = np.empty((stop - first, len(rows)), dtype=np.float32)
-        pointers = self._pointers if len(rows) * _DENSE >= self.count else self._random_pointers
-        rows_at = faiss.swig_ptr(rows)
-        for n, j in enumerate(range(first, stop)):
-            b_lo, b_hi = self.bounds[j]
-            faiss.fvec_inner_products_by_idx(faiss.swig_ptr(parts[n]), faiss.swig_ptr(query[b_lo:b_hi]), pointers[j],
-                                             rows_at, b_hi - b_lo, 1, len(rows))
-        return parts[0] if len(parts) == 1 else parts.sum(axis=0)
 
     def whole_blocks(self, lo: int, hi: int) -> bool:
         """Whether dims [lo, hi) are whole blocks (what `rerank` reads)."""

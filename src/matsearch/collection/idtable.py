@@ -53,7 +53,7 @@ class IdTable:
     def _map(self, count: int) -> None:
         self.count = count
         if count == 0:
-            self._ends, self._bytes, self._view = np.zeros(0, dtype=np.uint64), b"", memoryview(b"")
+            self._ends, self._bytes = np.zeros(0, dtype=np.uint64), b""
             return
         self._ends = np.asarray(np.memmap(self.folder / _ENDS, dtype=np.uint64, mode="r", shape=(count,)))
         size = int(self._ends[-1])
@@ -61,7 +61,6 @@ class IdTable:
             raise CollectionError(f"id table {self.folder / _BYTES} is shorter than {self.folder / _ENDS} says")
         self._bytes = np.asarray(np.memmap(self.folder / _BYTES, dtype=np.uint8, mode="r", shape=(size,))) if size \
             else np.zeros(0, dtype=np.uint8)
-        self._view = memoryview(self._bytes)
         self._verify(count)
 
     def _records(self) -> np.ndarray:
