@@ -5,7 +5,7 @@ Recall is the mean recall@k against exact search over all dims; latency is measu
 time through `Collection.search` (mean and 95th percentile); cost is the search's own record
 (multiply-adds and bytes read per query). Calibration queries are the user's (a query log) or
 pseudo-queries: stored items with noise added (`pseudo_queries`), which on pkgsum give each
-setting's recall within 0.005 of real queries' (see the README).
+setting's recall within 0.01 of real queries'; on SciFact's claims they overestimate it (see the README).
 """
 
 from __future__ import annotations
