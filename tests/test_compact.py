@@ -1,5 +1,8 @@
 """Compaction drops deleted rows from the store and indexes and changes no search result."""
 
+import shutil
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from conftest import assert_same_ranking
@@ -44,7 +47,7 @@ def test_compaction_keeps_every_result_and_frees_the_rows(deleted, scifact):
     assert result.exit_code == 0 and '"removed": 0' in result.output
 
 
-@pytest.mark.parametrize("crash", ["before the commit", "after the commit"])
+@pytest.mark.parametrize("crash", ["before the commit", "after the commit", "while removing the moved folder"])
 def test_a_crash_leaves_the_old_collection_or_the_compacted_one(deleted, scifact, monkeypatch, crash):
     _, _, queries = scifact
     with Collection.open(deleted) as col:
@@ -52,8 +55,14 @@ def test_a_crash_leaves_the_old_collection_or_the_compacted_one(deleted, scifact
     with Collection.open(deleted, writable=True) as col:
         if crash == "before the commit":
             monkeypatch.setattr(col._docs, "renumber", lambda epoch: (_ for _ in ()).throw(OSError("disk full")))
-        else:
+        elif crash == "after the commit":
             monkeypatch.setattr(compaction, "roll_forward", lambda path, docs: (_ for _ in ()).throw(OSError("killed")))
+        else:  # every file moved into place, the manifest too; killed before the empty folder went
+            def rmtree(folder, **kwargs):
+                if folder.name == compaction.READY:
+                    raise OSError("killed")
+                shutil.rmtree(folder, **kwargs)
+            monkeypatch.setattr(compaction, "shutil", SimpleNamespace(rmtree=rmtree))
         with pytest.raises(OSError):
             col.compact()
         col._indexes = {}  # as after a crash: nothing of this process is saved on close

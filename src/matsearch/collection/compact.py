@@ -59,6 +59,9 @@ def roll_forward(path: Path, docs: DocStore) -> bool:
     ready = path / READY
     if not ready.is_dir():
         return False
+    if not (ready / "manifest.json").exists():  # everything was moved; a crash cut short removing the folder
+        shutil.rmtree(ready)
+        return True
     staged = Manifest.load(ready / "manifest.json")
     if docs.epoch() != staged.epoch:  # crashed before the commit point: the old collection stands
         shutil.rmtree(ready)
