@@ -127,3 +127,31 @@ def test_binary_codes_from_the_cli_and_info_per_tier(cranfield, tmp_path, monkey
     assert info["store_bytes_per_vector"] == pytest.approx(384 * 4 + 5 * 4, abs=0.1)  # + a checksum per append
     table = run("info", path).stdout
     assert "in_memory_bytes_per_vector: bin64/itq+int8@d32" in table
+
+
+def test_search_by_parent_document_from_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from matsearch.cli import app
+
+    rows = [json.loads(line) for line, _ in zip(open(shared("scifact") / "corpus.jsonl"), range(5))]
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps({"_id": r["_id"], "text": r["text"]}) + "\n" for r in rows))
+    path = tmp_path / "col"
+    runner = CliRunner()
+    indexed = runner.invoke(app, ["index", str(source), "--collection", str(path), "--transform", "none",
+                                  "--chunk-tokens", "48", "--json"])
+    assert indexed.exit_code == 0, indexed.output
+    query = rows[2]["text"][:200]
+    by_parent = runner.invoke(app, ["search", str(path), query, "-k", "3", "--parents", "--mode", "dense", "--json"])
+    assert by_parent.exit_code == 0, by_parent.output
+    hits = json.loads(by_parent.stdout)["results"]
+    assert [h["id"] for h in hits][0] == rows[2]["_id"] and len({h["id"] for h in hits}) == 3
+    assert all(h["passage"].startswith(f"{h['id']}#") and h["metadata"]["parent"] == h["id"] for h in hits)
+    assert hits[0]["text"] in rows[2]["text"]
+    passages = json.loads(runner.invoke(app, ["search", str(path), query, "-k", "20", "--mode", "dense",
+                                              "--json"]).stdout)["results"]
+    assert hits[0]["passage"] == passages[0]["id"] and hits[0]["score"] == passages[0]["score"]
+    assert "passage" not in passages[0]
+    table = runner.invoke(app, ["search", str(path), query, "-k", "3", "--parents", "--mode", "dense"])
+    assert table.exit_code == 0 and rows[2]["_id"] in table.stdout

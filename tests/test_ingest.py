@@ -312,3 +312,29 @@ def test_chunks_of_long_documents_and_search_by_parent(tmp_path):
     assert Chunker(encoder=None, tokens=4, overlap=1).windows(3) == [(0, 3)]
     with pytest.raises(InvalidInputError, match="overlap below their length"):
         Chunker(encoder=None, tokens=4, overlap=4)
+
+
+def test_an_upsert_that_gives_a_document_fewer_passages_removes_the_rest(tmp_path):
+    from matsearch.collection.passages import Chunker
+
+    rows = [json.loads(line) for line, _ in zip(open(shared("scifact") / "corpus.jsonl"), range(3))]
+    long, short = tmp_path / "long.jsonl", tmp_path / "short.jsonl"
+    long.write_text("".join(json.dumps({"_id": r["_id"], "text": r["text"]}) + "\n" for r in rows))
+    short.write_text("".join(json.dumps({"_id": r["_id"], "text": r["text"][:60] if i == 1 else r["text"]}) + "\n"
+                             for i, r in enumerate(rows)))
+    with Collection.create(tmp_path / "col", transform="none") as col:
+        chunker = Chunker(encoder=col.encoder, tokens=32)
+        ingest(col, open_source(long), chunker=chunker)
+        before = len(col)
+        old = col._docs.existing([f"{rows[1]['_id']}#{j}" for j in range(100)])
+        assert len(old) > 2
+        report = ingest(col, open_source(short), chunker=chunker, upsert=True)
+        assert len(col) == before - len(old) + 1 and report.replaced == report.added == len(col)
+        assert col._docs.existing(old) == [old[0]] and col.get([old[0]])[0].text == rows[1]["text"][:60].strip()
+        found = col.search(col.encoder.encode([rows[1]["text"]]), k=len(col))
+        assert set(found.ids[0]) <= set(col._docs.existing(list(found.ids[0]))) and old[1] not in found.ids[0]
+    with Collection.open(tmp_path / "col") as reopened:
+        assert len(reopened) == before - len(old) + 1
+    with pytest.raises(InvalidInputError, match=r"passages_of=\['x'\].*upsert=True"):
+        with Collection.open(tmp_path / "col", writable=True) as col:
+            col.add(["x#0"], vectors=np.ones((1, 384), dtype=np.float32), passages_of=["x"])

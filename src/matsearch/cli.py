@@ -250,6 +250,8 @@ def search(
     max_cost: Optional[float] = typer.Option(None, help="Multiply-adds per query at most, instead of a plan "
                                                         "(a calibrated collection)."),
     filter_: Optional[str] = typer.Option(None, "--filter", help=FILTER_HELP),
+    parents: bool = typer.Option(False, "--parents", help="For a collection of passages (--chunk-tokens): each "
+                                                          "document once, ranked by its best passage."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ):
     """Search a collection with a text query."""
@@ -257,12 +259,14 @@ def search(
         raise InvalidInputError("query text is empty")
     with Collection.open(collection) as col:
         result = col.search(query, k=k, plan=plan, mode=mode, fusion=fusion, target_recall=target_recall,
-                            max_ms=max_ms, max_cost=max_cost, filter=filter_)
-        ids = [i for i in result.ids[0] if i is not None]  # a lexical search may match fewer than k
+                            max_ms=max_ms, max_cost=max_cost, filter=filter_, parents=parents)
+        shown = result.ids[0] if result.passages is None else result.passages[0]  # by parent: its best passage
+        ids = [i for i in shown if i is not None]  # a lexical search may match fewer than k
         records = col.get(ids) if ids else []
     hits = [
         {"rank": n, "id": r.id, "score": float(s), "text": r.text, "metadata": r.metadata}
-        for n, (r, s) in enumerate(zip(records, result.scores[0]), start=1)
+        | ({} if result.passages is None else {"id": parent, "passage": r.id})
+        for n, (r, s, parent) in enumerate(zip(records, result.scores[0], result.ids[0]), start=1)
     ]
     if as_json:
         _emit_json({"query": query, "mode": result.mode, "plan": result.plan, "target": result.target, "k": k,

@@ -62,7 +62,8 @@ class Cost:
 class SearchResult:
     """Top-k ids and scores per query (best first), the plan run, its cost, the search mode
     ("dense", "lexical" or "hybrid"; a lexical row ends in None ids, scored -inf, where fewer than k match)
-    and the target that chose the plan, if one did (with what calibration measured for it)."""
+    and the target that chose the plan, if one did (with what calibration measured for it); for a search by
+    parent document (`parents=True`), `passages` holds the id of the best passage behind each parent id."""
 
     ids: np.ndarray
     scores: np.ndarray
@@ -70,6 +71,7 @@ class SearchResult:
     cost: Cost
     mode: str = "dense"
     target: str | None = None
+    passages: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)

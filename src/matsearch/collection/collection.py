@@ -281,7 +281,7 @@ class Collection:
     # -- writing -------------------------------------------------------------
 
     def add(self, ids, *, texts=None, vectors=None, metadata=None, upsert: bool = False,
-            progress: bool = False) -> int:
+            progress: bool = False, passages_of: list[str] | None = None) -> int:
         """Add items (their vectors, or texts to embed); all or none are committed.
 
         An id already in the collection is an error, unless `upsert`: then its item is replaced whole — vector,
@@ -289,8 +289,14 @@ class Collection:
         version is appended as a new row and the old row tombstoned in the transaction that commits it, so
         a reader sees the old version or the new one, never both or neither; indexes follow as for an add and
         a delete (the old row stays in the store, skipped, until `compact`).
+
+        `passages_of` (an upsert of passages, see passages.py): the documents these items are passages of, each
+        given whole, so their passages not among `ids` are deleted in the same transaction.
         """
         self._require_writable()
+        if passages_of is not None and not upsert:
+            raise InvalidInputError(f"passages_of={passages_of[:5]!r} replaces documents' passages: it needs "
+                                    "upsert=True")
         ids = _check_ids(ids)
         texts = _check_texts(texts, len(ids))
         metadata = _metadata_json(metadata, len(ids))
@@ -315,8 +321,9 @@ class Collection:
             try:
                 self._store.append(self._transform.apply(vectors))
                 self._ids.append(first_row, ids)
-                commit = self._docs.upsert if upsert else self._docs.insert
-                replaced = commit(first_row, ids, texts or [None] * len(ids), metadata)
+                texts = texts or [None] * len(ids)
+                replaced = self._docs.upsert(first_row, ids, texts, metadata, passages_of) if upsert \
+                    else self._docs.insert(first_row, ids, texts, metadata)
             except BaseException:
                 if first_add:
                     self._undo_first_add(nesting)

@@ -192,16 +192,20 @@ class DocStore:
         return self._insert(first_row, ids, texts, metadata, replace=False)
 
     @_guarded
-    def upsert(self, first_row: int, ids: list[str], texts: list, metadata: list) -> np.ndarray:
+    def upsert(self, first_row: int, ids: list[str], texts: list, metadata: list,
+               parents: list[str] | None = None) -> np.ndarray:
         """`insert`, also tombstoning the rows of those ids already present and removing their documents in
-        the same transaction, so no reader ever sees an id twice or not at all; returns those old rows."""
-        return self._insert(first_row, ids, texts, metadata, replace=True)
+        the same transaction, so no reader ever sees an id twice or not at all; returns those old rows.
+        `parents`: documents these items are the passages of, each given whole: their other passages go too."""
+        return self._insert(first_row, ids, texts, metadata, replace=True, parents=parents)
 
-    def _insert(self, first_row: int, ids: list[str], texts: list, metadata: list, *, replace: bool) -> np.ndarray:
+    def _insert(self, first_row: int, ids: list[str], texts: list, metadata: list, *, replace: bool,
+                parents: list[str] | None = None) -> np.ndarray:
         items = [(first_row + n, *item) for n, item in enumerate(zip(ids, texts, metadata))]
         self.db.execute("BEGIN IMMEDIATE")
         try:
             old = [r for (r,) in self._select_in("SELECT row FROM docs WHERE id IN ({})", ids)] if replace else []
+            old += self._other_passages(parents, set(ids)) if parents else []
             self.db.executemany("INSERT INTO tombstones (row) VALUES (?)", ((r,) for r in old))
             self.db.executemany("DELETE FROM docs WHERE row=?", ((r,) for r in old))
             self.db.executemany("INSERT INTO docs VALUES (?, ?, ?, ?)", items)
@@ -211,6 +215,12 @@ class DocStore:
             self.db.rollback()
             raise
         return np.array(old, dtype=np.int64)
+
+    def _other_passages(self, parents: list[str], ids: set[str]) -> list[int]:
+        """Rows of the passages of `parents` (ids ``<parent>#…`` whose metadata names that parent) not in `ids`."""
+        query = "SELECT row, id FROM docs WHERE id >= ? AND id < ? AND metadata ->> '$.parent' = ?"
+        return [row for parent in parents for row, i in self.db.execute(query, (f"{parent}#", f"{parent}$", parent))
+                if i not in ids]
 
     @_guarded
     def set_metadata(self, ids: list[str], metadata: list[dict | None], *, merge: bool) -> list[str]:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..data.sources import Batch, Source
 from ..errors import InvalidInputError
+from .passages import PARENT
 
 BATCH = 10_000  # rows read, embedded and committed at a time
 
@@ -64,7 +65,7 @@ def ingest(col, source: Source, *, batch_size: int = BATCH, upsert: bool = False
                 batch.vectors = np.asarray(vectors[batch.start : batch.start + len(batch)], dtype=np.float32)
             if chunker is not None:
                 batch = chunker.split(batch)
-            _add(col, batch, upsert, report)
+            _add(col, batch, upsert, report, chunked=chunker is not None)
             report.rows += batch.rows
             bar.update(batch.rows)
             bar.set_postfix(added=report.added, skipped=report.skipped, refresh=False)
@@ -85,24 +86,25 @@ def _batches(source: Source, batch_size: int, report: IngestReport):
         yield batch
 
 
-def _add(col, batch: Batch, upsert: bool, report: IngestReport) -> None:
+def _add(col, batch: Batch, upsert: bool, report: IngestReport, chunked: bool) -> None:
+    """Add the batch's items not yet in `col` (with `upsert`, all of them, replacing those there; passages
+    replace their documents' passages whole, so a document upserted with fewer passages keeps no old ones)."""
     keep = np.arange(len(batch))
-    if not upsert:
-        there = set(col._docs.existing(batch.ids))
-        if there:
-            keep = np.array([i for i, doc_id in enumerate(batch.ids) if doc_id not in there], dtype=np.int64)
-            report.skipped += len(there)
+    there = set(col._docs.existing(batch.ids))
+    if there and not upsert:
+        keep = np.array([i for i, doc_id in enumerate(batch.ids) if doc_id not in there], dtype=np.int64)
+        report.skipped += len(there)
     if not len(keep):
         return
     pick = (lambda values: [values[i] for i in keep]) if len(keep) < len(batch) else (lambda values: values)
-    before = len(col)
+    parents = list(dict.fromkeys(m[PARENT] for m in batch.metadata)) if chunked and upsert else None
     try:
         col.add(pick(batch.ids), texts=pick(batch.texts), metadata=pick(batch.metadata),
-                vectors=None if batch.vectors is None else batch.vectors[keep], upsert=upsert)
+                vectors=None if batch.vectors is None else batch.vectors[keep], upsert=upsert, passages_of=parents)
     except InvalidInputError as exc:
         raise _resumable(InvalidInputError(f"{batch.where}: {exc}"), report) from None
     report.added += len(keep)
-    report.replaced += before + len(keep) - len(col)
+    report.replaced += len(there) if upsert else 0
 
 
 def _resumable(exc: InvalidInputError, report: IngestReport) -> InvalidInputError:

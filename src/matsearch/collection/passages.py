@@ -73,34 +73,39 @@ class Chunker:
 def search_parents(col, queries, *, k: int = 10, **options) -> SearchResult:
     """`col.search(queries, k=…, **options)` with each parent document once, at its best passage's rank and
     score. Searches k·4 passages first and more while a query has found fewer than k parents; a query
-    whose collection holds fewer than k parents ends in None ids scored -inf. The cost sums every round."""
+    whose collection holds fewer than k parents ends in None ids scored -inf. The cost sums every round;
+    the result's `passages` are the best passages' ids."""
     live = len(col)
     fetch, cost = min(live, 4 * k), None
     while True:
         result = col.search(queries, k=fetch, **options)
         cost = result.cost if cost is None else _summed(cost, result.cost)
-        ids, scores = _best_parents(col, result, k)
+        ids, scores, best = _best_parents(col, result, k)
         if fetch >= live or all(row[-1] is not None for row in ids):
             break
         fetch = min(live, 4 * fetch)
-    return SearchResult(ids=ids, scores=scores, plan=result.plan, cost=cost, mode=result.mode, target=result.target)
+    return SearchResult(ids=ids, scores=scores, plan=result.plan, cost=cost, mode=result.mode, target=result.target,
+                        passages=best)
 
 
-def _best_parents(col, result: SearchResult, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _best_parents(col, result: SearchResult, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(parent ids, their scores, their best passages' ids), (queries × k) each, from a search of passages."""
     found = [i for i in dict.fromkeys(result.ids.ravel().tolist()) if i is not None]
     parent = {r.id: (r.metadata or {}).get(PARENT, r.id) for r in col.get(found)} if found else {}
     ids = np.full((len(result.ids), k), None, dtype=object)
+    passages = np.full((len(result.ids), k), None, dtype=object)
     scores = np.full((len(result.ids), k), -np.inf, dtype=np.float32)
     for q, (row, row_scores) in enumerate(zip(result.ids.tolist(), result.scores.tolist())):
-        best: dict[str, float] = {}
+        best: dict[str, tuple[str, float]] = {}
         for item, score in zip(row, row_scores):
             if item is not None and parent[item] not in best:
-                best[parent[item]] = score
+                best[parent[item]] = item, score
                 if len(best) == k:
                     break
         ids[q, : len(best)] = list(best)
-        scores[q, : len(best)] = list(best.values())
-    return ids, scores
+        passages[q, : len(best)] = [item for item, _ in best.values()]
+        scores[q, : len(best)] = [score for _, score in best.values()]
+    return ids, scores, passages
 
 
 def _summed(a: Cost, b: Cost) -> Cost:
