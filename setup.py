@@ -1,8 +1,10 @@
-"""The compiled kernels of the one-query search path (src/matsearch/_kernels.c); the rest is in pyproject.toml."""
+"""The compiled kernels of the one-query search path (src/matsearch/_kernels.c, _fastscan.c); the rest is in
+pyproject.toml."""
 
 from setuptools import Extension, setup
 
 # float sums may be reordered so the dot products vectorise (AVX-512/AVX2 clones are picked at load time)
 FLAGS = ["-O3", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
 
-setup(ext_modules=[Extension("matsearch._kernels", ["src/matsearch/_kernels.c"], extra_compile_args=FLAGS)])
+setup(ext_modules=[Extension("matsearch._kernels", ["src/matsearch/_kernels.c"], extra_compile_args=FLAGS),
+                   Extension("matsearch._fastscan", ["src/matsearch/_fastscan.c"], extra_compile_args=FLAGS)])

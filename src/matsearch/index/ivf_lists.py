@@ -6,8 +6,9 @@ the funnel exact partial products. `CodedLists` keeps, per list, float16 or
 int8 codes (faiss scalar quantiser) or PQ codes of the residual to the list's
 centroid, scored with an asymmetric distance table: 8-bit codes (``pq<bytes>``,
 faiss IVF-PQ) or 4-bit ones packed 32 to a block for SIMD table lookups
-(``pq<sub-spaces>x4fs``, faiss IVF-PQ fast scan); they rank at the scan dim
-only, and the funnel re-scores their candidates exactly.
+(``pq<sub-spaces>x4fs``, faiss IVF-PQ fast scan, whose lists one query scans
+with our own kernel, _fastscan.c, reading faiss's blocks in place); they rank at
+the scan dim only, and the funnel re-scores their candidates exactly.
 Both take the assignment of rows to lists from the IVF index that owns them.
 """
 
@@ -19,7 +20,7 @@ import faiss
 import numpy as np
 from faiss import swig_ptr
 
-from .. import _kernels
+from .. import _fastscan, _kernels
 from ..errors import CollectionError
 from ..store import BlockStore, _dots_at
 
@@ -29,9 +30,9 @@ SCALAR_QUANTIZERS = {"f16": faiss.ScalarQuantizer.QT_fp16, "int8": faiss.ScalarQ
 _TRAIN_SAMPLE = 50_000
 _ID_BYTES = 8
 _BLOCK = 32  # fast-scan codes per block
-# faiss's fast-scan kernel: int16 lookups, results in a reservoir, queries one by one (implem 11). On pkgsum
-# (128 lists probed, 100 kept) it scanned in 86 µs a query against 107 µs for the default (implem 0, which
-# picks the query-blocked 13), and batches of 1,000 ran as fast (proto_fastscan_knobs.py)
+# faiss's fast-scan kernel for batches: int16 lookups, results in a reservoir, queries one by one (implem 11).
+# On pkgsum (128 lists probed, 100 kept) it scanned in 86 µs a query against 107 µs for the default (implem 0,
+# which picks the query-blocked 13), and batches of 1,000 ran as fast (proto_fastscan_knobs.py)
 _FAST_SCAN_KERNEL = 11
 
 
@@ -220,6 +221,16 @@ class CodedLists:
             self.codes.implem = _FAST_SCAN_KERNEL
         quantizer = faiss.downcast_index(self.codes.quantizer)
         self.means_ = faiss.rev_swig_ptr(quantizer.get_xb(), self.n_lists * self.scan_dim).reshape(self.n_lists, -1)
+        if self._fast:
+            pq = self.codes.pq
+            self._centroids = faiss.vector_to_array(pq.centroids).reshape(pq.M, pq.ksub, pq.dsub)
+            self._locate_lists()
+
+    def _locate_lists(self) -> None:
+        """Where each fast-scan list's codes and rows lie (they move when a list grows), for `_fastscan.scan`."""
+        lists = faiss.downcast_InvertedLists(self.codes.invlists)
+        self._codes_at, self._rows_at = (np.array([int(get(l)) if self._sizes[l] else 0 for l in range(self.n_lists)],
+                                                  dtype=np.int64) for get in (lists.get_codes, lists.get_ids))
 
     def add(self, prefix: np.ndarray, rows: np.ndarray, lists: np.ndarray) -> None:
         prefix = np.ascontiguousarray(prefix, dtype=np.float32)
@@ -229,17 +240,18 @@ class CodedLists:
         else:
             self.codes.add_core(len(prefix), faiss.swig_ptr(prefix), faiss.swig_ptr(rows), faiss.swig_ptr(lists))
         self._sizes += np.bincount(lists, minlength=self.n_lists)
+        if self._fast:
+            self._locate_lists()
 
     def scan(self, query: np.ndarray, lists: np.ndarray, keep: int):
         """(rows, approximate scores) of the best `keep` items in the probed lists. `query`: float32,
         contiguous, at least scan_dim wide; `lists`: int64, contiguous."""
-        # fast scan takes each list's coarse term (the query's product with the list mean) from us
-        if self._fast:
-            coarse = np.empty(len(lists), dtype=np.float32)
-            _kernels.products(self.means_, query, lists, coarse)
-        else:
-            coarse = self._no_coarse(len(lists))
         rows, scores = np.empty(keep, dtype=np.int64), np.empty(keep, dtype=np.float32)
+        if self._fast:
+            kept, _ = _fastscan.scan(query, self._centroids, self.means_, lists, self._codes_at, self._rows_at,
+                                     self._sizes, keep, rows, scores)
+            return rows[:kept], scores[:kept]
+        coarse = self._no_coarse(len(lists))
         self.codes.search_preassigned_c(1, swig_ptr(query), keep, swig_ptr(lists), swig_ptr(coarse), swig_ptr(scores),
                                         swig_ptr(rows), False, self._probe_params(len(lists)), None)
         if len(rows) and rows[-1] < 0:

@@ -1,0 +1,345 @@
+/* One query's scan of 4-bit fast-scan IVF lists, in one call: the coarse term of every probed list,
+the query's look-up tables quantised to bytes, the lists' codes summed 32 items at a time with
+byte shuffles (AVX-512BW or AVX2, chosen at load time; portable C elsewhere), and the best `keep`
+items by approximate score.
+
+The codes are read in place from faiss's fast-scan inverted lists (IndexIVFPQFastScan, blocks of 32
+items). In a block, sub-quantiser m holds 16 bytes from byte 16·m; byte b's low nibble is the code of
+item b/2 (b even) or 8 + b/2 (b odd) and its high nibble that of the item 16 further. A table of 16
+bytes per sub-quantiser, laid out the same way (m at 16·m), lines up with the codes lane by lane, so
+one shuffle looks up 32 (AVX2) or 64 (AVX-512) codes. Sums stay in 16-bit lanes: at most 255 per
+sub-quantiser and a scale chosen so that a whole code sums below 32,768.
+
+An item's approximate score is list coarse term + Σ_m (min_m + table_m[code_m] / scale). A block is
+summed, compared with the score the kept items must beat (as a 16-bit threshold), and only the items
+above it are scored in float and offered to the heap.
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define X86 1
+#else
+#define X86 0
+#endif
+
+#define BLOCK 32
+#define MAX_SUM 32000.0f /* the highest a whole code may sum to: below the signed 16-bit compare's limit */
+
+typedef struct {
+    float score;
+    int64_t row;
+} Item;
+
+/* a worse than b: lower score, or the same score and a higher row */
+static inline int worse(const Item *a, const Item *b) {
+    return a->score < b->score || (a->score == b->score && a->row > b->row);
+}
+
+static void sift_down(Item *heap, Py_ssize_t size, Py_ssize_t at) {
+    for (;;) {
+        Py_ssize_t low = at, left = 2 * at + 1, right = left + 1;
+        if (left < size && worse(&heap[left], &heap[low])) low = left;
+        if (right < size && worse(&heap[right], &heap[low])) low = right;
+        if (low == at) return;
+        Item t = heap[at];
+        heap[at] = heap[low];
+        heap[low] = t;
+        at = low;
+    }
+}
+
+static int better_first(const void *a, const void *b) {
+    const Item *x = a, *y = b;
+    return worse(y, x) ? -1 : worse(x, y) ? 1 : 0;
+}
+
+/* Sums of one block's 32 codes (item order) into `sums`; returns the bit mask of items whose sum > thr. */
+typedef uint32_t (*BlockSums)(const uint8_t *codes, const uint8_t *table, int subs, int16_t thr, int16_t *sums);
+
+static uint32_t block_sums_c(const uint8_t *codes, const uint8_t *table, int subs, int16_t thr, int16_t *sums) {
+    uint32_t mask = 0;
+    for (int item = 0; item < BLOCK; item++) {
+        int w = item & 15, at = w < 8 ? 2 * w : 2 * (w - 8) + 1, shift = item >= 16 ? 4 : 0, total = 0;
+        for (int m = 0; m < subs; m++) total += table[16 * m + ((codes[16 * m + at] >> shift) & 15)];
+        sums[item] = (int16_t)total;
+        if (total > thr) mask |= 1u << item;
+    }
+    return mask;
+}
+
+#if X86
+/* Four 16-bit accumulators of one 128-bit lane each (items 0-7, 8-15, 16-23, 24-31) to sums and a mask. */
+__attribute__((target("avx2"))) static uint32_t finish(__m128i a, __m128i b, __m128i c, __m128i d, int16_t thr,
+                                                        int16_t *sums) {
+    _mm_storeu_si128((__m128i *)sums, a);
+    _mm_storeu_si128((__m128i *)(sums + 8), b);
+    _mm_storeu_si128((__m128i *)(sums + 16), c);
+    _mm_storeu_si128((__m128i *)(sums + 24), d);
+    __m128i t = _mm_set1_epi16(thr);
+    uint32_t low = (uint32_t)_mm_movemask_epi8(_mm_packs_epi16(_mm_cmpgt_epi16(a, t), _mm_cmpgt_epi16(b, t)));
+    uint32_t high = (uint32_t)_mm_movemask_epi8(_mm_packs_epi16(_mm_cmpgt_epi16(c, t), _mm_cmpgt_epi16(d, t)));
+    return low | high << 16;
+}
+
+/* Low bytes accumulate with the high byte riding along (×256, modulo 2^16); the high bytes' own sum
+   takes it back out at the end. */
+__attribute__((target("avx2"))) static uint32_t block_sums_avx2(const uint8_t *codes, const uint8_t *table, int subs,
+                                                                int16_t thr, int16_t *sums) {
+    const __m256i nibble = _mm256_set1_epi8(15);
+    __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
+    for (int m = 0; m < subs; m += 2) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(codes + 16 * m));
+        __m256i t = _mm256_loadu_si256((const __m256i *)(table + 16 * m));
+        __m256i lo = _mm256_shuffle_epi8(t, _mm256_and_si256(x, nibble));
+        __m256i hi = _mm256_shuffle_epi8(t, _mm256_and_si256(_mm256_srli_epi16(x, 4), nibble));
+        a = _mm256_add_epi16(a, lo);
+        b = _mm256_add_epi16(b, _mm256_srli_epi16(lo, 8));
+        c = _mm256_add_epi16(c, hi);
+        d = _mm256_add_epi16(d, _mm256_srli_epi16(hi, 8));
+    }
+    a = _mm256_sub_epi16(a, _mm256_slli_epi16(b, 8));
+    c = _mm256_sub_epi16(c, _mm256_slli_epi16(d, 8));
+#define LANES(v) _mm_add_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1))
+    return finish(LANES(a), LANES(b), LANES(c), LANES(d), thr, sums);
+}
+
+__attribute__((target("avx512f,avx512bw,avx2"))) static uint32_t block_sums_avx512(const uint8_t *codes,
+                                                                                  const uint8_t *table, int subs,
+                                                                                  int16_t thr, int16_t *sums) {
+    const __m512i nibble = _mm512_set1_epi8(15);
+    __m512i a = _mm512_setzero_si512(), b = a, c = a, d = a;
+    int m = 0;
+    for (; m + 4 <= subs; m += 4) {
+        __m512i x = _mm512_loadu_si512((const void *)(codes + 16 * m));
+        __m512i t = _mm512_loadu_si512((const void *)(table + 16 * m));
+        __m512i lo = _mm512_shuffle_epi8(t, _mm512_and_si512(x, nibble));
+        __m512i hi = _mm512_shuffle_epi8(t, _mm512_and_si512(_mm512_srli_epi16(x, 4), nibble));
+        a = _mm512_add_epi16(a, lo);
+        b = _mm512_add_epi16(b, _mm512_srli_epi16(lo, 8));
+        c = _mm512_add_epi16(c, hi);
+        d = _mm512_add_epi16(d, _mm512_srli_epi16(hi, 8));
+    }
+    if (m < subs) { /* a last pair of sub-quantisers: half a register, the upper half's codes and table zero */
+        __m512i x = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(codes + 16 * m)));
+        __m512i t = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(table + 16 * m)));
+        __m512i lo = _mm512_shuffle_epi8(t, _mm512_and_si512(x, nibble));
+        __m512i hi = _mm512_shuffle_epi8(t, _mm512_and_si512(_mm512_srli_epi16(x, 4), nibble));
+        a = _mm512_add_epi16(a, lo);
+        b = _mm512_add_epi16(b, _mm512_srli_epi16(lo, 8));
+        c = _mm512_add_epi16(c, hi);
+        d = _mm512_add_epi16(d, _mm512_srli_epi16(hi, 8));
+    }
+    a = _mm512_sub_epi16(a, _mm512_slli_epi16(b, 8));
+    c = _mm512_sub_epi16(c, _mm512_slli_epi16(d, 8));
+#define HALVES(v) _mm256_add_epi16(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1))
+    __m256i a2 = HALVES(a), b2 = HALVES(b), c2 = HALVES(c), d2 = HALVES(d);
+    return finish(LANES(a2), LANES(b2), LANES(c2), LANES(d2), thr, sums);
+}
+#endif
+
+static BlockSums block_sums = block_sums_c;
+static const char *kernel_name = "portable";
+
+static float dot(const float *x, const float *q, Py_ssize_t n) {
+    float s = 0.0f;
+    for (Py_ssize_t i = 0; i < n; i++) s += x[i] * q[i];
+    return s;
+}
+
+/* The query's tables: float products with every centroid, quantised to bytes per sub-quantiser
+   (offset by its minimum, one scale for all). Returns the scale; `*bias` gets the minima's sum. */
+static float quantised_tables(const float *query, const float *centroids, int subs, int padded, int sub_dim,
+                              uint8_t *table, float *bias) {
+    float products[16], widest = 0.0f, spans = 0.0f, lows[padded], all[16 * padded];
+    *bias = 0.0f;
+    for (int m = 0; m < subs; m++) {
+        float low = INFINITY, high = -INFINITY;
+        for (int c = 0; c < 16; c++) {
+            products[c] = dot(centroids + (m * 16 + c) * sub_dim, query + m * sub_dim, sub_dim);
+            low = fminf(low, products[c]);
+            high = fmaxf(high, products[c]);
+            all[16 * m + c] = products[c];
+        }
+        lows[m] = low;
+        *bias += low;
+        widest = fmaxf(widest, high - low);
+        spans += high - low;
+    }
+    float scale = widest > 0.0f ? fminf(255.0f / widest, MAX_SUM / spans) : 1.0f;
+    memset(table, 0, (size_t)16 * padded);
+    for (int m = 0; m < subs; m++)
+        for (int c = 0; c < 16; c++) table[16 * m + c] = (uint8_t)lrintf((all[16 * m + c] - lows[m]) * scale);
+    return scale;
+}
+
+typedef struct {
+    Py_buffer view;
+    int held;
+} Buf;
+
+static int get(PyObject *obj, Buf *buf, Py_ssize_t itemsize, int writable, const char *name) {
+    buf->held = 0;
+    if (PyObject_GetBuffer(obj, &buf->view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    buf->held = 1;
+    if (buf->view.itemsize != itemsize) {
+        PyErr_Format(PyExc_TypeError, "scan: %s must hold %zd-byte items", name, itemsize);
+        return -1;
+    }
+    return 0;
+}
+
+static void release(Buf *bufs, int n) {
+    for (int i = 0; i < n; i++)
+        if (bufs[i].held) PyBuffer_Release(&bufs[i].view);
+}
+
+/* The kernel named `name` if this CPU runs it (NULL with ValueError otherwise); None: the one chosen at load. */
+static BlockSums kernel_named(PyObject *name) {
+    if (name == Py_None) return block_sums;
+    const char *text = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    if (text && strcmp(text, "portable") == 0) return block_sums_c;
+#if X86
+    if (text && strcmp(text, "avx2") == 0 && __builtin_cpu_supports("avx2")) return block_sums_avx2;
+    if (text && strcmp(text, "avx512") == 0 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512f"))
+        return block_sums_avx512;
+#endif
+    PyErr_Format(PyExc_ValueError, "scan: no kernel %R on this CPU", name);
+    return NULL;
+}
+
+/* scan(query, centroids, means, lists, codes_at, ids_at, sizes, keep, out_rows, out_scores[, kernel]) -> (kept, scanned)
+   query: float32 (at least the scan dim); centroids: float32 (sub-quantisers × 16 × sub-dim); means: float32
+   (lists × scan dim), each list's mean (the coarse term is the query's product with it); lists: int64 (the
+   probed ones; negative entries are skipped); codes_at, ids_at, sizes: int64 per list, the addresses of its
+   packed codes and its rows, and its item count; out_*: at least `keep` items, best first; kernel: "portable",
+   "avx2" or "avx512" (tests compare them), the fastest this CPU runs by default. */
+static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 10 && nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "scan takes 10 or 11 arguments");
+        return NULL;
+    }
+    BlockSums sums_of = kernel_named(nargs == 11 ? args[10] : Py_None);
+    if (!sums_of) return NULL;
+    enum { N = 9 };
+    Buf bufs[N];
+    memset(bufs, 0, sizeof bufs);
+    const char *names[] = {"query", "centroids", "means", "lists", "codes_at", "ids_at", "sizes", "out_rows", "out_scores"};
+    PyObject *objs[] = {args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[8], args[9]};
+    Py_ssize_t widths[] = {4, 4, 4, 8, 8, 8, 8, 8, 4};
+    for (int i = 0; i < N; i++)
+        if (get(objs[i], &bufs[i], widths[i], i >= 7, names[i]) < 0) {
+            release(bufs, N);
+            return NULL;
+        }
+    Py_ssize_t keep = PyLong_AsSsize_t(args[7]);
+    if (PyErr_Occurred()) {
+        release(bufs, N);
+        return NULL;
+    }
+    Py_buffer *cv = &bufs[1].view, *mv = &bufs[2].view;
+    int ok = cv->ndim == 3 && cv->shape[1] == 16 && mv->ndim == 2 && keep >= 1;
+    Py_ssize_t subs = ok ? cv->shape[0] : 0, sub_dim = ok ? cv->shape[2] : 0, n_lists = ok ? mv->shape[0] : 0;
+    Py_ssize_t dims = ok ? mv->shape[1] : 0, nprobe = bufs[3].view.len / 8;
+    ok = ok && subs * sub_dim == dims && bufs[0].view.len / 4 >= dims && bufs[4].view.len / 8 == n_lists &&
+         bufs[5].view.len / 8 == n_lists && bufs[6].view.len / 8 == n_lists && bufs[7].view.len / 8 >= keep &&
+         bufs[8].view.len / 4 >= keep && subs * 255.0 < 65536.0;
+    const int64_t *lists = bufs[3].view.buf;
+    for (Py_ssize_t i = 0; ok && i < nprobe; i++) ok = lists[i] < n_lists;
+    if (!ok) {
+        release(bufs, N);
+        PyErr_SetString(PyExc_ValueError, "scan: shapes that do not fit together, a list out of range or keep < 1");
+        return NULL;
+    }
+    int padded = (int)(subs + (subs & 1));
+    uint8_t *table = PyMem_Malloc((size_t)16 * padded + 64);
+    Item *heap = PyMem_Malloc(keep * sizeof(Item));
+    if (!table || !heap) {
+        PyMem_Free(table);
+        PyMem_Free(heap);
+        release(bufs, N);
+        return PyErr_NoMemory();
+    }
+    const float *query = bufs[0].view.buf, *centroids = bufs[1].view.buf, *means = bufs[2].view.buf;
+    const int64_t *codes_at = bufs[4].view.buf, *ids_at = bufs[5].view.buf, *sizes = bufs[6].view.buf;
+    Py_ssize_t size = 0;
+    long long scanned = 0;
+    Py_BEGIN_ALLOW_THREADS
+    float bias, scale = quantised_tables(query, centroids, (int)subs, padded, (int)sub_dim, table, &bias);
+    float unit = 1.0f / scale;
+    int16_t sums[BLOCK];
+    for (Py_ssize_t p = 0; p < nprobe; p++) {
+        int64_t list = lists[p];
+        if (list < 0 || sizes[list] <= 0) continue;
+        const uint8_t *codes = (const uint8_t *)(intptr_t)codes_at[list];
+        const int64_t *rows = (const int64_t *)(intptr_t)ids_at[list];
+        int64_t count = sizes[list];
+        float base = dot(means + list * dims, query, dims) + bias;
+        scanned += count;
+        for (int64_t start = 0; start < count; start += BLOCK, codes += 16 * padded) {
+            int16_t thr = -1;
+            if (size == keep) { /* an item must beat the worst kept: sum > (its score − base) · scale */
+                float need = floorf((heap[0].score - base) * scale);
+                thr = need >= 32767.0f ? 32767 : need < -1.0f ? -1 : (int16_t)need;
+            }
+            uint32_t mask = sums_of(codes, table, padded, thr, sums);
+            if (count - start < BLOCK) mask &= (1u << (count - start)) - 1;
+            while (mask) {
+                int item = __builtin_ctz(mask);
+                mask &= mask - 1;
+                Item it = {base + sums[item] * unit, rows[start + item]};
+                if (size < keep) {
+                    heap[size++] = it;
+                    if (size == keep)
+                        for (Py_ssize_t at = keep / 2 - 1; at >= 0; at--) sift_down(heap, size, at);
+                } else if (worse(&heap[0], &it)) {
+                    heap[0] = it;
+                    sift_down(heap, size, 0);
+                }
+            }
+        }
+    }
+    qsort(heap, size, sizeof(Item), better_first);
+    int64_t *out_rows = bufs[7].view.buf;
+    float *out_scores = bufs[8].view.buf;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        out_rows[i] = heap[i].row;
+        out_scores[i] = heap[i].score;
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(table);
+    PyMem_Free(heap);
+    release(bufs, N);
+    return Py_BuildValue("(nL)", size, scanned);
+}
+
+static PyMethodDef methods[] = {
+    {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL,
+     "One query's scan of 4-bit fast-scan IVF lists: (kept, items scanned), the best first in the outputs."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastscan", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__fastscan(void) {
+#if X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512f")) {
+        block_sums = block_sums_avx512;
+        kernel_name = "avx512";
+    } else if (__builtin_cpu_supports("avx2")) {
+        block_sums = block_sums_avx2;
+        kernel_name = "avx2";
+    }
+#endif
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddStringConstant(m, "KERNEL", kernel_name) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
