@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 from faiss import swig_ptr
 
-from .. import _fastscan, _kernels
+from .. import _fastscan
 from ..errors import CollectionError
 from ..store import BlockStore, _dots_at
 
