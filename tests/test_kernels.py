@@ -43,6 +43,15 @@ def test_probe_picks_the_nearest_lists_in_order_and_counts_their_items():
         _kernels.probe(np.zeros((5, 4), dtype=np.float32), query, 6, np.empty(6, dtype=np.int64), None)
 
 
+def test_probe_with_a_bias_of_minus_half_the_squared_norm_picks_the_nearest_centroids():
+    centroids = (np.random.default_rng(0).normal(size=(50, 8)) * np.arange(1, 51)[:, None]).astype(np.float32)
+    query = np.random.default_rng(1).normal(size=8).astype(np.float32) * 10
+    bias = (-0.5 * np.sum(centroids**2, axis=1)).astype(np.float32)
+    lists = np.empty(5, dtype=np.int64)
+    assert _kernels.probe(centroids, query, 5, lists, None, 5, -1.0, bias) == (5, 0)
+    assert lists.tolist() == sorted(np.argsort(np.sum((centroids - query) ** 2, axis=1))[:5].tolist())
+
+
 def test_products_reads_chosen_rows_and_checks_them():
     matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
     out = np.empty(2, dtype=np.float32)

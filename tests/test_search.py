@@ -89,8 +89,8 @@ def test_k_out_of_range_is_rejected(tmp_path, synthetic, k):
 def test_unknown_metric_is_rejected(tmp_path, synthetic):
     docs, queries = synthetic
     store = make_store(tmp_path, docs, [64])
-    with pytest.raises(InvalidInputError, match="metric 'l2' is not one of"):
-        run_plan(store, queries, Plan.exact(64), 3, metric="l2")
+    with pytest.raises(InvalidInputError, match="metric 'hamming' is not one of"):
+        run_plan(store, queries, Plan.exact(64), 3, metric="hamming")
 
 
 def test_store_reopens_with_the_same_rows_and_truncates_a_tail(tmp_path, synthetic):

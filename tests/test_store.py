@@ -80,26 +80,32 @@ def test_scattered_rows_are_read_through_maps_advised_random(stored):
     assert store._maps_for(None)[0] is store.blocks
 
 
-def _reference_rerank(vectors, query, rows, hi, keep, cosine, scale):
+def _reference_rerank(vectors, query, rows, hi, keep, metric, scale):
     """What `BlockStore.rerank` must give, in numpy: products on [0, hi), scores, the best `keep`
-    (score descending, ties to the lower row)."""
+    (score descending, ties to the lower row); scale None: final scores (l2: −‖q − x‖²)."""
     dots = vectors[rows, :hi] @ query[:hi]
     norms = np.linalg.norm(vectors[rows, :hi], axis=1)
-    scores = (np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0) if cosine else dots) * scale
+    if metric == "l2":
+        scores = 2 * dots - norms**2
+        scores = -np.sum((vectors[rows, :hi] - query[:hi]) ** 2, axis=1) if scale is None else scores * scale
+    else:
+        scores = (np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0) if metric == "cosine" else dots)
+        scores = scores * (1 / np.linalg.norm(query[:hi]) if scale is None else scale)
     order = np.lexsort((rows, -scores))[:keep]
     return rows[order], scores[order], dots[order]
 
 
 @pytest.mark.parametrize("rows", [SPARSE, DENSE], ids=["sparse", "dense"])
 @pytest.mark.parametrize("lo, hi", [(0, 16), (0, 64), (16, 64), (32, 64)])
-@pytest.mark.parametrize("cosine", [True, False], ids=["cosine", "ip"])
-def test_the_compiled_rerank_scores_and_keeps_what_numpy_does(stored, rows, lo, hi, cosine):
+@pytest.mark.parametrize("metric, scale", [("cosine", 0.5), ("ip", 0.5), ("l2", 0.5), ("l2", None)],
+                         ids=["cosine", "ip", "l2", "l2-final"])
+def test_the_compiled_rerank_scores_and_keeps_what_numpy_does(stored, rows, lo, hi, metric, scale):
     store, vectors = stored
     query = np.random.default_rng(5).normal(size=64).astype(np.float32)
     partial = vectors[rows, :lo] @ query[:lo] if lo else None  # what an earlier stage hands on
     for keep in (1, 4, len(rows), len(rows) + 3):
-        got = store.rerank(query, rows, lo, hi, partial, keep, cosine=cosine, scale=0.5)
-        want = _reference_rerank(vectors, query, rows, hi, keep, cosine, 0.5)
+        got = store.rerank(query, rows, lo, hi, partial, keep, metric=metric, scale=scale)
+        want = _reference_rerank(vectors, query, rows, hi, keep, metric, scale)
         assert len(got[0]) == min(keep, len(rows))
         np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(got[2], want[2], rtol=1e-5, atol=1e-5)
@@ -111,12 +117,12 @@ def test_the_compiled_rerank_breaks_exact_ties_by_row_and_takes_no_rows(stored):
     store, vectors = stored
     query = vectors[17].copy()
     rows = np.array([17, 3000, 17, 5, 2999])  # row 17 twice: equal scores, lower position order kept by row
-    got_rows, scores, _ = store.rerank(query, rows, 0, 64, None, 3, cosine=True, scale=1.0)
+    got_rows, scores, _ = store.rerank(query, rows, 0, 64, None, 3, metric="cosine", scale=1.0)
     assert got_rows[:2].tolist() == [17, 17] and scores[0] == scores[1]
     assert store.whole_blocks(0, 64) and store.whole_blocks(16, 32) and not store.whole_blocks(8, 32)
-    by_own_norm = store.rerank(query, rows, 32, 64, vectors[rows, :32] @ query[:32], 5, cosine=True, scale=None)
-    by_given = store.rerank(query, rows, 32, 64, vectors[rows, :32] @ query[:32], 5, cosine=True,
+    by_own_norm = store.rerank(query, rows, 32, 64, vectors[rows, :32] @ query[:32], 5, metric="cosine", scale=None)
+    by_given = store.rerank(query, rows, 32, 64, vectors[rows, :32] @ query[:32], 5, metric="cosine",
                             scale=1 / np.linalg.norm(query))  # None: the query's own norm over dims [0, 64)
     np.testing.assert_allclose(by_own_norm[1], by_given[1], rtol=1e-6)
-    empty = store.rerank(query, np.zeros(0, dtype=np.int64), 0, 64, None, 10, cosine=True)
+    empty = store.rerank(query, np.zeros(0, dtype=np.int64), 0, 64, None, 10, metric="cosine")
     assert [len(part) for part in empty] == [0, 0, 0]

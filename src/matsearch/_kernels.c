@@ -6,8 +6,9 @@ squares, all_finite: a query's validation and a result's sanity check, without n
 
 rerank: one query's re-rank stage over scattered rows of the column-block store, fused: the
 products over whole blocks (read in place, rows prefetched a few ahead), added to the partial
-products a previous stage left, scaled by each row's inverse prefix norm and the query's, and the
-best `keep` selected (score descending, ties to the lower row) — in one call instead of a dozen.
+products a previous stage left, scaled by each row's inverse prefix norm and the query's (cosine) or
+turned into minus the squared distance by the row's and the query's squared prefix norms (l2), and
+the best `keep` selected (score descending, ties to the lower row) — in one call instead of a dozen.
 Built for every x86-64 with AVX-512 and AVX2 clones chosen at load time; other CPUs get the
 portable build. Rows and layouts come from matsearch.store, which keeps the maps they point into
 alive and has checked every row number.
@@ -93,15 +94,18 @@ static void release(Buf *bufs, int n) {
         if (bufs[i].held) PyBuffer_Release(&bufs[i].view);
 }
 
-/* rerank(query, rows, layout, partial, norms_at, norms_stride, scale, keep, out_rows, out_scores, out_dots) -> kept
+/* rerank(query, rows, layout, partial, norms_at, norms_stride, scale, keep, out_rows, out_scores, out_dots, l2)
+   -> kept
    query: float32 (all dims); rows: int64 (n); layout: int64 (blocks × 3: address, first dim, width) of the
    blocks to read; partial: float32 (n) products so far, or None; norms_at: address of the rows' prefix norm
    at the stage's dim (float32, `norms_stride` floats from one row to the next), or 0 for inner product;
-   scale: multiplies every score (1 for a shortlist); a negative scale stands for the inverse norm of the
-   query's prefix up to the last block read (0 for a zero prefix); out_*: at least min(keep, n) items, best first. */
+   a row's score is its product p, p / norm (cosine) or 2p − norm² (l2: ‖q‖² − ‖q − x‖²);
+   scale: multiplies every score (1 for a shortlist); a negative scale makes the scores final: times the
+   inverse norm of the query's prefix up to the last block read (0 for a zero prefix), or for l2 minus its
+   squared norm, at most 0; out_*: at least min(keep, n) items, best first. */
 static PyObject *rerank(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 11) {
-        PyErr_SetString(PyExc_TypeError, "rerank takes 11 arguments");
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "rerank takes 12 arguments");
         return NULL;
     }
     Buf bufs[7];
@@ -124,7 +128,8 @@ static PyObject *rerank(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t stride = PyLong_AsSsize_t(args[5]);
     double scale = PyFloat_AsDouble(args[6]);
     Py_ssize_t keep = PyLong_AsSsize_t(args[7]);
-    if (PyErr_Occurred()) {
+    int l2 = PyObject_IsTrue(args[11]);
+    if (l2 < 0 || PyErr_Occurred()) {
         release(bufs, 7);
         return NULL;
     }
@@ -145,11 +150,14 @@ static PyObject *rerank(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return PyErr_NoMemory();
     }
     Py_ssize_t size = 0;
+    int final = scale < 0;
+    float shift = 0.0f;  /* l2, final: the query's squared prefix norm */
     Py_BEGIN_ALLOW_THREADS
-    if (scale < 0) {
+    if (final) {
         int64_t dims = n_blocks ? layout[3 * (n_blocks - 1) + 1] + layout[3 * (n_blocks - 1) + 2] : 0;
         double square = dot(query, query, dims);
-        scale = square > 0 ? 1.0 / sqrt(square) : 0.0;
+        shift = l2 ? (float)square : 0.0f;
+        scale = l2 ? 1.0 : square > 0 ? 1.0 / sqrt(square) : 0.0;
     }
     for (Py_ssize_t i = 0; i < n && i < PREFETCH_AHEAD; i++) prefetch_row(layout, n_blocks, rows[i]);
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -164,9 +172,10 @@ static PyObject *rerank(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         float score = total;
         if (norms_at) {
             float norm = ((const float *)(intptr_t)norms_at)[row * stride];
-            score = norm > 0.0f ? total / norm : 0.0f;
+            score = l2 ? 2.0f * total - norm * norm : norm > 0.0f ? total / norm : 0.0f;
         }
-        Item item = {score * (float)scale, row, total};
+        score = final && l2 ? fminf(score - shift, 0.0f) : score * (float)scale;
+        Item item = {score, row, total};
         if (size < keep) {
             heap[size++] = item;
             if (size == keep)
@@ -244,54 +253,56 @@ static int cmp_int64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* probe(centroids, query, nprobe, lists_out, sizes[, least, spread]) -> (lists chosen, items in them)
+/* probe(centroids, query, nprobe, lists_out, sizes[, least, spread[, bias]]) -> (lists chosen, items in them)
    The `nprobe` rows of `centroids` (float32, lists × dims) with the largest inner product with the first
-   dims of `query` (float32), ties to the lower list, written to `lists_out` (int64) in ascending order,
-   with the sum of `sizes` (int64 per list, or None: 0) over them. With `spread`, only those of them whose
-   product is within spread × ‖query[:dims]‖ of the best (a cosine gap), but at least `least`. */
+   dims of `query` (float32), plus `bias` (float32 per list, or None: 0), ties to the lower list, written to
+   `lists_out` (int64) in ascending order, with the sum of `sizes` (int64 per list, or None: 0) over them.
+   With `spread` (>= 0), only those of them whose score is within spread × ‖query[:dims]‖ of the best (a
+   cosine gap), but at least `least`. A bias of −‖c‖²/2 ranks the centroids by distance (l2). */
 static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5 && nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "probe takes 5 or 7 arguments");
+    if (nargs != 5 && nargs != 7 && nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "probe takes 5, 7 or 8 arguments");
         return NULL;
     }
-    Buf bufs[4];
+    Buf bufs[5];
     memset(bufs, 0, sizeof bufs);
-    const char *names[] = {"centroids", "query", "lists_out", "sizes"};
-    PyObject *objs[] = {args[0], args[1], args[3], args[4]};
-    Py_ssize_t sizes[] = {4, 4, 8, 8};
-    for (int i = 0; i < 4; i++) {
+    const char *names[] = {"centroids", "query", "lists_out", "sizes", "bias"};
+    PyObject *objs[] = {args[0], args[1], args[3], args[4], nargs == 8 ? args[7] : Py_None};
+    Py_ssize_t sizes[] = {4, 4, 8, 8, 4};
+    for (int i = 0; i < 5; i++) {
         if (get(objs[i], &bufs[i], sizes[i], i == 2, names[i]) < 0) {
-            release(bufs, 4);
+            release(bufs, 5);
             return NULL;
         }
     }
     Py_ssize_t nprobe = PyLong_AsSsize_t(args[2]);
-    Py_ssize_t least = nargs == 7 ? PyLong_AsSsize_t(args[5]) : nprobe;
-    double spread = nargs == 7 ? PyFloat_AsDouble(args[6]) : -1.0;
+    Py_ssize_t least = nargs >= 7 ? PyLong_AsSsize_t(args[5]) : nprobe;
+    double spread = nargs >= 7 ? PyFloat_AsDouble(args[6]) : -1.0;
     if (PyErr_Occurred() || !bufs[0].held || !bufs[1].held || !bufs[2].held || bufs[0].view.ndim != 2) {
-        release(bufs, 4);
+        release(bufs, 5);
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "probe: centroids (2-D), query and lists_out are required");
         return NULL;
     }
     Py_ssize_t n = bufs[0].view.shape[0], dims = bufs[0].view.shape[1];
     if (nprobe < 1 || nprobe > n || least < 1 || least > nprobe || bufs[2].view.len / 8 < nprobe || bufs[1].view.len / 4 < dims ||
-        (bufs[3].held && bufs[3].view.len / 8 < n)) {
-        release(bufs, 4);
+        (bufs[3].held && bufs[3].view.len / 8 < n) || (bufs[4].held && bufs[4].view.len / 4 < n)) {
+        release(bufs, 5);
         PyErr_Format(PyExc_ValueError, "probe: nprobe %zd of %zd lists, or a buffer too short", nprobe, n);
         return NULL;
     }
     Item *heap = PyMem_Malloc(nprobe * sizeof(Item));
     if (!heap) {
-        release(bufs, 4);
+        release(bufs, 5);
         return PyErr_NoMemory();
     }
     const float *centroids = bufs[0].view.buf, *query = bufs[1].view.buf;
+    const float *bias = bufs[4].held ? bufs[4].view.buf : NULL;
     int64_t *lists = bufs[2].view.buf, total = 0;
     Py_ssize_t kept;
     Py_BEGIN_ALLOW_THREADS
     Py_ssize_t size = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        Item item = {dot(centroids + i * dims, query, dims), i, 0.0f};
+        Item item = {dot(centroids + i * dims, query, dims) + (bias ? bias[i] : 0.0f), i, 0.0f};
         if (size < nprobe) {
             heap[size++] = item;
             if (size == nprobe)
@@ -314,7 +325,7 @@ static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         for (Py_ssize_t i = 0; i < kept; i++) total += ((const int64_t *)bufs[3].view.buf)[lists[i]];
     Py_END_ALLOW_THREADS
     PyMem_Free(heap);
-    release(bufs, 4);
+    release(bufs, 5);
     return Py_BuildValue("(nL)", kept, (long long)total);
 }
 

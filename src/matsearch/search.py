@@ -5,6 +5,11 @@ inherits, so a plan costs N·d₀ + Σ kᵢ·(dᵢ₊₁ − dᵢ) multiply-adds
 plan is exact search, the reference every index is tested against. A first
 stage that asks an index (IVF lists, a graph walk, PQ codes) re-ranks only the
 candidates it returns (binary codes only shortlist).
+
+Scores are higher-is-better for every metric: "cosine", "ip" (the inner product) and "l2", whose
+final score is minus the squared Euclidean distance on the last stage's prefix, −‖q − x‖² (so the
+nearest item comes first). On a prefix the distance is ‖q‖² + ‖x‖² − 2 q·x: shortlists rank by
+2 q·x − ‖x‖² with the stored prefix norms, and the last stage subtracts the query's ‖q‖².
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from .results import Cost, SearchResult
 from .store import BlockStore
 from .topk import top_k
 
-METRICS = ("cosine", "ip")
+METRICS = ("cosine", "ip", "l2")
 _CHUNK_BYTES = 64 << 20  # bound on the stage-0 score matrix of a query batch
 _F32 = 4
 _CANDIDATE_BYTES = 32  # per candidate in a batch: row and list position, score, partial product, norm
@@ -235,6 +240,9 @@ def _funnel_batch(run: Run, queries, rows, scores, dots, start: int):
         if n == last:
             if metric == "cosine":
                 scores = scores * _inv_norms(queries[:, :done])[:, None]
+            elif metric == "l2":
+                head = queries[:, :done]
+                scores = np.minimum(scores - np.einsum("ij,ij->i", head, head)[:, None], 0)
             pick = np.lexsort((np.where(valid, rows, _NO_ROW), -scores), axis=1)[:, :keep]  # ties: lower row
         else:
             pick = np.argpartition(-scores, keep - 1, axis=1)[:, :keep] if rows.shape[1] > keep else None
@@ -328,11 +336,11 @@ def _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, s
         scanned[n] += count
         lo = 0 if dots is None else done  # the index ranked by its own scores: products start at 0
         if n > 0 and not stage.codec and store.whole_blocks(lo, stage.dim):  # one compiled call
-            cosine = metric == "cosine"
-            rows, scores, dots = store.rerank(query, rows, lo, stage.dim, dots, keep, cosine=cosine,
-                                              scale=None if n == last and cosine else 1.0)
+            normed = metric != "ip"
+            rows, scores, dots = store.rerank(query, rows, lo, stage.dim, dots, keep, metric=metric,
+                                              scale=None if n == last and normed else 1.0)
             cost.multiply_adds += count * (stage.dim - lo)
-            cost.bytes_read += count * (stage.dim - lo + cosine) * _F32
+            cost.bytes_read += count * (stage.dim - lo + normed) * _F32
             done = stage.dim
             cost.stage_seconds[n] += time.perf_counter() - stage_start
             if n + 1 == stop:
@@ -356,8 +364,8 @@ def _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, s
         done = stage.dim
         if rows is None and dead is not None:
             scores[dead] = -np.inf
-        if n == last and metric == "cosine":  # a shortlist's ranking does not need the query's norm
-            scores = scores * _inv_norm(query[:done])
+        if n == last and metric != "ip":  # a shortlist's ranking does not need the query's norm
+            scores = _final(scores, query[:done], metric)
         if n == last and rows is not None:  # ties go to the lower row, as in exact search
             pick = np.lexsort((rows, -scores))[:keep]
         elif rows is not None and len(rows) <= keep:  # a shortlist that keeps every candidate it was given
@@ -377,16 +385,25 @@ def _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, s
 
 
 def _scores(store, dots, rows, dim, metric, cost, count=None):
-    """Ranking scores from partial products: cosine divides by the items' prefix norms. `rows` may
-    be (queries × width), of which `count` are candidates (the rest padding, not counted)."""
+    """Ranking scores from partial products: cosine divides by the items' prefix norms, l2 takes
+    2·product − ‖x‖² (‖q‖² − ‖q − x‖²). `rows` may be (queries × width), of which `count` are
+    candidates (the rest padding, not counted)."""
     if metric == "ip":
         return dots.copy() if rows is None else dots
     count = len(dots) if count is None else count
     cost.multiply_adds += count * store.norm_work(dim)
     cost.bytes_read += count * (1 + store.norm_work(dim)) * _F32
-    if rows is not None and rows.ndim == 2:
-        return np.multiply(dots, store.inv_prefix_norms(dim, rows.ravel()).reshape(rows.shape))
-    return np.multiply(dots, store.inv_prefix_norms(dim, rows))
+    of = store.inv_prefix_norms if metric == "cosine" else store.prefix_squares
+    norms = of(dim, rows.ravel()).reshape(rows.shape) if rows is not None and rows.ndim == 2 else of(dim, rows)
+    return np.multiply(dots, norms) if metric == "cosine" else np.subtract(2 * dots, norms)
+
+
+def _final(scores: np.ndarray, query: np.ndarray, metric: str) -> np.ndarray:
+    """Last-stage scores from ranking ones, with the query's prefix: cosine divides by its norm, l2
+    subtracts its squared norm (−‖q − x‖², at most 0)."""
+    if metric == "cosine":
+        return scores * _inv_norm(query)
+    return np.minimum(scores - np.float32(np.dot(query, query)), 0)
 
 
 def _inv_norm(vector: np.ndarray) -> np.float32:
@@ -450,7 +467,7 @@ def run_rows(store: BlockStore, queries: np.ndarray, plan: Plan, k: int, metric:
     The result's plan reads ``rows:<that funnel>``."""
     funnel = row_plan(plan, store.nesting)
     keeps = funnel.keeps(int(k), len(rows))
-    first, cosine = funnel.stages[0].dim, metric == "cosine"
+    first, normed = funnel.stages[0].dim, metric != "ip"
     start = time.perf_counter()
     cost = Cost(queries=len(queries), stage_seconds=[0.0] * len(funnel.stages))
     scanned = [0] * len(funnel.stages)
@@ -464,11 +481,11 @@ def run_rows(store: BlockStore, queries: np.ndarray, plan: Plan, k: int, metric:
         cost.multiply_adds += len(rows) * first
         cost.bytes_read += len(rows) * first * _F32
         if compiled:  # products, norms and the best keeps[0] in one call
-            cost.multiply_adds += len(rows) * store.norm_work(first) if cosine else 0
-            cost.bytes_read += len(rows) * (1 + store.norm_work(first)) * _F32 if cosine else 0
+            cost.multiply_adds += len(rows) * store.norm_work(first) if normed else 0
+            cost.bytes_read += len(rows) * (1 + store.norm_work(first)) * _F32 if normed else 0
             last = len(keeps) == 1
-            top, scores, dots = store.rerank(query, rows, 0, first, None, keeps[0], cosine=cosine,
-                                             scale=None if last and cosine else 1.0)
+            top, scores, dots = store.rerank(query, rows, 0, first, None, keeps[0], metric=metric,
+                                             scale=None if last and normed else 1.0)
             scanned[0] += len(rows)
             cost.stage_seconds[0] += time.perf_counter() - stage_start
             if last:

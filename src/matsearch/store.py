@@ -3,7 +3,7 @@
 Block i holds dims [nesting[i-1], nesting[i]) of every item as its own row-major
 file, so scanning a d-prefix reads only N·d contiguous values. Beside the blocks,
 each item's prefix norm at every nesting boundary is kept (memory-mapped too) for
-cosine scoring; it is derived data and is rebuilt from the blocks when missing.
+cosine and l2 scoring; it is derived data and is rebuilt from the blocks when missing.
 
 Every file is mapped twice. Full scans (and reads of many rows) go through a plain
 map, whose read-ahead makes a cold scan fast. A few scattered rows (a re-rank's
@@ -96,7 +96,7 @@ class BlockStore:
             if self.writable:
                 self.norms.tofile(norms_path)
         self._norm_addresses = [norms.__array_interface__["data"][0] for norms in (self.norms, self._random_norms)]
-        self._reads = {}  # (dense, lo, hi, cosine): the kernel's view of these maps (see _read_plan)
+        self._reads = {}  # (dense, lo, hi, normed): the kernel's view of these maps (see _read_plan)
         cached = getattr(self, "_inv_columns", {})  # kept for the rows they cover; grown by the new rows only
         self._inv_columns: dict[int, np.ndarray] = {
             j: np.concatenate([c[:count], _inverse(np.ascontiguousarray(self.norms[len(c):, j]))])
@@ -226,28 +226,29 @@ class BlockStore:
         return lo in self._starts and hi in self.nesting and lo < hi
 
     def rerank(self, query: np.ndarray, rows: np.ndarray, lo: int, hi: int, partial: np.ndarray | None,
-               keep: int, *, cosine: bool, scale: float | None = 1.0):
-        """One query's funnel stage over `rows` in one compiled call: products over the whole blocks
-        [lo, hi) added to `partial` (the products over [0, lo), or None when lo is 0), scored (divided
-        by each row's prefix norm at `hi` for cosine, times `scale`, or, if None, by the query's own
-        prefix norm at `hi`), the best `keep` kept, best first with ties to the lower row. Returns
-        their (rows, scores, products over [0, hi))."""
+               keep: int, *, metric: str, scale: float | None = 1.0):
+        """One query's funnel stage over `rows` in one compiled call: products p over the whole blocks
+        [lo, hi) added to `partial` (the products over [0, lo), or None when lo is 0), scored by `metric`
+        with each row's prefix norm at `hi` (ip: p; cosine: p / ‖x‖; l2: 2p − ‖x‖², the squared distance
+        up to the query's ‖q‖²), times `scale`, or, if None, made final with the query's own prefix at `hi`
+        (cosine: divided by ‖q‖; l2: minus ‖q‖², so −‖q − x‖², at most 0), the best `keep` kept, best first
+        with ties to the lower row. Returns their (rows, scores, products over [0, hi))."""
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         keep = min(keep, len(rows))
-        dense = len(rows) * _DENSE >= self.count
-        layout, norms = self._reads.get((dense, lo, hi, cosine)) or self._read_plan(dense, lo, hi, cosine)
+        dense, normed = len(rows) * _DENSE >= self.count, metric != "ip"
+        layout, norms = self._reads.get((dense, lo, hi, normed)) or self._read_plan(dense, lo, hi, normed)
         out_rows, scores, dots = np.empty(keep, dtype=np.int64), np.empty(keep, np.float32), np.empty(keep, np.float32)
         _kernels.rerank(query, rows, layout, partial, norms, len(self.nesting), -1.0 if scale is None else scale, keep,
-                        out_rows, scores, dots)
+                        out_rows, scores, dots, metric == "l2")
         return out_rows, scores, dots
 
-    def _read_plan(self, dense: bool, lo: int, hi: int, cosine: bool):
+    def _read_plan(self, dense: bool, lo: int, hi: int, normed: bool):
         """What `rerank` hands the kernel for blocks [lo, hi): their layout rows and the address of the
-        prefix norms at `hi` (0 without cosine), through the read-ahead maps or the random ones; made once."""
+        prefix norms at `hi` (0 for ip), through the read-ahead maps or the random ones; made once."""
         j = 0 if dense else 1
         plan = (self._layouts[j][self._starts.index(lo) : self.nesting.index(hi) + 1],
-                self._norm_addresses[j] + _F32 * self.nesting.index(hi) if cosine else 0)
-        self._reads[dense, lo, hi, cosine] = plan
+                self._norm_addresses[j] + _F32 * self.nesting.index(hi) if normed else 0)
+        self._reads[dense, lo, hi, normed] = plan
         return plan
 
     def dots_each(self, queries: np.ndarray, lo: int, hi: int, rows: np.ndarray) -> np.ndarray:
@@ -268,7 +269,7 @@ class BlockStore:
         return total
 
     def norm_work(self, dim: int) -> int:
-        """Values per row that `inv_prefix_norms(dim)` must read: 0 at a nesting boundary."""
+        """Values per row that `inv_prefix_norms(dim)` (or `prefix_squares`) must read: 0 at a nesting boundary."""
         return 0 if dim in self.nesting else dim - max([0] + [b for b in self.nesting if b < dim])
 
     def inv_prefix_norms(self, dim: int, rows: np.ndarray | None = None) -> np.ndarray:
@@ -276,19 +277,30 @@ class BlockStore:
 
         Kept for every nesting boundary; any other dim is computed from the blocks.
         """
-        blocks, norms = self._maps_for(rows)
         if dim in self.nesting:
             j = self.nesting.index(dim)
             if rows is None:
                 return self._inv_column(j)
-            return self._inv_columns[j][rows] if j in self._inv_columns else _inverse(norms[rows, j])
+            return self._inv_columns[j][rows] if j in self._inv_columns else _inverse(self._maps_for(rows)[1][rows, j])
+        return _inverse(np.sqrt(self._squares(dim, rows)))
+
+    def prefix_squares(self, dim: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """‖x[:dim]‖² for all rows or for `rows` (l2 scores), from the kept norms at a nesting boundary."""
+        if dim in self.nesting:
+            norms = self._maps_for(rows)[1]
+            column = norms[:, self.nesting.index(dim)] if rows is None else norms[rows, self.nesting.index(dim)]
+            return np.square(column)
+        return self._squares(dim, rows)
+
+    def _squares(self, dim: int, rows: np.ndarray | None) -> np.ndarray:
+        """‖x[:dim]‖² computed from the blocks, float32."""
         squares = np.zeros(self.count if rows is None else len(rows), dtype=np.float32)
-        for (lo, hi), block in zip(self.bounds, blocks):
+        for (lo, hi), block in zip(self.bounds, self._maps_for(rows)[0]):
             if lo >= dim:
                 break
             part = (block if rows is None else block[rows])[:, : min(hi, dim) - lo]
             squares += np.einsum("ij,ij->i", part, part)
-        return _inverse(np.sqrt(squares))
+        return squares
 
     def _inv_column(self, j: int) -> np.ndarray:
         """1/prefix norm of every row at boundary j, made contiguous in RAM the first time a full
