@@ -12,7 +12,8 @@ sub-quantiser and a scale chosen so that a whole code sums below 32,768.
 
 An item's approximate score is list coarse term + Σ_m (min_m + table_m[code_m] / scale). A block is
 summed, compared with the score the kept items must beat (as a 16-bit threshold), and only the items
-above it are scored in float and offered to the heap.
+above it are scored in float and kept in a buffer of twice `keep`; a full buffer is cut to the best
+`keep`, whose worst sets the bar. The lists are scanned nearest first, so the bar rises early.
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -27,6 +28,7 @@ above it are scored in float and offered to the heap.
 #endif
 
 #define BLOCK 32
+#define TOP 127.0f /* the highest table entry: two add up in a byte */
 #define MAX_SUM 32000.0f /* the highest a whole code may sum to: below the signed 16-bit compare's limit */
 
 typedef struct {
@@ -39,17 +41,33 @@ static inline int worse(const Item *a, const Item *b) {
     return a->score < b->score || (a->score == b->score && a->row > b->row);
 }
 
-static void sift_down(Item *heap, Py_ssize_t size, Py_ssize_t at) {
-    for (;;) {
-        Py_ssize_t low = at, left = 2 * at + 1, right = left + 1;
-        if (left < size && worse(&heap[left], &heap[low])) low = left;
-        if (right < size && worse(&heap[right], &heap[low])) low = right;
-        if (low == at) return;
-        Item t = heap[at];
-        heap[at] = heap[low];
-        heap[low] = t;
-        at = low;
+/* Reorders items[0, n) so that the `keep` best come first (in no order); the rest follow. */
+static void keep_best(Item *items, Py_ssize_t n, Py_ssize_t keep) {
+    Py_ssize_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        Item pivot = items[lo + (hi - lo) / 2];
+        Py_ssize_t i = lo, j = hi;
+        while (i <= j) {
+            while (worse(&pivot, &items[i])) i++;
+            while (worse(&items[j], &pivot)) j--;
+            if (i <= j) {
+                Item t = items[i];
+                items[i++] = items[j];
+                items[j--] = t;
+            }
+        }
+        if (keep - 1 <= j) hi = j;
+        else if (keep - 1 >= i) lo = i;
+        else return;
     }
+}
+
+/* The worst of items[0, n). */
+static Item worst_of(const Item *items, Py_ssize_t n) {
+    Item w = items[0];
+    for (Py_ssize_t i = 1; i < n; i++)
+        if (worse(&items[i], &w)) w = items[i];
+    return w;
 }
 
 static int better_first(const void *a, const void *b) {
@@ -91,11 +109,28 @@ __attribute__((target("avx2"))) static uint32_t block_sums_avx2(const uint8_t *c
                                                                 int16_t thr, int16_t *sums) {
     const __m256i nibble = _mm256_set1_epi8(15);
     __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
-    for (int m = 0; m < subs; m += 2) {
-        __m256i x = _mm256_loadu_si256((const __m256i *)(codes + 16 * m));
-        __m256i t = _mm256_loadu_si256((const __m256i *)(table + 16 * m));
-        __m256i lo = _mm256_shuffle_epi8(t, _mm256_and_si256(x, nibble));
-        __m256i hi = _mm256_shuffle_epi8(t, _mm256_and_si256(_mm256_srli_epi16(x, 4), nibble));
+#define LOOKUP2(at, lo, hi)                                                                                  \
+    do {                                                                                                    \
+        __m256i x = _mm256_loadu_si256((const __m256i *)(codes + 16 * (at)));                               \
+        __m256i t = _mm256_loadu_si256((const __m256i *)(table + 16 * (at)));                               \
+        lo = _mm256_shuffle_epi8(t, _mm256_and_si256(x, nibble));                                           \
+        hi = _mm256_shuffle_epi8(t, _mm256_and_si256(_mm256_srli_epi16(x, 4), nibble));                     \
+    } while (0)
+    int m = 0;
+    for (; m + 4 <= subs; m += 4) { /* two registers' bytes added first: each at most 127 */
+        __m256i lo, hi, lo2, hi2;
+        LOOKUP2(m, lo, hi);
+        LOOKUP2(m + 2, lo2, hi2);
+        lo = _mm256_add_epi8(lo, lo2);
+        hi = _mm256_add_epi8(hi, hi2);
+        a = _mm256_add_epi16(a, lo);
+        b = _mm256_add_epi16(b, _mm256_srli_epi16(lo, 8));
+        c = _mm256_add_epi16(c, hi);
+        d = _mm256_add_epi16(d, _mm256_srli_epi16(hi, 8));
+    }
+    if (m < subs) {
+        __m256i lo, hi;
+        LOOKUP2(m, lo, hi);
         a = _mm256_add_epi16(a, lo);
         b = _mm256_add_epi16(b, _mm256_srli_epi16(lo, 8));
         c = _mm256_add_epi16(c, hi);
@@ -112,26 +147,39 @@ __attribute__((target("avx512f,avx512bw,avx2"))) static uint32_t block_sums_avx5
                                                                                   int16_t thr, int16_t *sums) {
     const __m512i nibble = _mm512_set1_epi8(15);
     __m512i a = _mm512_setzero_si512(), b = a, c = a, d = a;
+#define LOOKUP4(x, t, lo, hi)                                                                                \
+    do {                                                                                                    \
+        lo = _mm512_shuffle_epi8(t, _mm512_and_si512(x, nibble));                                           \
+        hi = _mm512_shuffle_epi8(t, _mm512_and_si512(_mm512_srli_epi16(x, 4), nibble));                     \
+    } while (0)
+#define ADD4(lo, hi)                                                                                         \
+    do {                                                                                                    \
+        a = _mm512_add_epi16(a, lo);                                                                        \
+        b = _mm512_add_epi16(b, _mm512_srli_epi16(lo, 8));                                                  \
+        c = _mm512_add_epi16(c, hi);                                                                        \
+        d = _mm512_add_epi16(d, _mm512_srli_epi16(hi, 8));                                                  \
+    } while (0)
     int m = 0;
-    for (; m + 4 <= subs; m += 4) {
-        __m512i x = _mm512_loadu_si512((const void *)(codes + 16 * m));
-        __m512i t = _mm512_loadu_si512((const void *)(table + 16 * m));
-        __m512i lo = _mm512_shuffle_epi8(t, _mm512_and_si512(x, nibble));
-        __m512i hi = _mm512_shuffle_epi8(t, _mm512_and_si512(_mm512_srli_epi16(x, 4), nibble));
-        a = _mm512_add_epi16(a, lo);
-        b = _mm512_add_epi16(b, _mm512_srli_epi16(lo, 8));
-        c = _mm512_add_epi16(c, hi);
-        d = _mm512_add_epi16(d, _mm512_srli_epi16(hi, 8));
+    for (; m + 8 <= subs; m += 8) { /* two registers' bytes added first: each at most 127 */
+        __m512i lo, hi, lo2, hi2;
+        LOOKUP4(_mm512_loadu_si512((const void *)(codes + 16 * m)), _mm512_loadu_si512((const void *)(table + 16 * m)),
+                lo, hi);
+        LOOKUP4(_mm512_loadu_si512((const void *)(codes + 16 * m + 64)),
+                _mm512_loadu_si512((const void *)(table + 16 * m + 64)), lo2, hi2);
+        ADD4(_mm512_add_epi8(lo, lo2), _mm512_add_epi8(hi, hi2));
+    }
+    if (m + 4 <= subs) {
+        __m512i lo, hi;
+        LOOKUP4(_mm512_loadu_si512((const void *)(codes + 16 * m)), _mm512_loadu_si512((const void *)(table + 16 * m)),
+                lo, hi);
+        ADD4(lo, hi);
+        m += 4;
     }
     if (m < subs) { /* a last pair of sub-quantisers: half a register, the upper half's codes and table zero */
-        __m512i x = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(codes + 16 * m)));
-        __m512i t = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(table + 16 * m)));
-        __m512i lo = _mm512_shuffle_epi8(t, _mm512_and_si512(x, nibble));
-        __m512i hi = _mm512_shuffle_epi8(t, _mm512_and_si512(_mm512_srli_epi16(x, 4), nibble));
-        a = _mm512_add_epi16(a, lo);
-        b = _mm512_add_epi16(b, _mm512_srli_epi16(lo, 8));
-        c = _mm512_add_epi16(c, hi);
-        d = _mm512_add_epi16(d, _mm512_srli_epi16(hi, 8));
+        __m512i lo, hi;
+        LOOKUP4(_mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(codes + 16 * m))),
+                _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(table + 16 * m))), lo, hi);
+        ADD4(lo, hi);
     }
     a = _mm512_sub_epi16(a, _mm512_slli_epi16(b, 8));
     c = _mm512_sub_epi16(c, _mm512_slli_epi16(d, 8));
@@ -169,7 +217,7 @@ static float quantised_tables(const float *query, const float *centroids, int su
         widest = fmaxf(widest, high - low);
         spans += high - low;
     }
-    float scale = widest > 0.0f ? fminf(255.0f / widest, MAX_SUM / spans) : 1.0f;
+    float scale = widest > 0.0f ? fminf(TOP / widest, MAX_SUM / spans) : 1.0f;
     memset(table, 0, (size_t)16 * padded);
     for (int m = 0; m < subs; m++)
         for (int c = 0; c < 16; c++) table[16 * m + c] = (uint8_t)lrintf((all[16 * m + c] - lows[m]) * scale);
@@ -247,7 +295,7 @@ static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_ssize_t dims = ok ? mv->shape[1] : 0, nprobe = bufs[3].view.len / 8;
     ok = ok && subs * sub_dim == dims && bufs[0].view.len / 4 >= dims && bufs[4].view.len / 8 == n_lists &&
          bufs[5].view.len / 8 == n_lists && bufs[6].view.len / 8 == n_lists && bufs[7].view.len / 8 >= keep &&
-         bufs[8].view.len / 4 >= keep && subs * 255.0 < 65536.0;
+         bufs[8].view.len / 4 >= keep;
     const int64_t *lists = bufs[3].view.buf;
     for (Py_ssize_t i = 0; ok && i < nprobe; i++) ok = lists[i] < n_lists;
     if (!ok) {
@@ -257,62 +305,69 @@ static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     }
     int padded = (int)(subs + (subs & 1));
     uint8_t *table = PyMem_Malloc((size_t)16 * padded + 64);
-    Item *heap = PyMem_Malloc(keep * sizeof(Item));
-    if (!table || !heap) {
+    Py_ssize_t room = 2 * keep;
+    Item *kept = PyMem_Malloc(room * sizeof(Item));
+    Item *order = PyMem_Malloc((nprobe ? nprobe : 1) * sizeof(Item)); /* probed lists by coarse term, best first */
+    if (!table || !kept || !order) {
         PyMem_Free(table);
-        PyMem_Free(heap);
+        PyMem_Free(kept);
+        PyMem_Free(order);
         release(bufs, N);
         return PyErr_NoMemory();
     }
     const float *query = bufs[0].view.buf, *centroids = bufs[1].view.buf, *means = bufs[2].view.buf;
     const int64_t *codes_at = bufs[4].view.buf, *ids_at = bufs[5].view.buf, *sizes = bufs[6].view.buf;
-    Py_ssize_t size = 0;
+    Py_ssize_t size = 0, n_order = 0;
     long long scanned = 0;
     Py_BEGIN_ALLOW_THREADS
     float bias, scale = quantised_tables(query, centroids, (int)subs, padded, (int)sub_dim, table, &bias);
     float unit = 1.0f / scale;
+    for (Py_ssize_t p = 0; p < nprobe; p++)
+        if (lists[p] >= 0 && sizes[lists[p]] > 0)
+            order[n_order++] = (Item){dot(means + lists[p] * dims, query, dims) + bias, lists[p]};
+    qsort(order, n_order, sizeof(Item), better_first);
+    Item bar = {-INFINITY, INT64_MAX}; /* what an item must beat once `keep` are held */
     int16_t sums[BLOCK];
-    for (Py_ssize_t p = 0; p < nprobe; p++) {
-        int64_t list = lists[p];
-        if (list < 0 || sizes[list] <= 0) continue;
+    for (Py_ssize_t p = 0; p < n_order; p++) {
+        int64_t list = order[p].row, count = sizes[list];
         const uint8_t *codes = (const uint8_t *)(intptr_t)codes_at[list];
         const int64_t *rows = (const int64_t *)(intptr_t)ids_at[list];
-        int64_t count = sizes[list];
-        float base = dot(means + list * dims, query, dims) + bias;
+        float base = order[p].score;
         scanned += count;
+        float need = floorf((bar.score - base) * scale); /* an item must sum above it */
+        int16_t thr = need >= 32767.0f ? 32767 : need < -1.0f ? -1 : (int16_t)need;
         for (int64_t start = 0; start < count; start += BLOCK, codes += 16 * padded) {
-            int16_t thr = -1;
-            if (size == keep) { /* an item must beat the worst kept: sum > (its score − base) · scale */
-                float need = floorf((heap[0].score - base) * scale);
-                thr = need >= 32767.0f ? 32767 : need < -1.0f ? -1 : (int16_t)need;
-            }
             uint32_t mask = sums_of(codes, table, padded, thr, sums);
             if (count - start < BLOCK) mask &= (1u << (count - start)) - 1;
             while (mask) {
                 int item = __builtin_ctz(mask);
                 mask &= mask - 1;
                 Item it = {base + sums[item] * unit, rows[start + item]};
-                if (size < keep) {
-                    heap[size++] = it;
-                    if (size == keep)
-                        for (Py_ssize_t at = keep / 2 - 1; at >= 0; at--) sift_down(heap, size, at);
-                } else if (worse(&heap[0], &it)) {
-                    heap[0] = it;
-                    sift_down(heap, size, 0);
+                if (!worse(&bar, &it)) continue;
+                kept[size++] = it;
+                if (size == room) {
+                    keep_best(kept, size, keep);
+                    size = keep;
+                    bar = worst_of(kept, keep);
+                    need = floorf((bar.score - base) * scale);
+                    thr = need >= 32767.0f ? 32767 : need < -1.0f ? -1 : (int16_t)need;
                 }
             }
         }
     }
-    qsort(heap, size, sizeof(Item), better_first);
+    if (size > keep) keep_best(kept, size, keep);
+    if (size > keep) size = keep;
+    qsort(kept, size, sizeof(Item), better_first);
     int64_t *out_rows = bufs[7].view.buf;
     float *out_scores = bufs[8].view.buf;
     for (Py_ssize_t i = 0; i < size; i++) {
-        out_rows[i] = heap[i].row;
-        out_scores[i] = heap[i].score;
+        out_rows[i] = kept[i].row;
+        out_scores[i] = kept[i].score;
     }
     Py_END_ALLOW_THREADS
     PyMem_Free(table);
-    PyMem_Free(heap);
+    PyMem_Free(kept);
+    PyMem_Free(order);
     release(bufs, N);
     return Py_BuildValue("(nL)", size, scanned);
 }
