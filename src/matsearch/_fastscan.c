@@ -7,8 +7,9 @@ The codes are read in place from faiss's fast-scan inverted lists (IndexIVFPQFas
 items). In a block, sub-quantiser m holds 16 bytes from byte 16·m; byte b's low nibble is the code of
 item b/2 (b even) or 8 + b/2 (b odd) and its high nibble that of the item 16 further. A table of 16
 bytes per sub-quantiser, laid out the same way (m at 16·m), lines up with the codes lane by lane, so
-one shuffle looks up 32 (AVX2) or 64 (AVX-512) codes. Sums stay in 16-bit lanes: at most 255 per
-sub-quantiser and a scale chosen so that a whole code sums below 32,768.
+one shuffle looks up 32 (AVX2) or 64 (AVX-512) codes. Table entries are at most 127, so two lookups
+add up in a byte before they are widened to 16-bit lanes, and one scale for all the tables keeps a
+whole code's sum below 32,768.
 
 An item's approximate score is list coarse term + Σ_m (min_m + table_m[code_m] / scale). A block is
 summed, compared with the score the kept items must beat (as a 16-bit threshold), and only the items
