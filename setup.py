@@ -6,5 +6,8 @@ from setuptools import Extension, setup
 # float sums may be reordered so the dot products vectorise (AVX-512/AVX2 clones are picked at load time)
 FLAGS = ["-O3", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
 
-setup(ext_modules=[Extension("matsearch._kernels", ["src/matsearch/_kernels.c"], extra_compile_args=FLAGS),
-                   Extension("matsearch._fastscan", ["src/matsearch/_fastscan.c"], extra_compile_args=FLAGS)])
+SHARED = ["src/matsearch/_rows.h"]
+
+setup(ext_modules=[Extension("matsearch._kernels", ["src/matsearch/_kernels.c"], depends=SHARED, extra_compile_args=FLAGS),
+                   Extension("matsearch._fastscan", ["src/matsearch/_fastscan.c"], depends=SHARED,
+                             extra_compile_args=FLAGS)])

@@ -16,11 +16,7 @@ summed, compared with the score the kept items must beat (as a 16-bit threshold)
 above it are scored in float and kept in a buffer of twice `keep`; a full buffer is cut to the best
 `keep`, whose worst sets the bar. The lists are scanned nearest first, so the bar rises early.
 */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
+#include "_rows.h"
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define X86 1
@@ -31,16 +27,6 @@ above it are scored in float and kept in a buffer of twice `keep`; a full buffer
 #define BLOCK 32
 #define TOP 127.0f /* the highest table entry: two add up in a byte */
 #define MAX_SUM 32000.0f /* the highest a whole code may sum to: below the signed 16-bit compare's limit */
-
-typedef struct {
-    float score;
-    int64_t row;
-} Item;
-
-/* a worse than b: lower score, or the same score and a higher row */
-static inline int worse(const Item *a, const Item *b) {
-    return a->score < b->score || (a->score == b->score && a->row > b->row);
-}
 
 /* Reorders items[0, n) so that the `keep` best come first (in no order); the rest follow. */
 static void keep_best(Item *items, Py_ssize_t n, Py_ssize_t keep) {
@@ -69,11 +55,6 @@ static Item worst_of(const Item *items, Py_ssize_t n) {
     for (Py_ssize_t i = 1; i < n; i++)
         if (worse(&items[i], &w)) w = items[i];
     return w;
-}
-
-static int better_first(const void *a, const void *b) {
-    const Item *x = a, *y = b;
-    return worse(y, x) ? -1 : worse(x, y) ? 1 : 0;
 }
 
 /* Sums of one block's 32 codes (item order) into `sums`; returns the bit mask of items whose sum > thr. */
@@ -193,12 +174,6 @@ __attribute__((target("avx512f,avx512bw,avx2"))) static uint32_t block_sums_avx5
 static BlockSums block_sums = block_sums_c;
 static const char *kernel_name = "portable";
 
-static float dot(const float *x, const float *q, Py_ssize_t n) {
-    float s = 0.0f;
-    for (Py_ssize_t i = 0; i < n; i++) s += x[i] * q[i];
-    return s;
-}
-
 /* The query's tables: float products with every centroid, quantised to bytes per sub-quantiser
    (offset by its minimum, one scale for all). Returns the scale; `*bias` gets the minima's sum. */
 static float quantised_tables(const float *query, const float *centroids, int subs, int padded, int sub_dim,
@@ -223,28 +198,6 @@ static float quantised_tables(const float *query, const float *centroids, int su
     for (int m = 0; m < subs; m++)
         for (int c = 0; c < 16; c++) table[16 * m + c] = (uint8_t)lrintf((all[16 * m + c] - lows[m]) * scale);
     return scale;
-}
-
-typedef struct {
-    Py_buffer view;
-    int held;
-} Buf;
-
-static int get(PyObject *obj, Buf *buf, Py_ssize_t itemsize, int writable, const char *name) {
-    buf->held = 0;
-    if (PyObject_GetBuffer(obj, &buf->view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
-        return -1;
-    buf->held = 1;
-    if (buf->view.itemsize != itemsize) {
-        PyErr_Format(PyExc_TypeError, "scan: %s must hold %zd-byte items", name, itemsize);
-        return -1;
-    }
-    return 0;
-}
-
-static void release(Buf *bufs, int n) {
-    for (int i = 0; i < n; i++)
-        if (bufs[i].held) PyBuffer_Release(&bufs[i].view);
 }
 
 /* The kernel named `name` if this CPU runs it (NULL with ValueError otherwise); None: the one chosen at load. */
@@ -372,6 +325,7 @@ static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     release(bufs, N);
     return Py_BuildValue("(nL)", size, scanned);
 }
+
 
 static PyMethodDef methods[] = {
     {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL,
