@@ -101,3 +101,35 @@ def test_bad_arguments_are_refused_by_name(coded):
         _scan(index, queries[0], lists[:1], 10, "neon")
     with pytest.raises(TypeError, match="lists must hold 8-byte items"):
         _scan(index, queries[0], lists.astype(np.int32), 10)
+
+
+@pytest.mark.parametrize("plan", ["p8@d{scan}:100>d384", "p8@d{scan}:100>d256:30>d384", "p2-16~0.3@d{scan}:60>d384"])
+def test_the_compiled_funnel_gives_and_counts_what_the_general_path_does(coded, plan, monkeypatch):
+    store, index, queries = coded
+    plan = Plan.parse(plan.format(scan=index.scan_dim))
+    called = []
+    search_one = index.search_one
+    monkeypatch.setattr(index, "search_one", lambda *args: called.append(1) or search_one(*args))
+    fused = [run_plan(store, queries[i : i + 1], plan, 10, index=index) for i in range(20)]
+    assert len(called) == 20
+    monkeypatch.setattr(index, "search_one", lambda *args: None)
+    for i, one in enumerate(fused):
+        general = run_plan(store, queries[i : i + 1], plan, 10, index=index)
+        np.testing.assert_array_equal(one.ids, general.ids)
+        np.testing.assert_allclose(one.scores, general.scores, rtol=1e-6)
+        for name in ("multiply_adds", "bytes_read", "candidates", "lists_probed", "items_scanned"):
+            assert getattr(one.cost, name) == getattr(general.cost, name), name
+        assert len(one.cost.stage_seconds) == len(plan.stages) and min(one.cost.stage_seconds) > 0
+
+
+def test_deleted_rows_and_too_few_candidates_take_the_general_path(coded):
+    store, index, queries = coded
+    exact = run_plan(store, queries[:5], Plan.exact(384), 10)
+    dead = exact.ids[:, 0]
+    for i in range(5):
+        found = run_plan(store, queries[i : i + 1], Plan.parse(f"p8@d{index.scan_dim}:100>d384"), 10, index=index,
+                         dead_rows=dead)
+        assert not np.isin(found.ids, dead).any()
+        few = run_plan(store, queries[i : i + 1], Plan.parse(f"p1@d{index.scan_dim}:{store.count}>d384"),
+                       store.count // 8, index=index)  # one list holds fewer: a full scan makes up the rest
+        assert few.ids.shape == (1, store.count // 8)

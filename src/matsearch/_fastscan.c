@@ -17,6 +17,7 @@ above it are scored in float and kept in a buffer of twice `keep`; a full buffer
 `keep`, whose worst sets the bar. The lists are scanned nearest first, so the bar rises early.
 */
 #include "_rows.h"
+#include <time.h>
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define X86 1
@@ -214,80 +215,74 @@ static BlockSums kernel_named(PyObject *name) {
     return NULL;
 }
 
-/* scan(query, centroids, means, lists, codes_at, ids_at, sizes, keep, out_rows, out_scores[, kernel]) -> (kept, scanned)
-   query: float32 (at least the scan dim); centroids: float32 (sub-quantisers × 16 × sub-dim); means: float32
-   (lists × scan dim), each list's mean (the coarse term is the query's product with it); lists: int64 (the
-   probed ones; negative entries are skipped); codes_at, ids_at, sizes: int64 per list, the addresses of its
-   packed codes and its rows, and its item count; out_*: at least `keep` items, best first; kernel: "portable",
-   "avx2" or "avx512" (tests compare them), the fastest this CPU runs by default. */
-static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 10 && nargs != 11) {
-        PyErr_SetString(PyExc_TypeError, "scan takes 10 or 11 arguments");
-        return NULL;
-    }
-    BlockSums sums_of = kernel_named(nargs == 11 ? args[10] : Py_None);
-    if (!sums_of) return NULL;
-    enum { N = 9 };
-    Buf bufs[N];
-    memset(bufs, 0, sizeof bufs);
-    const char *names[] = {"query", "centroids", "means", "lists", "codes_at", "ids_at", "sizes", "out_rows", "out_scores"};
-    PyObject *objs[] = {args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[8], args[9]};
-    Py_ssize_t widths[] = {4, 4, 4, 8, 8, 8, 8, 8, 4};
-    for (int i = 0; i < N; i++)
-        if (get(objs[i], &bufs[i], widths[i], i >= 7, names[i]) < 0) {
-            release(bufs, N);
-            return NULL;
+/* The fast-scan lists of one index and one query's probe of them, as taken from Python. */
+typedef struct {
+    Buf bufs[7]; /* query, centroids, means, lists, codes_at, ids_at, sizes */
+    const float *query, *centroids, *means;
+    const int64_t *lists, *codes_at, *ids_at, *sizes;
+    Py_ssize_t subs, sub_dim, dims, n_lists, nprobe;
+} Lists;
+
+/* Takes args[0..6] (query, centroids, means, lists, codes_at, ids_at, sizes) and checks that they fit
+   together; -1 with an exception (and nothing held) otherwise. */
+static int take_lists(PyObject *const *args, Lists *in) {
+    const char *names[] = {"query", "centroids", "means", "lists", "codes_at", "ids_at", "sizes"};
+    Py_ssize_t widths[] = {4, 4, 4, 8, 8, 8, 8};
+    memset(in, 0, sizeof *in);
+    for (int i = 0; i < 7; i++)
+        if (get(args[i], &in->bufs[i], widths[i], 0, names[i]) < 0 || !in->bufs[i].held) {
+            if (!PyErr_Occurred()) PyErr_Format(PyExc_TypeError, "%s is required", names[i]);
+            release(in->bufs, 7);
+            return -1;
         }
-    Py_ssize_t keep = PyLong_AsSsize_t(args[7]);
-    if (PyErr_Occurred()) {
-        release(bufs, N);
-        return NULL;
-    }
-    Py_buffer *cv = &bufs[1].view, *mv = &bufs[2].view;
-    int ok = cv->ndim == 3 && cv->shape[1] == 16 && mv->ndim == 2 && keep >= 1;
-    Py_ssize_t subs = ok ? cv->shape[0] : 0, sub_dim = ok ? cv->shape[2] : 0, n_lists = ok ? mv->shape[0] : 0;
-    Py_ssize_t dims = ok ? mv->shape[1] : 0, nprobe = bufs[3].view.len / 8;
-    ok = ok && subs * sub_dim == dims && bufs[0].view.len / 4 >= dims && bufs[4].view.len / 8 == n_lists &&
-         bufs[5].view.len / 8 == n_lists && bufs[6].view.len / 8 == n_lists && bufs[7].view.len / 8 >= keep &&
-         bufs[8].view.len / 4 >= keep;
-    const int64_t *lists = bufs[3].view.buf;
-    for (Py_ssize_t i = 0; ok && i < nprobe; i++) ok = lists[i] < n_lists;
+    Py_buffer *cv = &in->bufs[1].view, *mv = &in->bufs[2].view;
+    int ok = cv->ndim == 3 && cv->shape[1] == 16 && mv->ndim == 2;
+    in->subs = ok ? cv->shape[0] : 0, in->sub_dim = ok ? cv->shape[2] : 0;
+    in->n_lists = ok ? mv->shape[0] : 0, in->dims = ok ? mv->shape[1] : 0;
+    in->nprobe = in->bufs[3].view.len / 8;
+    ok = ok && in->subs * in->sub_dim == in->dims && in->bufs[0].view.len / 4 >= in->dims;
+    for (int i = 4; i < 7; i++) ok = ok && in->bufs[i].view.len / 8 == in->n_lists;
+    in->lists = in->bufs[3].view.buf;
+    for (Py_ssize_t i = 0; ok && i < in->nprobe; i++) ok = in->lists[i] < in->n_lists;
     if (!ok) {
-        release(bufs, N);
+        release(in->bufs, 7);
         PyErr_SetString(PyExc_ValueError, "scan: shapes that do not fit together, a list out of range or keep < 1");
-        return NULL;
+        return -1;
     }
-    int padded = (int)(subs + (subs & 1));
-    uint8_t *table = PyMem_Malloc((size_t)16 * padded + 64);
-    Py_ssize_t room = 2 * keep;
-    Item *kept = PyMem_Malloc(room * sizeof(Item));
-    Item *order = PyMem_Malloc((nprobe ? nprobe : 1) * sizeof(Item)); /* probed lists by coarse term, best first */
-    if (!table || !kept || !order) {
-        PyMem_Free(table);
-        PyMem_Free(kept);
-        PyMem_Free(order);
-        release(bufs, N);
-        return PyErr_NoMemory();
+    in->query = in->bufs[0].view.buf, in->centroids = cv->buf, in->means = mv->buf;
+    in->codes_at = in->bufs[4].view.buf, in->ids_at = in->bufs[5].view.buf, in->sizes = in->bufs[6].view.buf;
+    return 0;
+}
+
+/* The best `keep` items of the probed lists into `kept` (room for 2 · keep), best first; returns how many,
+   and the items scanned in `*scanned`. Runs without the GIL. -1: out of memory. */
+static Py_ssize_t scan_lists(const Lists *in, BlockSums sums_of, Py_ssize_t keep, Item *kept, long long *scanned) {
+    int padded = (int)(in->subs + (in->subs & 1));
+    uint8_t *table = PyMem_RawMalloc((size_t)16 * padded + 64);
+    Item *order = PyMem_RawMalloc((in->nprobe ? in->nprobe : 1) * sizeof(Item)); /* probed lists, nearest first */
+    if (!table || !order) {
+        PyMem_RawFree(table);
+        PyMem_RawFree(order);
+        return -1;
     }
-    const float *query = bufs[0].view.buf, *centroids = bufs[1].view.buf, *means = bufs[2].view.buf;
-    const int64_t *codes_at = bufs[4].view.buf, *ids_at = bufs[5].view.buf, *sizes = bufs[6].view.buf;
-    Py_ssize_t size = 0, n_order = 0;
-    long long scanned = 0;
-    Py_BEGIN_ALLOW_THREADS
-    float bias, scale = quantised_tables(query, centroids, (int)subs, padded, (int)sub_dim, table, &bias);
+    const float *query = in->query;
+    Py_ssize_t size = 0, n_order = 0, room = 2 * keep, dims = in->dims;
+    float bias, scale = quantised_tables(query, in->centroids, (int)in->subs, padded, (int)in->sub_dim, table, &bias);
     float unit = 1.0f / scale;
-    for (Py_ssize_t p = 0; p < nprobe; p++)
-        if (lists[p] >= 0 && sizes[lists[p]] > 0)
-            order[n_order++] = (Item){dot(means + lists[p] * dims, query, dims) + bias, lists[p]};
+    *scanned = 0;
+    for (Py_ssize_t p = 0; p < in->nprobe; p++) {
+        int64_t list = in->lists[p];
+        if (list >= 0 && in->sizes[list] > 0) order[n_order++] = (Item){dot(in->means + list * dims, query, dims) + bias, list};
+    }
     qsort(order, n_order, sizeof(Item), better_first);
     Item bar = {-INFINITY, INT64_MAX}; /* what an item must beat once `keep` are held */
     int16_t sums[BLOCK];
     for (Py_ssize_t p = 0; p < n_order; p++) {
-        int64_t list = order[p].row, count = sizes[list];
-        const uint8_t *codes = (const uint8_t *)(intptr_t)codes_at[list];
-        const int64_t *rows = (const int64_t *)(intptr_t)ids_at[list];
+        int64_t list = order[p].row, count = in->sizes[list];
+        const uint8_t *codes = (const uint8_t *)(intptr_t)in->codes_at[list];
+        const int64_t *rows = (const int64_t *)(intptr_t)in->ids_at[list];
         float base = order[p].score;
-        scanned += count;
+        *scanned += count;
         float need = floorf((bar.score - base) * scale); /* an item must sum above it */
         int16_t thr = need >= 32767.0f ? 32767 : need < -1.0f ? -1 : (int16_t)need;
         for (int64_t start = 0; start < count; start += BLOCK, codes += 16 * padded) {
@@ -296,7 +291,7 @@ static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
             while (mask) {
                 int item = __builtin_ctz(mask);
                 mask &= mask - 1;
-                Item it = {base + sums[item] * unit, rows[start + item]};
+                Item it = {base + sums[item] * unit, rows[start + item], 0.0f};
                 if (!worse(&bar, &it)) continue;
                 kept[size++] = it;
                 if (size == room) {
@@ -312,24 +307,143 @@ static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (size > keep) keep_best(kept, size, keep);
     if (size > keep) size = keep;
     qsort(kept, size, sizeof(Item), better_first);
-    int64_t *out_rows = bufs[7].view.buf;
-    float *out_scores = bufs[8].view.buf;
-    for (Py_ssize_t i = 0; i < size; i++) {
-        out_rows[i] = kept[i].row;
-        out_scores[i] = kept[i].score;
+    PyMem_RawFree(table);
+    PyMem_RawFree(order);
+    return size;
+}
+
+/* scan(query, centroids, means, lists, codes_at, ids_at, sizes, keep, out_rows, out_scores[, kernel]) -> (kept, scanned)
+   query: float32 (at least the scan dim); centroids: float32 (sub-quantisers × 16 × sub-dim); means: float32
+   (lists × scan dim), each list's mean (the coarse term is the query's product with it); lists: int64 (the
+   probed ones; negative entries are skipped); codes_at, ids_at, sizes: int64 per list, the addresses of its
+   packed codes and its rows, and its item count; out_*: at least `keep` items, best first; kernel: "portable",
+   "avx2" or "avx512" (tests compare them), the fastest this CPU runs by default. */
+static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 10 && nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "scan takes 10 or 11 arguments");
+        return NULL;
     }
-    Py_END_ALLOW_THREADS
-    PyMem_Free(table);
+    BlockSums sums_of = kernel_named(nargs == 11 ? args[10] : Py_None);
+    Lists in;
+    if (!sums_of || take_lists(args, &in) < 0) return NULL;
+    Buf outs[2];
+    memset(outs, 0, sizeof outs);
+    Py_ssize_t keep = PyLong_AsSsize_t(args[7]);
+    if (keep < 1 || get(args[8], &outs[0], 8, 1, "out_rows") < 0 || get(args[9], &outs[1], 4, 1, "out_scores") < 0 ||
+        !outs[0].held || !outs[1].held || outs[0].view.len / 8 < keep || outs[1].view.len / 4 < keep) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "scan: shapes that do not fit together, a list out of range or keep < 1");
+        release(outs, 2);
+        release(in.bufs, 7);
+        return NULL;
+    }
+    Item *kept = PyMem_Malloc(2 * keep * sizeof(Item));
+    Py_ssize_t size = -1;
+    long long scanned = 0;
+    if (kept) {
+        Py_BEGIN_ALLOW_THREADS
+        size = scan_lists(&in, sums_of, keep, kept, &scanned);
+        for (Py_ssize_t i = 0; i < size; i++) {
+            ((int64_t *)outs[0].view.buf)[i] = kept[i].row;
+            ((float *)outs[1].view.buf)[i] = kept[i].score;
+        }
+        Py_END_ALLOW_THREADS
+    }
     PyMem_Free(kept);
-    PyMem_Free(order);
-    release(bufs, N);
+    release(outs, 2);
+    release(in.bufs, 7);
+    if (size < 0) return PyErr_NoMemory();
     return Py_BuildValue("(nL)", size, scanned);
 }
 
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+#define MAX_STAGES 8
+
+/* search(query, centroids, means, lists, codes_at, ids_at, sizes, keep, stages, out_rows, out_scores)
+   -> (kept, scanned, seconds per stage)
+   One query's whole funnel after the probe: the scan of the probed lists (as `scan`) keeps `keep`, then
+   each stage (layout, norms_at, stride, keep, scale) re-ranks the rows the last one kept as `rerank` does
+   (layout: int64 blocks × 3 from where the stage before stopped; scale < 0: the final scores), carrying
+   the products from stage to stage. out_*: at least the last stage's keep, best first. */
+static PyObject *search(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "search takes 11 arguments");
+        return NULL;
+    }
+    Lists in;
+    if (take_lists(args, &in) < 0) return NULL;
+    Buf bufs[MAX_STAGES + 2];
+    memset(bufs, 0, sizeof bufs);
+    long long norms_at[MAX_STAGES];
+    Py_ssize_t strides[MAX_STAGES], keeps[MAX_STAGES + 1], n_stages = 0;
+    double scales[MAX_STAGES];
+    keeps[0] = PyLong_AsSsize_t(args[7]);
+    PyObject *stages = PySequence_Fast(args[8], "search: stages must be a sequence");
+    int ok = stages && keeps[0] >= 1 && PySequence_Fast_GET_SIZE(stages) <= MAX_STAGES;
+    for (Py_ssize_t i = 0; ok && i < PySequence_Fast_GET_SIZE(stages); i++, n_stages++) {
+        PyObject *layout;
+        ok = PyArg_ParseTuple(PySequence_Fast_GET_ITEM(stages, i), "OLnnd", &layout, &norms_at[i], &strides[i],
+                              &keeps[i + 1], &scales[i]) &&
+             get(layout, &bufs[i], 8, 0, "layout") == 0 && bufs[i].held && keeps[i + 1] >= 1;
+    }
+    Py_ssize_t last = keeps[n_stages];
+    ok = ok && get(args[9], &bufs[MAX_STAGES], 8, 1, "out_rows") == 0 && get(args[10], &bufs[MAX_STAGES + 1], 4, 1, "out_scores") == 0 &&
+         bufs[MAX_STAGES].held && bufs[MAX_STAGES + 1].held && bufs[MAX_STAGES].view.len / 8 >= last &&
+         bufs[MAX_STAGES + 1].view.len / 4 >= last;
+    Py_XDECREF(stages);
+    Item *kept = ok ? PyMem_Malloc(2 * keeps[0] * sizeof(Item)) : NULL;
+    Item *heap = ok ? PyMem_Malloc(keeps[0] * sizeof(Item)) : NULL;
+    int64_t *rows = ok ? PyMem_Malloc(keeps[0] * sizeof(int64_t)) : NULL;
+    float *dots = ok ? PyMem_Malloc(keeps[0] * sizeof(float)) : NULL;
+    if (!ok || !kept || !heap || !rows || !dots) {
+        if (!PyErr_Occurred()) {
+            if (ok) PyErr_NoMemory();
+            else PyErr_SetString(PyExc_ValueError, "search: stages, keeps or outputs that do not fit together");
+        }
+        PyMem_Free(kept), PyMem_Free(heap), PyMem_Free(rows), PyMem_Free(dots);
+        release(bufs, MAX_STAGES + 2);
+        release(in.bufs, 7);
+        return NULL;
+    }
+    double seconds[MAX_STAGES + 1];
+    long long scanned = 0;
+    Py_ssize_t size;
+    Py_BEGIN_ALLOW_THREADS
+    double start = now();
+    size = scan_lists(&in, block_sums, keeps[0], kept, &scanned);
+    seconds[0] = now() - start;
+    for (Py_ssize_t s = 0; s < n_stages && size > 0; s++) {
+        start += seconds[s];
+        for (Py_ssize_t i = 0; i < size; i++) rows[i] = kept[i].row, dots[i] = kept[i].dot;
+        size = rerank_rows(in.query, rows, size, bufs[s].view.buf, bufs[s].view.len / 24, s ? dots : NULL,
+                           norms_at[s], strides[s], scales[s], 0, keeps[s + 1], heap);
+        memcpy(kept, heap, size * sizeof(Item));
+        seconds[s + 1] = now() - start;
+    }
+    for (Py_ssize_t i = 0; i < size; i++) {
+        ((int64_t *)bufs[MAX_STAGES].view.buf)[i] = kept[i].row;
+        ((float *)bufs[MAX_STAGES + 1].view.buf)[i] = kept[i].score;
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(kept), PyMem_Free(heap), PyMem_Free(rows), PyMem_Free(dots);
+    release(bufs, MAX_STAGES + 2);
+    release(in.bufs, 7);
+    if (size < 0) return PyErr_NoMemory();
+    PyObject *times = PyTuple_New(n_stages + 1);
+    for (Py_ssize_t s = 0; times && s <= n_stages; s++) PyTuple_SET_ITEM(times, s, PyFloat_FromDouble(size > 0 || s == 0 ? seconds[s] : 0.0));
+    return times ? Py_BuildValue("(nLN)", size, scanned, times) : NULL;
+}
 
 static PyMethodDef methods[] = {
     {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL,
      "One query's scan of 4-bit fast-scan IVF lists: (kept, items scanned), the best first in the outputs."},
+    {"search", (PyCFunction)(void (*)(void))search, METH_FASTCALL,
+     "One query's scan of fast-scan lists and its re-rank stages: (kept, items scanned, seconds per stage)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -87,7 +87,11 @@ def run_checked(store: BlockStore, queries: np.ndarray, plan: Plan, k: int, metr
     # an index asked for keeps[0] candidates also returns deleted rows: ask for more by the dead share, then keep
     # the first keeps[0] live ones, so a shortlist of every live row stays exhaustive (equal to exact search)
     asked = min(store.count, -(-keeps[0] * store.count // n_live)) if n_dead else keeps[0]
-    if probing and len(queries) == 1:  # one query through an index, kept lean: each call here shows in its latency
+    fused = probing and len(queries) == 1 and dead is None and getattr(index, "search_one", None)
+    found = fused and fused(store, queries[0], plan, keeps, metric, cost)  # the whole funnel in one compiled call
+    if found:
+        ids, scores_out, scanned = found[0][None], found[1][None], found[2]
+    elif probing and len(queries) == 1:  # one query through an index, kept lean: each call here shows in its latency
         query = queries[0]
         rows, scores, dots = _candidates(store, index, query, plan.stages[0], keeps, dead, cost, asked)
         ids, scores_out, _ = _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, scanned, index)
@@ -339,8 +343,7 @@ def _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, s
             normed = metric != "ip"
             rows, scores, dots = store.rerank(query, rows, lo, stage.dim, dots, keep, metric=metric,
                                               scale=None if n == last and normed else 1.0)
-            cost.multiply_adds += count * (stage.dim - lo)
-            cost.bytes_read += count * (stage.dim - lo + normed) * _F32
+            count_rerank(cost, count, lo, stage.dim, metric)
             done = stage.dim
             cost.stage_seconds[n] += time.perf_counter() - stage_start
             if n + 1 == stop:
@@ -382,6 +385,12 @@ def _funnel(store, query, rows, scores, dots, plan, keeps, metric, dead, cost, s
         if n + 1 == stop:
             break
     return rows, scores, dots
+
+
+def count_rerank(cost: Cost, count: int, lo: int, hi: int, metric: str) -> None:
+    """The work of re-ranking `count` rows over dims [lo, hi) of the store: products, and a prefix norm each."""
+    cost.multiply_adds += count * (hi - lo)
+    cost.bytes_read += count * (hi - lo + (metric != "ip")) * _F32
 
 
 def _scores(store, dots, rows, dim, metric, cost, count=None):

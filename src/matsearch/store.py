@@ -235,12 +235,18 @@ class BlockStore:
         with ties to the lower row. Returns their (rows, scores, products over [0, hi))."""
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         keep = min(keep, len(rows))
-        dense, normed = len(rows) * _DENSE >= self.count, metric != "ip"
-        layout, norms = self._reads.get((dense, lo, hi, normed)) or self._read_plan(dense, lo, hi, normed)
+        layout, norms, stride = self.read_plan(lo, hi, metric, len(rows))
         out_rows, scores, dots = np.empty(keep, dtype=np.int64), np.empty(keep, np.float32), np.empty(keep, np.float32)
-        _kernels.rerank(query, rows, layout, partial, norms, len(self.nesting), -1.0 if scale is None else scale, keep,
+        _kernels.rerank(query, rows, layout, partial, norms, stride, -1.0 if scale is None else scale, keep,
                         out_rows, scores, dots, metric == "l2")
         return out_rows, scores, dots
+
+    def read_plan(self, lo: int, hi: int, metric: str, rows: int):
+        """What a compiled re-rank of `rows` rows over the whole blocks [lo, hi) reads: the blocks' layout rows
+        (address, first dim, width), the address of the rows' prefix norms at `hi` (0 for ip) and their stride."""
+        dense, normed = rows * _DENSE >= self.count, metric != "ip"
+        layout, norms = self._reads.get((dense, lo, hi, normed)) or self._read_plan(dense, lo, hi, normed)
+        return layout, norms, len(self.nesting)
 
     def _read_plan(self, dense: bool, lo: int, hi: int, normed: bool):
         """What `rerank` hands the kernel for blocks [lo, hi): their layout rows and the address of the

@@ -13,12 +13,15 @@ lists (`extend`), exactly where a build with the same centroids would put them.
 
 from __future__ import annotations
 
+import time
+
 import faiss
 import numpy as np
 
 from .. import _kernels
 from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import normalize
+from ..search import count_rerank
 from ..store import BlockStore
 from .ivf_lists import CODECS, code_bytes, list_means, make_lists, pq_spec
 
@@ -127,12 +130,8 @@ class IVFIndex:
     def candidates(self, store: BlockStore, query: np.ndarray, stage, keep: int, cost):
         """Rows of the `stage.effort` nearest lists and their scores on `stage.dim` dims: exact partial
         products from float32 lists, the best `keep` by approximate scores from coded ones."""
-        probe_dim = stage.probe_dim or self.centroid_dim
-        self._check_adaptive(stage)
-        lists, in_lists = self._probe(query, stage.effort, probe_dim, stage.least, stage.spread)
-        cost.multiply_adds += self.n_lists * probe_dim
-        cost.bytes_read += self.n_lists * probe_dim * _F32
-        cost.lists_probed += len(lists)
+        lists, in_lists = self._stage_probe(query, stage)
+        self._count_probe(cost, stage, len(lists))
         if self.codec == "f32":
             self._check_scan(stage.dim, [hi for _, hi in self.lists_.bounds])
             rows, dots, inv = self.lists_.scan(query, lists, stage.dim)
@@ -142,15 +141,64 @@ class IVFIndex:
             return rows, dots * inv if self.metric == "cosine" else dots, dots
         self._check_scan(stage.dim, [self.scan_dim])
         rows, scores = self.lists_.scan(query, lists, keep)
-        scanned = in_lists
+        self._count_coded(cost, len(lists), in_lists)
+        return rows, scores, None
+
+    def _stage_probe(self, query: np.ndarray, stage):
+        """The lists `stage` probes for one query, and the items they hold."""
+        self._check_adaptive(stage)
+        return self._probe(query, stage.effort, stage.probe_dim or self.centroid_dim, stage.least, stage.spread)
+
+    def _count_probe(self, cost, stage, n_lists: int) -> None:
+        """The work of one query's probe: its product with every centroid at the probe dim."""
+        probe_dim = stage.probe_dim or self.centroid_dim
+        cost.multiply_adds += self.n_lists * probe_dim
+        cost.bytes_read += self.n_lists * probe_dim * _F32
+        cost.lists_probed += n_lists
+
+    def _count_coded(self, cost, n_lists: int, scanned: int) -> None:
+        """The work of scanning `scanned` coded items in `n_lists` lists for one query."""
         cost.items_scanned += scanned
         if spec := self._pq:  # a table of 2^bits entries per sub-space, a dot per list, M adds per item
-            cost.multiply_adds += 2 ** spec[1] * self.scan_dim + len(lists) * self.scan_dim + scanned * spec[0]
+            cost.multiply_adds += 2 ** spec[1] * self.scan_dim + n_lists * self.scan_dim + scanned * spec[0]
             cost.bytes_read += 2 ** spec[1] * self.scan_dim * _F32
         else:
             cost.multiply_adds += scanned * self.scan_dim
         cost.bytes_read += scanned * self._code_bytes
-        return rows, scores, None
+
+    def search_one(self, store: BlockStore, query: np.ndarray, plan, keeps: list[int], metric: str, cost):
+        """One query's whole funnel in one compiled call (probe aside), where it can run so: fast-scan lists
+        scored by inner product, and every later stage reading whole store blocks. Returns (rows, scores,
+        candidates per stage) with the work counted in `cost`, as the general path would give and count them;
+        None where it cannot run, or found fewer than k (the general path then falls back)."""
+        first = plan.stages[0]
+        if self.codec == "f32" or not self.lists_.fused or first.dim != self.scan_dim:
+            return None
+        stages, lo, last = [], 0, len(keeps) - 1
+        for n in range(1, len(keeps)):
+            stage = plan.stages[n]
+            if stage.codec or not store.whole_blocks(lo, stage.dim):
+                return None
+            layout, norms, stride = store.read_plan(lo, stage.dim, metric, keeps[n - 1])
+            stages.append((layout, norms, stride, keeps[n], -1.0 if n == last and metric != "ip" else 1.0))
+            lo = stage.dim
+        start = time.perf_counter()
+        lists, _ = self._stage_probe(query, first)
+        rows, scores = np.empty(keeps[-1], dtype=np.int64), np.empty(keeps[-1], dtype=np.float32)
+        kept, scanned, seconds = self.lists_.search(query, lists, keeps[0], stages, rows, scores)
+        if kept < keeps[-1]:
+            return None
+        self._count_probe(cost, first, len(lists))
+        self._count_coded(cost, len(lists), scanned)
+        counts, lo = [min(keeps[0], scanned)], 0
+        for n in range(1, len(keeps)):
+            counts.append(min(keeps[n - 1], counts[-1]))
+            count_rerank(cost, counts[n], lo, plan.stages[n].dim, metric)
+            lo = plan.stages[n].dim
+        cost.stage_seconds[0] += time.perf_counter() - start - sum(seconds[1:])
+        for n in range(1, len(keeps)):
+            cost.stage_seconds[n] += seconds[n]
+        return rows, scores, counts
 
     def candidates_batch(self, store: BlockStore, queries: np.ndarray, stage, keep: int, cost):
         """`candidates` for many queries: one GEMM with the centroids picks every query's lists; float32

@@ -6,8 +6,8 @@ the funnel exact partial products. `CodedLists` keeps, per list, float16 or
 int8 codes (faiss scalar quantiser) or PQ codes of the residual to the list's
 centroid, scored with an asymmetric distance table: 8-bit codes (``pq<bytes>``,
 faiss IVF-PQ) or 4-bit ones packed 32 to a block for SIMD table lookups
-(``pq<sub-spaces>x4fs``, faiss IVF-PQ fast scan, whose lists one query scans
-with our own kernel, _fastscan.c, reading faiss's blocks in place); they rank at
+(``pq<sub-spaces>x4fs``, faiss IVF-PQ fast scan, whose lists our own kernel,
+_fastscan.c, scans in place for inner-product scores); they rank at
 the scan dim only, and the funnel re-scores their candidates exactly.
 Both take the assignment of rows to lists from the IVF index that owns them.
 """
@@ -30,7 +30,7 @@ SCALAR_QUANTIZERS = {"f16": faiss.ScalarQuantizer.QT_fp16, "int8": faiss.ScalarQ
 _TRAIN_SAMPLE = 50_000
 _ID_BYTES = 8
 _BLOCK = 32  # fast-scan codes per block
-# faiss's fast-scan kernel for batches: int16 lookups, results in a reservoir, queries one by one (implem 11).
+# faiss's fast-scan kernel, for the lists it scans (l2): int16 lookups, results in a reservoir, queries one by one (implem 11).
 # On pkgsum (128 lists probed, 100 kept) it scanned in 86 µs a query against 107 µs for the default (implem 0,
 # which picks the query-blocked 13), and batches of 1,000 ran as fast (proto_fastscan_knobs.py)
 _FAST_SCAN_KERNEL = 11
@@ -259,6 +259,17 @@ class CodedLists:
             rows, scores = rows[valid], scores[valid]
         return rows, scores
 
+    @property
+    def fused(self) -> bool:
+        """Whether `search` runs: fast-scan lists scored by inner product (our kernel)."""
+        return self._fast and getattr(self, "metric", "ip") == "ip"
+
+    def search(self, query: np.ndarray, lists: np.ndarray, keep: int, stages, rows: np.ndarray, scores: np.ndarray):
+        """`scan`, then the store re-rank `stages` ((layout, norms address, stride, keep, scale) each) in the
+        same compiled call: (rows kept, items scanned, seconds per stage), the rows and scores written best first."""
+        return _fastscan.search(query, self._centroids, self.means_, lists, self._codes_at, self._rows_at,
+                                self._sizes, keep, stages, rows, scores)
+
     def _no_coarse(self, n: int) -> np.ndarray:
         """Coarse terms for scanners that compute their own (IVF-PQ and the scalar quantisers read, then ignore them)."""
         if len(self._zeros) < n:
@@ -266,10 +277,19 @@ class CodedLists:
         return self._zeros
 
     def scan_batch(self, queries: np.ndarray, lists: np.ndarray, keep: int):
-        """`scan` for many queries in one faiss call: (queries × keep) rows (-1 past the items found)
-        and approximate scores, and how many items each query scanned."""
-        rows, scores = self._search(np.ascontiguousarray(queries[:, : self.scan_dim]),
-                                    np.ascontiguousarray(lists, dtype=np.int64), keep)
+        """`scan` for many queries: (queries × keep) rows (-1 past the items found) and approximate scores,
+        and how many items each query scanned. Fast-scan lists our kernel scores go through it query by query,
+        so a batch ranks exactly as its queries one at a time; the rest in one faiss call."""
+        lists = np.ascontiguousarray(lists, dtype=np.int64)
+        if self.fused:
+            queries = np.ascontiguousarray(queries, dtype=np.float32)
+            rows = np.full((len(queries), keep), -1, dtype=np.int64)
+            scores = np.full((len(queries), keep), -np.inf, dtype=np.float32)
+            for query, probed, query_rows, query_scores in zip(queries, lists, rows, scores):
+                _fastscan.scan(query, self._centroids, self.means_, probed, self._codes_at, self._rows_at,
+                               self._sizes, keep, query_rows, query_scores)
+        else:
+            rows, scores = self._search(np.ascontiguousarray(queries[:, : self.scan_dim]), lists, keep)
         return rows, scores, np.where(lists >= 0, self._sizes[lists], 0).sum(axis=1)  # -1: no list (adaptive)
 
     def _search(self, queries: np.ndarray, lists: np.ndarray, keep: int):
