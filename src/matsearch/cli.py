@@ -105,7 +105,8 @@ def index(
                                                "text in csv/tsv), instead of embedding the texts."),
     vectors: Optional[Path] = typer.Option(None, help="Precomputed vectors (.npy) in corpus order."),
     model: Optional[str] = typer.Option(None, help=f"sentence-transformers model name or path (default: {DEFAULT_MODEL})."),
-    metric: Optional[str] = typer.Option(None, help="cosine (default) or ip (inner product); new collections only."),
+    metric: Optional[str] = typer.Option(None, help="cosine (default), ip (inner product) or l2 (Euclidean; scores "
+                                                    "are minus the squared distance); new collections only."),
     transform: Optional[str] = typer.Option(None, help="pca (default: elastic prefixes), adapter (PCA refined by a "
                                             "learned rotation: better short prefixes, slower to fit) or none; "
                                             "new collections only (fitted on the first batch)."),

@@ -123,7 +123,9 @@ class Collection:
     def create(cls, path, *, model: str | None = DEFAULT_MODEL, metric: str = "cosine", transform: str = "pca",
                nesting: list[int] | None = None) -> "Collection":
         """Make a new, empty collection folder (its dim is set by the first add). `model` embeds texts
-        added and queries; with None the collection holds precomputed vectors and is searched by vector."""
+        added and queries; with None the collection holds precomputed vectors and is searched by vector.
+        `metric`: "cosine", "ip" (inner product) or "l2" (Euclidean: results nearest first, scored by minus the
+        squared distance on the plan's last prefix, −‖q − x‖²); every score is higher-is-better."""
         path = Path(path)
         if (path / "manifest.json").exists():
             raise CollectionError(f"a collection already exists at {path}")
@@ -782,7 +784,7 @@ class Collection:
             info["plan"] = str(plan)
             via = plan.stages[0].index
             if via is None:
-                scanned = 4 * plan.stages[0].dim + (4 if m.metric == "cosine" else 0)
+                scanned = 4 * plan.stages[0].dim + (4 if m.metric != "ip" else 0)  # cosine, l2: the prefix norm
             else:
                 scanned = self._indexes[via].resident_bytes() / max(stored, 1) if via in self._indexes else 0.0
             info["resident_bytes_per_vector"] = scanned

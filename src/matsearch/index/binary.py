@@ -9,7 +9,7 @@ from the memory-mapped store (plans ``h@b<bits>:<keep>>d<dim>…``). Only the co
 the code's mean and projection live in RAM.
 
 With `lists` (binary IVF, recipe ``bin64+ivf4096@d64``) the rows are also grouped by
-their nearest of `lists` spherical k-means centroids on the `centroid_dim`-prefix;
+their nearest of `lists` spherical (for l2, Euclidean) k-means centroids on the `centroid_dim`-prefix;
 a query (``h32@b64:…``) scans only the codes of the lists whose centroids are
 nearest its prefix, at 4 more bytes per item (the lists' row numbers).
 With `copy` (``bin64+int8@d32``) the index also holds an int8 or float16 copy of a
@@ -28,7 +28,7 @@ from ..matryoshka import normalize
 from ..quantize.binary import fit_itq, hamming_topk, nearest, pack_signs, words_for
 from ..store import BlockStore
 from ..topk import top_k
-from .ivf import nearest_list, prefix_of
+from .ivf import nearest_list, prefix_of, probe_biases
 from .ivf_lists import merge_into_lists
 from .prefix_copy import PrefixCopy
 
@@ -226,6 +226,7 @@ class CodeLists:
 
     def __init__(self, centroids: np.ndarray, metric: str):
         self.centroids, self.metric = centroids, metric
+        self._bias = probe_biases({0: centroids}, metric).get(0, 0.0)  # l2: nearest by distance
         self.rows = np.empty(0, dtype=np.uint32)
         self.offsets = np.zeros(len(centroids) + 1, dtype=np.int64)
 
@@ -245,7 +246,7 @@ class CodeLists:
     def add(self, store: BlockStore, start: int) -> np.ndarray:
         """Put rows [start, store.count) into their nearest lists, each list staying in row order; return
         the order that takes (held positions, then the new rows) to the new list order."""
-        lists = np.concatenate([nearest_list(self.centroids, self._prefix(store, lo, lo + _ENCODE_CHUNK))
+        lists = np.concatenate([nearest_list(self.centroids, self._prefix(store, lo, lo + _ENCODE_CHUNK), self.metric)
                                 for lo in range(start, store.count, _ENCODE_CHUNK)])
         rows = np.arange(start, store.count, dtype=np.uint32)
         order, self.rows, self.offsets = merge_into_lists(self.offsets, self.rows, rows, lists)
@@ -262,7 +263,7 @@ class CodeLists:
         prefix = query[:dim]
         if self.metric == "cosine":
             prefix = normalize(prefix[None])[0]
-        chosen = np.sort(top_k(self.centroids @ prefix, count, ordered=False))  # in list order
+        chosen = np.sort(top_k(self.centroids @ prefix + self._bias, count, ordered=False))  # in list order
         cost.multiply_adds += self.centroids.size
         cost.bytes_read += self.centroids.nbytes
         cost.lists_probed += len(chosen)
@@ -272,7 +273,7 @@ class CodeLists:
         """`probe` for many queries: one GEMM with the centroids."""
         dim = self.centroids.shape[1]
         prefixes = normalize(queries[:, :dim]) if self.metric == "cosine" else queries[:, :dim]
-        scores = prefixes @ self.centroids.T
+        scores = prefixes @ self.centroids.T + self._bias
         chosen = np.sort(np.argpartition(-scores, count - 1, axis=1)[:, :count], axis=1)
         cost.multiply_adds += len(queries) * self.centroids.size
         cost.bytes_read += len(queries) * self.centroids.nbytes

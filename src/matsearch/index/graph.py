@@ -11,7 +11,8 @@ float32, float16 or int8 (per-dim ranges). A float32 copy hands the re-rank
 exact partial products, so it reads only the dims past the graph's; with a
 lossy copy the re-rank recomputes every candidate's products from the store, so
 final scores stay exact either way. Rows added to the store later are inserted
-into the graph (`extend`).
+into the graph (`extend`). For the l2 metric the graph is linked and walked by squared
+distance d (faiss METRIC_L2) and its candidates handed on scored ‖q‖² − d.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ _TINY = np.float32(1e-30)
 _STATS = faiss.cvar.hnsw_stats  # faiss's distance counter, read for the cost record
 _STATS_LOCK = threading.Lock()  # the counter is one per process: graph searches take turns
 CODECS = {"f32": 4, "f16": 2, "int8": 1}  # bytes per stored dim
+_FAISS_METRICS = {"cosine": faiss.METRIC_INNER_PRODUCT, "ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 
 
 class GraphIndex:
@@ -86,11 +88,11 @@ class GraphIndex:
 
     def _empty(self, dim: int, sample: np.ndarray, codec: str | None = None):
         """A new HNSW index over `dim` dims in `codec` (this graph's by default), trained on `sample`."""
-        codec = codec or self.codec
+        codec, metric = codec or self.codec, _FAISS_METRICS[self.metric]
         if codec == "f32":
-            graph = faiss.IndexHNSWFlat(dim, self.neighbors, faiss.METRIC_INNER_PRODUCT)
+            graph = faiss.IndexHNSWFlat(dim, self.neighbors, metric)
         else:
-            graph = faiss.IndexHNSWSQ(dim, SCALAR_QUANTIZERS[codec], self.neighbors, faiss.METRIC_INNER_PRODUCT)
+            graph = faiss.IndexHNSWSQ(dim, SCALAR_QUANTIZERS[codec], self.neighbors, metric)
             graph.train(sample)
         graph.hnsw.efConstruction = self.build_beam
         return graph
@@ -112,9 +114,8 @@ class GraphIndex:
         return self
 
     def candidates(self, store: BlockStore, query: np.ndarray, stage, keep: int, cost):
-        """The graph's `keep` nearest rows, their similarity on the graph's prefix, and their
-        partial products on it (cosine similarity times the stored prefix norm), so the
-        funnel's re-rank adds only the dims past the graph's."""
+        """The graph's `keep` nearest rows, their ranking scores on the graph's prefix, and their
+        partial products on it (see `_scored`), so the funnel's re-rank adds only the dims past the graph's."""
         if stage.dim != self.dim:
             raise InvalidInputError(f"this graph is built on d{self.dim}; the plan asks for d{stage.dim}")
         scores, found, visited = self._walk(query[None, : self.dim], min(keep, self.indexed_),
@@ -126,12 +127,8 @@ class GraphIndex:
         cost.items_scanned += visited
         cost.multiply_adds += visited * self.dim
         cost.bytes_read += visited * self.dim * CODECS[self.codec]
-        if self.codec != "f32":  # approximate scores: the re-rank starts from dim 0
-            return rows, scores, None
-        if self.metric != "cosine":
-            return rows, scores, scores
-        inv = store.inv_prefix_norms(self.dim, rows)
-        return rows, scores, scores / np.maximum(inv, _TINY)  # an all-zero prefix scores 0 either way
+        head = query[: self.dim]
+        return (rows, *self._scored(store, rows, scores, np.float32(np.dot(head, head))))
 
     def candidates_batch(self, store: BlockStore, queries: np.ndarray, stage, keep: int, cost):
         """`candidates` for many queries in one graph search: (queries × keep) rows (-1 past the
@@ -143,12 +140,23 @@ class GraphIndex:
         cost.items_scanned += visited
         cost.multiply_adds += visited * self.dim
         cost.bytes_read += visited * self.dim * CODECS[self.codec]
-        if self.codec != "f32":
-            return rows, scores, None
-        if self.metric != "cosine":
-            return rows, scores, scores
-        inv = store.inv_prefix_norms(self.dim, np.maximum(rows, 0).ravel()).reshape(rows.shape)
-        return rows, scores, scores / np.maximum(inv, _TINY)
+        heads = queries[:, : self.dim]
+        return (rows, *self._scored(store, rows, scores, np.einsum("ij,ij->i", heads, heads)[:, None]))
+
+    def _scored(self, store: BlockStore, rows: np.ndarray, scores: np.ndarray, squares):
+        """(ranking scores, partial products on the graph's prefix, or None from a lossy copy: the re-rank then
+        starts from dim 0) of candidate `rows` (-1: none) from faiss's `scores`. Cosine's products are the
+        similarity times the stored prefix norm; l2's faiss distances d become ‖q‖² − d and the products
+        (‖q‖² + ‖x‖² − d) / 2, `squares` being ‖q‖² (a column for a batch)."""
+        if self.metric == "l2":
+            scores = squares - scores
+        if self.codec != "f32" or self.metric == "ip":
+            return scores, None if self.codec != "f32" else scores
+        held = np.maximum(rows, 0).ravel()
+        if self.metric == "l2":
+            return scores, (scores + store.prefix_squares(self.dim, held).reshape(rows.shape)) / 2
+        inv = store.inv_prefix_norms(self.dim, held).reshape(rows.shape)
+        return scores, scores / np.maximum(inv, _TINY)  # an all-zero prefix scores 0 either way
 
     def candidate_width(self, stage, keep: int) -> int:
         """The most candidates `candidates_batch` gives a query."""

@@ -9,6 +9,9 @@ it chooses, or compressed codes of the scan_dim prefix (float16, int8, or PQ
 with asymmetric distance tables, 8-bit or 4-bit fast scan) that only shortlist
 for the funnel's exact re-rank (see `ivf_lists`). Rows added to the store later join their nearest
 lists (`extend`), exactly where a build with the same centroids would put them.
+For the l2 metric the k-means is Euclidean, rows join and queries probe the lists nearest by distance
+(a probe adds −‖c‖²/2 to the query's product with each centroid c), and coded lists are scored by faiss
+as squared distances d, handed on as ‖q‖² − d (the funnel's l2 ranking score).
 """
 
 from __future__ import annotations
@@ -68,10 +71,11 @@ class IVFIndex:
         kmeans = faiss.Kmeans(self.centroid_dim, self.n_lists, niter=self.iterations, seed=self.seed,
                               spherical=self.metric == "cosine", max_points_per_centroid=256, verbose=progress)
         kmeans.train(prefix)
-        lists = nearest_list(kmeans.centroids, prefix)
+        lists = nearest_list(kmeans.centroids, prefix, self.metric)
         self.centroids_ = {d: self._means(store, d, lists) for d in self.probe_dims if d != self.centroid_dim}
         self.centroids_[self.centroid_dim] = kmeans.centroids.astype(np.float32)
-        self.lists_ = make_lists(self.n_lists, self.scan_dim, self.codec, self.seed)
+        self.biases_ = probe_biases(self.centroids_, self.metric)
+        self.lists_ = make_lists(self.n_lists, self.scan_dim, self.codec, self.seed, self._faiss_metric)
         if self.codec == "f32":
             return self._add(store, 0, lists)
         scan_prefix = self._prefix(store, self.scan_dim, 0)
@@ -88,7 +92,7 @@ class IVFIndex:
         if self.indexed_ < store.count:
             start = self.indexed_
             self._add(store, start, nearest_list(self.centroids_[self.centroid_dim],
-                                             self._prefix(store, self.centroid_dim, start)))
+                                                 self._prefix(store, self.centroid_dim, start), self.metric))
         return self
 
     def _add(self, store: BlockStore, start: int, lists: np.ndarray, scan_prefix: np.ndarray | None = None):
@@ -107,6 +111,28 @@ class IVFIndex:
         prefix = prefix_of(store, dim, start)
         return normalize(prefix) if self.metric == "cosine" else prefix
 
+    @property
+    def _faiss_metric(self) -> str:
+        """How coded lists are scored: by distance for l2, else by inner product (of normalised prefixes for cosine)."""
+        return "l2" if self.metric == "l2" else "ip"
+
+    def _ranking(self, dots: np.ndarray, inv: np.ndarray) -> np.ndarray:
+        """Ranking scores of float32 lists' candidates from their products and inverse prefix norms (the
+        lists keep those): cosine p/‖x‖, l2 2p − ‖x‖² (‖x‖ as 1/inv, 0 for a zero prefix), ip p."""
+        if self.metric == "cosine":
+            return dots * inv
+        if self.metric == "l2":
+            return 2 * dots - np.divide(1, inv * inv, out=np.zeros_like(inv), where=inv > 0)
+        return dots
+
+    def _distances_scored(self, queries: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Coded lists' scores as the funnel ranks them: for l2, faiss's squared distances d as ‖q‖² − d
+        (`queries`: the scan-dim prefixes, one per row of `scores`)."""
+        if self.metric != "l2":
+            return scores
+        return np.einsum("ij,ij->i", queries, queries)[:, None] - scores if scores.ndim == 2 \
+            else np.float32(np.dot(queries[0], queries[0])) - scores
+
     def save(self, path) -> None:
         """Centroid sets and lists; float32 list blocks are rebuilt from the store on load."""
         centroids = {f"centroids_{d}": c for d, c in self.centroids_.items()}
@@ -122,7 +148,8 @@ class IVFIndex:
             raise CollectionError(f"IVF index file {path} is missing or corrupt: {exc}") from None
         if any(c.shape != (self.n_lists, d) for d, c in self.centroids_.items()):
             raise CollectionError(f"IVF index file {path} does not match its recipe or the stored vectors")
-        self.lists_ = make_lists(self.n_lists, self.scan_dim, self.codec, self.seed)
+        self.biases_ = probe_biases(self.centroids_, self.metric)
+        self.lists_ = make_lists(self.n_lists, self.scan_dim, self.codec, self.seed, self._faiss_metric)
         self.lists_.restore(arrays, store, path)
         self.indexed_ = self.lists_.count
         return self
@@ -137,10 +164,11 @@ class IVFIndex:
             rows, dots, inv = self.lists_.scan(query, lists, stage.dim)
             cost.items_scanned += len(rows)
             cost.multiply_adds += len(rows) * stage.dim
-            cost.bytes_read += len(rows) * (stage.dim + (1 if self.metric == "cosine" else 0)) * _F32
-            return rows, dots * inv if self.metric == "cosine" else dots, dots
+            cost.bytes_read += len(rows) * (stage.dim + (1 if self.metric != "ip" else 0)) * _F32
+            return rows, self._ranking(dots, inv), dots
         self._check_scan(stage.dim, [self.scan_dim])
         rows, scores = self.lists_.scan(query, lists, keep)
+        scores = self._distances_scored(query[None, : self.scan_dim], scores)
         self._count_coded(cost, len(lists), in_lists)
         return rows, scores, None
 
@@ -216,10 +244,11 @@ class IVFIndex:
             scanned = int(np.count_nonzero(rows >= 0))
             cost.items_scanned += scanned
             cost.multiply_adds += scanned * stage.dim
-            cost.bytes_read += scanned * (stage.dim + (1 if self.metric == "cosine" else 0)) * _F32
-            return rows, dots * inv if self.metric == "cosine" else dots, dots
+            cost.bytes_read += scanned * (stage.dim + (1 if self.metric != "ip" else 0)) * _F32
+            return rows, self._ranking(dots, inv), dots
         self._check_scan(stage.dim, [self.scan_dim])
         rows, scores, sizes = self.lists_.scan_batch(queries, lists, keep)
+        scores = self._distances_scored(queries[:, : self.scan_dim], scores)
         scanned = int(sizes.sum())
         cost.items_scanned += scanned
         if spec := pq_spec(self.codec):
@@ -256,11 +285,13 @@ class IVFIndex:
             raise InvalidInputError(f"this IVF index probes with centroids at d{', d'.join(map(str, self.probe_dims))}"
                                     f", not at d{dim}")
         lists = np.empty(min(nprobe, self.n_lists), dtype=np.int64)  # ascending: scanned in list order
-        if spread is None:
+        bias = self.biases_.get(dim)
+        if spread is None and bias is None:
             kept, in_lists = _kernels.probe(self.centroids_[dim], query, len(lists), lists, self.lists_.list_sizes)
         else:
+            least = len(lists) if spread is None else min(least, len(lists))
             kept, in_lists = _kernels.probe(self.centroids_[dim], query, len(lists), lists, self.lists_.list_sizes,
-                                            min(least, len(lists)), spread)
+                                            least, -1.0 if spread is None else spread, bias)
         return lists[:kept], in_lists
 
     def probe_batch(self, queries: np.ndarray, nprobe: int, dim: int | None = None, least: int | None = None,
@@ -275,6 +306,8 @@ class IVFIndex:
         if nprobe == self.n_lists and spread is None:
             return np.tile(np.arange(self.n_lists), (len(queries), 1))
         scores = queries[:, :dim] @ self.centroids_[dim].T
+        if dim in self.biases_:
+            scores += self.biases_[dim]
         lists = np.argpartition(-scores, nprobe - 1, axis=1)[:, :nprobe] if nprobe < self.n_lists \
             else np.tile(np.arange(self.n_lists), (len(queries), 1))
         if spread is not None:  # as the one-query kernel: within spread·‖q‖ of the best, at least `least`
@@ -306,8 +339,16 @@ def prefix_of(store: BlockStore, dim: int, start: int = 0, stop: int | None = No
     return np.ascontiguousarray(np.hstack(parts))
 
 
-def nearest_list(centroids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Each vector's nearest centroid by inner product (the list it joins)."""
-    index = faiss.IndexFlatIP(centroids.shape[1])
+def nearest_list(centroids: np.ndarray, vectors: np.ndarray, metric: str = "ip") -> np.ndarray:
+    """Each vector's nearest centroid (the list it joins): by distance for l2, else by inner product."""
+    index = faiss.IndexFlatL2(centroids.shape[1]) if metric == "l2" else faiss.IndexFlatIP(centroids.shape[1])
     index.add(centroids)
     return index.search(vectors, 1)[1][:, 0]
+
+
+def probe_biases(centroids: dict[int, np.ndarray], metric: str) -> dict[int, np.ndarray]:
+    """Per centroid set, what a probe adds to the query's products with the centroids: −‖c‖²/2 for l2 (the
+    best is then the nearest centroid, and a score gap is half a gap in squared distance), none otherwise."""
+    if metric != "l2":
+        return {}
+    return {d: (-0.5 * np.einsum("ij,ij->i", c, c)).astype(np.float32) for d, c in centroids.items()}

@@ -34,6 +34,7 @@ _BLOCK = 32  # fast-scan codes per block
 # On pkgsum (128 lists probed, 100 kept) it scanned in 86 µs a query against 107 µs for the default (implem 0,
 # which picks the query-blocked 13), and batches of 1,000 ran as fast (proto_fastscan_knobs.py)
 _FAST_SCAN_KERNEL = 11
+_FAISS_METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 
 
 def pq_spec(codec: str) -> tuple[int, int] | None:
@@ -175,10 +176,11 @@ class FlatLists:
 class CodedLists:
     """Compressed copies of the (normalised, for cosine) `scan_dim` prefix in a faiss IVF index
     whose lists we fill ourselves; its quantiser holds each list's mean at the scan dim,
-    the reference PQ codes the residual to."""
+    the reference PQ codes the residual to. `metric` is faiss's: "ip" (also cosine's) scores by
+    inner product, "l2" by squared distance (ascending)."""
 
-    def __init__(self, n_lists: int, scan_dim: int, codec: str, seed: int = 0):
-        self.n_lists, self.scan_dim, self.codec, self.seed = n_lists, scan_dim, codec, seed
+    def __init__(self, n_lists: int, scan_dim: int, codec: str, seed: int = 0, metric: str = "ip"):
+        self.n_lists, self.scan_dim, self.codec, self.seed, self.metric = n_lists, scan_dim, codec, seed, metric
         self._fast = is_fast_scan(codec)
         self._probes: dict[int, faiss.IVFSearchParameters] = {}
         self._zeros = np.zeros(0, dtype=np.float32)
@@ -190,20 +192,18 @@ class CodedLists:
     def train(self, prefix: np.ndarray, lists: np.ndarray) -> None:
         """Set the list means and train the codec on a sample of `prefix` (rows already assigned)."""
         means = list_means(prefix, lists, self.n_lists)
-        quantizer = faiss.IndexFlatIP(self.scan_dim)
+        quantizer = faiss.IndexFlatL2(self.scan_dim) if self.metric == "l2" else faiss.IndexFlatIP(self.scan_dim)
         quantizer.add(means)
-        spec = pq_spec(self.codec)
+        spec, metric = pq_spec(self.codec), _FAISS_METRICS[self.metric]
         if spec and spec[1] == 4:
-            self.codes = faiss.IndexIVFPQFastScan(quantizer, self.scan_dim, self.n_lists, spec[0], 4,
-                                                  faiss.METRIC_INNER_PRODUCT, _BLOCK)
+            self.codes = faiss.IndexIVFPQFastScan(quantizer, self.scan_dim, self.n_lists, spec[0], 4, metric, _BLOCK)
             self.codes.by_residual = True
         elif spec:
-            self.codes = faiss.IndexIVFPQ(quantizer, self.scan_dim, self.n_lists, spec[0], 8,
-                                          faiss.METRIC_INNER_PRODUCT)
+            self.codes = faiss.IndexIVFPQ(quantizer, self.scan_dim, self.n_lists, spec[0], 8, metric)
             self.codes.do_polysemous_training = False
         else:
             self.codes = faiss.IndexIVFScalarQuantizer(quantizer, self.scan_dim, self.n_lists, SCALAR_QUANTIZERS[self.codec],
-                                                       faiss.METRIC_INNER_PRODUCT, False)
+                                                       metric, False)
         sample = np.random.default_rng(self.seed).choice(len(prefix), min(len(prefix), _TRAIN_SAMPLE), replace=False)
         sample = np.sort(sample)
         train, assign = np.ascontiguousarray(prefix[sample]), np.ascontiguousarray(lists[sample], dtype=np.int64)
@@ -246,6 +246,10 @@ class CodedLists:
     def scan(self, query: np.ndarray, lists: np.ndarray, keep: int):
         """(rows, approximate scores) of the best `keep` items in the probed lists. `query`: float32,
         contiguous, at least scan_dim wide; `lists`: int64, contiguous."""
+        if self.metric == "l2":  # faiss's scan, given each list's distance to the query
+            rows, scores = self._search(query[None, : self.scan_dim], lists[None], keep)
+            valid = rows[0] >= 0
+            return rows[0][valid], scores[0][valid]
         rows, scores = np.empty(keep, dtype=np.int64), np.empty(keep, dtype=np.float32)
         if self._fast:
             kept, _ = _fastscan.scan(query, self._centroids, self.means_, lists, self._codes_at, self._rows_at,
@@ -296,7 +300,10 @@ class CodedLists:
         """faiss's scan of the given lists: (rows, scores). Fast scan takes each list's coarse term
         (the query's product with the list mean) from us; the other scanners compute it."""
         n, nprobe = lists.shape
-        if self._fast:
+        if self.metric == "l2":  # ‖q − mean‖² of each list: fast scan and IVF-PQ's tables add it, SQ ignores it
+            gap = queries[:, None, :] - self.means_[lists]
+            coarse = np.einsum("qld,qld->ql", gap, gap)
+        elif self._fast:
             coarse = np.einsum("qd,qld->ql", queries, self.means_[lists]) if n > 1 \
                 else (self.means_[lists[0]] @ queries[0])[None, :]
         else:  # read but unused: IVF-PQ and the scalar quantisers take the product from the list mean themselves
@@ -338,6 +345,7 @@ class CodedLists:
         expected = faiss.IndexIVFScalarQuantizer if spec is None else \
             faiss.IndexIVFPQFastScan if spec[1] == 4 else faiss.IndexIVFPQ
         if not isinstance(codes, expected) or codes.d != self.scan_dim or codes.nlist != self.n_lists \
+                or codes.metric_type != _FAISS_METRICS[self.metric] \
                 or codes.code_size != code_bytes(self.codec, self.scan_dim) or codes.ntotal > store.count:
             raise CollectionError(f"IVF index file {path} does not match its recipe or the stored vectors")
         self.codes = codes
@@ -377,5 +385,6 @@ def add_packed(index, prefix: np.ndarray, rows: np.ndarray, lists: np.ndarray) -
     index.ntotal += len(prefix)
 
 
-def make_lists(n_lists: int, scan_dim: int, codec: str, seed: int = 0):
-    return FlatLists(n_lists, scan_dim) if codec == "f32" else CodedLists(n_lists, scan_dim, codec, seed)
+def make_lists(n_lists: int, scan_dim: int, codec: str, seed: int = 0, metric: str = "ip"):
+    """Float32 lists, or `codec` codes scored by faiss's `metric` ("ip" or "l2")."""
+    return FlatLists(n_lists, scan_dim) if codec == "f32" else CodedLists(n_lists, scan_dim, codec, seed, metric)

@@ -1,7 +1,8 @@
 """Product quantisation on a prefix (AdANNS-OPQ): M bytes per item, re-ranked from the store.
 
 The codes are built (faiss PQ, optionally with an OPQ rotation) on the `dim`-prefix
-of the stored vectors, normalised for cosine. Elastic prefixes put most of their
+of the stored vectors, normalised for cosine (for l2 they score squared distances d, handed on
+as ‖q‖² − d). Elastic prefixes put most of their
 energy in the first dims, which starves PQ's later sub-spaces; plain PQ therefore
 first deals the prefix's dims out to the M sub-spaces so each gets an equal share
 of log-energy (a fixed permutation, no training; OPQ learns its own rotation). A query ranks every item by
@@ -53,7 +54,8 @@ class PQIndex:
         prefix = self._prefix(store, 0)
         sample = np.random.default_rng(self.seed).choice(len(prefix), min(len(prefix), _TRAIN_SAMPLE), replace=False)
         sample = prefix[np.sort(sample)]
-        codes = faiss.index_factory(self.dim, key, faiss.METRIC_INNER_PRODUCT)
+        metric = faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
+        codes = faiss.index_factory(self.dim, key, metric)
         faiss.downcast_index(codes.index if self.opq else codes).do_polysemous_training = False  # 15x slower, unused
         if not self.opq:
             order = balanced_order(np.mean(sample * sample, axis=0), self.code_bytes)
@@ -86,7 +88,7 @@ class PQIndex:
         cost.items_scanned += self.indexed_
         cost.bytes_read += 4 * table + self.indexed_ * self.code_bytes
         valid = found[0] >= 0
-        return found[0][valid], scores[0][valid], None
+        return found[0][valid], self._scored(query[None, : self.dim], scores)[0][valid], None
 
     def candidates_batch(self, store: BlockStore, queries: np.ndarray, stage, keep: int, cost):
         """`candidates` for many queries in one faiss call: (queries × keep) rows (-1 past the codes)
@@ -98,7 +100,12 @@ class PQIndex:
         cost.multiply_adds += len(queries) * (table + self.indexed_ * self.code_bytes)
         cost.items_scanned += len(queries) * self.indexed_
         cost.bytes_read += len(queries) * (4 * table + self.indexed_ * self.code_bytes)
-        return rows, scores, None
+        return rows, self._scored(queries[:, : self.dim], scores), None
+
+    def _scored(self, heads: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """faiss's scores of each query (a row; `heads`: the queries' prefixes) as the funnel ranks them:
+        for l2, squared distances d as ‖q‖² − d."""
+        return np.einsum("ij,ij->i", heads, heads)[:, None] - scores if self.metric == "l2" else scores
 
     def candidate_width(self, stage, keep: int) -> int:
         """The most candidates `candidates_batch` gives a query."""

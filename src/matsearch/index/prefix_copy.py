@@ -5,7 +5,7 @@ Each row's `dim`-prefix (normalised for cosine, so a dot product is the prefix's
 cosine up to the query's norm) is kept as faiss scalar-quantiser codes: int8 with a
 per-dim range learned from a sample, or float16. A plan stage ``d<dim>/int8:<keep>``
 after a binary-code stage decodes only its candidates' rows and ranks them by
-their dot product with the query's prefix.
+their dot product p with the query's prefix (for l2, by 2p − ‖x‖², the funnel's l2 ranking score).
 """
 
 from __future__ import annotations
@@ -53,11 +53,15 @@ class PrefixCopy:
         self.codes = np.concatenate(parts)
 
     def score(self, query: np.ndarray, rows: np.ndarray, cost) -> np.ndarray:
-        """Dot products of the query's prefix with the decoded copies of `rows`."""
+        """Dot products of the query's prefix with the decoded copies of `rows` (l2: 2p − ‖x‖²)."""
         decoded = self.quantizer.decode(self.codes[rows])
         cost.multiply_adds += len(rows) * self.dim
         cost.bytes_read += len(rows) * self.codes.shape[1]
-        return decoded @ np.ascontiguousarray(query[: self.dim], dtype=np.float32)
+        return self._scored(decoded @ np.ascontiguousarray(query[: self.dim], dtype=np.float32), decoded)
+
+    def _scored(self, dots: np.ndarray, decoded: np.ndarray) -> np.ndarray:
+        """Products with decoded rows (the last axis) as the funnel ranks them: for l2, 2p − ‖x‖²."""
+        return 2 * dots - np.einsum("...d,...d->...", decoded, decoded) if self.metric == "l2" else dots
 
     def score_batch(self, queries: np.ndarray, rows: np.ndarray, cost) -> np.ndarray:
         """`score` for many queries, each with its own (queries × width) rows (-1: padding, scored -inf);
@@ -71,7 +75,8 @@ class PrefixCopy:
         for lo in range(0, len(rows), step):
             part = np.maximum(rows[lo : lo + step], 0)
             decoded = self.quantizer.decode(self.codes[part.ravel()]).reshape(*part.shape, self.dim)
-            out[lo : lo + step] = np.matmul(decoded, queries[lo : lo + step, : self.dim, None])[..., 0]
+            out[lo : lo + step] = self._scored(np.matmul(decoded, queries[lo : lo + step, : self.dim, None])[..., 0],
+                                               decoded)
         out[~valid] = -np.inf
         return out
 
