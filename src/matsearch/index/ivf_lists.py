@@ -266,7 +266,7 @@ class CodedLists:
     @property
     def fused(self) -> bool:
         """Whether `search` runs: fast-scan lists scored by inner product (our kernel)."""
-        return self._fast and getattr(self, "metric", "ip") == "ip"
+        return self._fast and self.metric == "ip"
 
     def search(self, query: np.ndarray, lists: np.ndarray, keep: int, stages, rows: np.ndarray, scores: np.ndarray):
         """`scan`, then the store re-rank `stages` ((layout, norms address, stride, keep, scale) each) in the
