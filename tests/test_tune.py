@@ -80,11 +80,11 @@ def test_impossible_and_malformed_targets_name_what_is_reachable():
 
 def test_pseudo_queries_are_deterministic_for_a_seed(pkgsum_tuned, tmp_path):
     path, *_ = pkgsum_tuned
-    from matsearch.tuning.calibration import pseudo_queries
+    from matsearch.tuning.pseudo import noisy
 
     x = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
-    np.testing.assert_array_equal(pseudo_queries(x, noise=0.8, seed=1), pseudo_queries(x, noise=0.8, seed=1))
-    assert not np.array_equal(pseudo_queries(x, noise=0.8, seed=1), pseudo_queries(x, noise=0.8, seed=2))
+    np.testing.assert_array_equal(noisy(x, noise=0.8, seed=1), noisy(x, noise=0.8, seed=1))
+    assert not np.array_equal(noisy(x, noise=0.8, seed=1), noisy(x, noise=0.8, seed=2))
 
 
 def test_targets_need_a_fresh_calibration_and_a_calibrated_collection_serves_its_default(tmp_path, pkgsum_tuned):

@@ -40,7 +40,7 @@ from ..store import BlockStore
 from ..transform import FIT_SAMPLE, Transform
 from ..tuning import DEFAULT_TARGET, Calibration
 from . import compact as compaction
-from . import filters, hybrid, passages
+from . import drift, filters, hybrid, passages
 from .check import check_collection
 from .commits import CommitCounter
 from .docstore import DocStore
@@ -568,7 +568,8 @@ class Collection:
         Instead of a plan, a calibrated collection (`tune`) takes a target: `target_recall` (mean
         recall@k against exact search: queries are shared between the two frontier plans around it, in the
         proportion that meets it), `max_ms` (95% of queries within it) or `max_cost` (multiply-adds per query);
-        with neither plan nor target it serves recall 0.95 (exact search until calibrated).
+        with neither plan nor target it serves recall 0.95 (exact search until calibrated). Under a recall target a
+        dense query scoring its top-1 below what calibration saw is searched again with more effort (drift.py).
 
         `filter`: a metadata filter, a dict or its JSON text, e.g. {"year": {"$gte": 2020}} (filters.py):
         every mode then sees only the items it matches, and returns all of them where fewer than k match.
@@ -580,9 +581,9 @@ class Collection:
             return passages.search_parents(self, queries, k=k, plan=plan, mode=mode, fusion=fusion,
                                            query_vectors=query_vectors, target_recall=target_recall, max_ms=max_ms,
                                            max_cost=max_cost, filter=filter)
-        target = split = None
+        target = split = guard = None
         if plan is None or target_recall is not None or max_ms is not None or max_cost is not None:
-            plan, target, split = self._targeted(plan, target_recall, max_ms, max_cost)
+            plan, target, split, guard = self._targeted(plan, target_recall, max_ms, max_cost)
         if filter is not None:  # metadata filters: filters.py
             result = filters.search(self, queries, k=k, plan=plan, mode=mode, fusion=fusion,
                                     query_vectors=query_vectors, filter=filter)
@@ -598,7 +599,8 @@ class Collection:
             queries = self._encoded(queries)
         if split is not None:  # a recall target between two frontier plans: each gets its share of queries
             if np.ndim(queries) == 2 and len(queries) > 1:
-                return self._split_search(queries, k, plan, *split, target)
+                result = self._split_search(queries, k, plan, *split, target)
+                return result if guard is None else drift.guarded(self, np.asarray(queries), result, k, guard)
             self._mixed += split[1]  # one query per call: error diffusion over calls
             plan, self._mixed = (plan, self._mixed - 1) if self._mixed >= 1 else (split[0], self._mixed)
         self._sync()
@@ -621,16 +623,18 @@ class Collection:
             if not _kernels.all_finite(result.scores):
                 raise self._damaged(f"scored a query as {result.scores.min()}")
         result.target = target
-        return result
+        return result if guard is None else drift.guarded(self, raw, result, k, guard)  # queries unlike calibration's
 
     def tune(self, queries=None, *, sample: int = 1000, k: int = 10, timed: int = 200, seed: int = 0,
-             progress: bool = False) -> Calibration:
+             pseudo: str = "auto", progress: bool = False) -> Calibration:
         """Calibrate: measure recall@k, latency and cost of a grid of settings over every index this
         collection holds, on `queries` (raw vectors or texts: a query log) or on `sample` pseudo-queries
-        drawn from the stored items, and save the result with the collection (`calibration.json`).
+        drawn from the stored items (`pseudo`: "spans" of their texts, "noise" on their vectors, or "auto":
+        spans where there is text and a model), and save the result with the collection (`calibration.json`).
         Targets (`search(target_recall=…)`) choose from its Pareto frontier."""
         self._require_writable()
-        calibration = calibrate(self, queries, sample=sample, k=k, timed=timed, seed=seed, progress=progress)
+        calibration = calibrate(self, queries, sample=sample, k=k, timed=timed, seed=seed, pseudo=pseudo,
+                                progress=progress)
         calibration.save(self.path / CALIBRATION)
         return calibration
 
@@ -646,7 +650,8 @@ class Collection:
         return self._calibrated[1]
 
     def _targeted(self, plan, target_recall, max_ms, max_cost):
-        """(the plan to run, the target it serves or None) for a search's plan and targets."""
+        """(the plan to run, the target it serves, the recall target's split and drift guard: see
+        `Calibration.serve`; None where none) for a search's plan and targets."""
         asked = any(t is not None for t in (target_recall, max_ms, max_cost))
         if asked and plan is not None:
             raise InvalidInputError("give a plan or a target (target_recall, max_ms, max_cost), not both")
@@ -661,7 +666,7 @@ class Collection:
                                                                indexes=m.indexes, epoch=m.epoch) is None
         if not asked:
             if not usable:
-                return plan, None, None  # no calibration (or one of other indexes): exact search, as always
+                return plan, None, None, None  # no calibration (or one of other indexes): exact search, as always
             target_recall = DEFAULT_TARGET
         elif not usable:
             why = "is not calibrated" if calibration is None else "was calibrated on other indexes"

@@ -9,34 +9,45 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import InvalidInputError
-from ..tuning.calibration import Calibration, Point, pseudo_queries, recall_at_k, tail
+from ..tuning.calibration import Calibration, Point, recall_at_k, tail
 from ..tuning.grid import settings
+from ..tuning.pseudo import noisy, spans
 
 NOISE = 0.8  # pseudo-queries: noise 0.8× an item's norm (pkgsum: each setting's recall within 0.01 of real queries')
+# text pseudo-queries: a sentence (half the time) or a window of 20-40 words. Chosen on half of SciFact's claims
+# (each setting's mean recall within 0.003 of theirs on average; 8-20 words 0.003, 4-10 words 0.050, noise 0.029)
+SPAN_WORDS, SPAN_SENTENCES = (20, 40), 0.5
+PSEUDO = ("auto", "spans", "noise")
+DRIFT_PERCENTILE = 1  # a query whose top-1 score is below this percentile of the calibration queries' has drifted
 _ROUNDS = 2  # timing passes per setting; the faster one counts (this VM's speed drifts)
 
 
 def calibrate(col, queries=None, *, sample: int = 1000, k: int = 10, timed: int = 200, seed: int = 0,
-              progress: bool = False) -> Calibration:
+              pseudo: str = "auto", progress: bool = False) -> Calibration:
     """Recall (all `queries`, batched), latency (the first `timed`, one at a time, through
     `col.search`) and cost of every setting `grid.settings` lists for the collection. Without
-    `queries` (raw vectors, or texts), `sample` pseudo-queries are drawn from the stored items."""
+    `queries` (raw vectors, or texts), `sample` pseudo-queries are drawn from the stored items: `pseudo`
+    "spans" (short spans of their texts, embedded), "noise" (their vectors moved by noise) or "auto" (spans
+    where the collection has a model and the item a text, noise otherwise)."""
     for name, value in (("sample", sample), ("k", k), ("timed", timed)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    if pseudo not in PSEUDO:
+        raise InvalidInputError(f"pseudo must be one of {', '.join(PSEUDO)}; got {pseudo!r}")
     store, live = col._store, np.flatnonzero(~col._dead[: col._store.count]) if col._store is not None else None
     if store is None or not len(live):
         raise InvalidInputError(f"collection {col.path} is empty: nothing to calibrate")
     if queries is None:
         rows = np.sort(np.random.default_rng(seed).choice(live, min(sample, len(live)), replace=False))
-        queries = col._transform.restore(pseudo_queries(store.rows(rows), noise=NOISE, seed=seed))
-        source = f"pseudo: {len(rows)} stored items moved by noise {NOISE}× their norm (seed {seed})"
+        queries, source = _pseudo_queries(col, rows, pseudo, seed)
+        origin = col._ids.lookup(rows)
     else:
-        queries = col._encoded(queries)
+        queries, origin = col._encoded(queries), None
         source = f"given: {len(queries)} queries"
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     k = min(k, len(live))
-    truth = col.search(queries, k=k, plan=f"d{store.dim}").ids
+    exact = col.search(queries, k=max(k, min(2, len(live))), plan=f"d{store.dim}")
+    truth = exact.ids[:, :k]
     plans = settings(col.manifest.recipe, store.nesting, len(live), k)
     measured, drivers = [], []
     for plan in tqdm(plans, desc="calibrating", disable=not progress):
@@ -58,7 +69,41 @@ def calibrate(col, queries=None, *, sample: int = 1000, k: int = 10, timed: int 
     points = [Point(*values) for values in measured]
     m = col.manifest
     return Calibration(points, k, len(live), m.recipe, m.indexes, m.epoch, source,
-                       datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                       datetime.now(timezone.utc).isoformat(timespec="seconds"), top1_floor=_top1_floor(exact, origin))
+
+
+def _top1_floor(exact, origin: np.ndarray | None) -> float:
+    """The `DRIFT_PERCENTILE`th percentile of the calibration queries' top-1 scores (`exact`: their exact
+    search). A pseudo-query is scored against the items other than the one it was drawn from (`origin`: its
+    id), as it holds that item's words or vector and a real query does not: on pkgsum this floor flags 0-1%
+    of the real queries (and 100% of random vectors), where counting the item itself would flag 22-70%."""
+    top = exact.scores[:, 0]
+    if origin is not None and exact.ids.shape[1] > 1:
+        top = np.where(exact.ids[:, 0] == origin, exact.scores[:, 1], top)
+    return float(np.percentile(top, DRIFT_PERCENTILE))
+
+
+def _pseudo_queries(col, rows: np.ndarray, kind: str, seed: int) -> tuple[np.ndarray, str]:
+    """Raw query vectors drawn from the items in `rows` (see `calibrate`), and a line saying how."""
+    records = col.get(list(col._ids.lookup(rows)))
+    texts = [r.text if r.text and r.text.split() else None for r in records]
+    if kind == "noise" or (kind == "auto" and (col.manifest.model is None or not any(texts))):
+        texts = [None] * len(rows)
+    elif col.manifest.model is None or not any(texts):
+        raise InvalidInputError(f"pseudo='spans' needs texts and a model; collection {col.path} has "
+                                f"{'no model' if col.manifest.model is None else 'no texts in the items sampled'}")
+    has = np.array([t is not None for t in texts])
+    stored = np.stack([r.vector for r in records]).astype(np.float32)
+    queries = col._transform.restore(noisy(stored, noise=NOISE, seed=seed))
+    if has.any():
+        cut = spans([t for t in texts if t is not None], words=SPAN_WORDS, sentences=SPAN_SENTENCES, seed=seed)
+        queries[has] = col.encoder.encode(cut)
+    said = []
+    if has.any():
+        said.append(f"{has.sum()} text spans ({SPAN_SENTENCES:.0%} sentences, else {SPAN_WORDS[0]}-{SPAN_WORDS[1]} words)")
+    if not has.all():
+        said.append(f"{(~has).sum()} stored items moved by noise {NOISE}× their norm")
+    return queries, f"pseudo: {', '.join(said)} (seed {seed})"
 
 
 def _smooth_latency(measured: list[list], drivers: list[list], column: int) -> None:
