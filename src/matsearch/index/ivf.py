@@ -17,6 +17,7 @@ as squared distances d, handed on as ‖q‖² − d (the funnel's l2 ranking sc
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
@@ -24,11 +25,13 @@ import numpy as np
 from .. import _kernels
 from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import normalize
+from ..results import Cost
 from ..search import count_rerank
 from ..store import BlockStore
 from .ivf_lists import CODECS, code_bytes, list_means, make_lists, pq_spec
 
 _F32 = 4
+_LANES = 64  # compiled funnels kept per index (plans × k)
 
 
 class IVFIndex:
@@ -53,6 +56,7 @@ class IVFIndex:
         self._pq, self._code_bytes = spec, code_bytes(codec, scan_dim)
         self.probe_dims = tuple(sorted({centroid_dim, *probe_dims}))
         self.metric, self.seed, self.iterations = metric, seed, iterations
+        self._lanes: dict[tuple, _Lane] = {}  # search_one's, by plan, keeps and metric
 
     def build(self, store: BlockStore, *, progress: bool = False) -> "IVFIndex":
         """Cluster every stored row on the centroid prefix and fill the lists.
@@ -199,34 +203,57 @@ class IVFIndex:
         scored by inner product, and every later stage reading whole store blocks. Returns (rows, scores,
         candidates per stage) with the work counted in `cost`, as the general path would give and count them;
         None where it cannot run, or found fewer than k (the general path then falls back)."""
-        first = plan.stages[0]
-        if self.codec == "f32" or not self.lists_.fused or first.dim != self.scan_dim:
+        key = (plan.text, *keeps, metric)
+        lane = self._lanes.get(key)
+        if lane is None or lane.state != (id(store), store.count):
+            if len(self._lanes) >= _LANES:
+                self._lanes.clear()
+            lane = self._lanes[key] = self._lane(store, plan, keeps, metric)
+        if lane.stages is None:
             return None
-        stages, lo, last = [], 0, len(keeps) - 1
-        for n in range(1, len(keeps)):
-            stage = plan.stages[n]
-            if stage.codec or not store.whole_blocks(lo, stage.dim):
-                return None
-            layout, norms, stride = store.read_plan(lo, stage.dim, metric, keeps[n - 1])
-            stages.append((layout, norms, stride, keeps[n], -1.0 if n == last and metric != "ip" else 1.0))
-            lo = stage.dim
         start = time.perf_counter()
-        lists, _ = self._stage_probe(query, first)
-        rows, scores = np.empty(keeps[-1], dtype=np.int64), np.empty(keeps[-1], dtype=np.float32)
-        kept, scanned, seconds = self.lists_.search(query, lists, keeps[0], stages, rows, scores)
-        if kept < keeps[-1]:
+        lists = np.empty(lane.nprobe, dtype=np.int64)
+        probed, _ = _kernels.probe(lane.centroids, query, lane.nprobe, lists, self.lists_.list_sizes, *lane.adaptive)
+        rows, scores = np.empty(lane.k, dtype=np.int64), np.empty(lane.k, dtype=np.float32)
+        kept, scanned, seconds = self.lists_.search(query, lists[:probed], keeps[0], lane.stages, rows, scores)
+        if kept < lane.k:
             return None
-        self._count_probe(cost, first, len(lists))
-        self._count_coded(cost, len(lists), scanned)
-        counts, lo = [min(keeps[0], scanned)], 0
-        for n in range(1, len(keeps)):
-            counts.append(min(keeps[n - 1], counts[-1]))
-            count_rerank(cost, counts[n], lo, plan.stages[n].dim, metric)
-            lo = plan.stages[n].dim
+        cost.lists_probed += probed
+        self._count_coded(cost, probed, scanned)
+        if scanned >= keeps[0]:  # as almost always: every stage re-ranks as many rows as the plan says
+            counts = lane.counts
+            cost.multiply_adds += lane.multiply_adds
+            cost.bytes_read += lane.bytes_read
+        else:
+            counts = _lane_work(self, plan, keeps, metric, cost, scanned)
         cost.stage_seconds[0] += time.perf_counter() - start - sum(seconds[1:])
         for n in range(1, len(keeps)):
             cost.stage_seconds[n] += seconds[n]
         return rows, scores, counts
+
+    def _lane(self, store: BlockStore, plan, keeps: list[int], metric: str) -> "_Lane":
+        """What `search_one` needs for this plan, k and store state, made once (stages None: it cannot run)."""
+        state, first = (id(store), store.count), plan.stages[0]
+        if self.codec == "f32" or not self.lists_.fused or first.dim != self.scan_dim:
+            return _Lane(state)
+        stages, lo, last = [], 0, len(keeps) - 1
+        for n in range(1, len(keeps)):
+            stage = plan.stages[n]
+            if stage.codec or not store.whole_blocks(lo, stage.dim):
+                return _Lane(state)
+            layout, norms, stride = store.read_plan(lo, stage.dim, metric, keeps[n - 1])
+            stages.append((layout, norms, stride, keeps[n], -1.0 if n == last and metric != "ip" else 1.0))
+            lo = stage.dim
+        probe_dim = first.probe_dim or self.centroid_dim
+        if probe_dim not in self.centroids_:
+            return _Lane(state)  # the general path names the missing centroid set
+        nprobe = min(first.effort, self.n_lists)
+        adaptive = () if first.spread is None else (min(first.least, nprobe), first.spread)
+        work = Cost(queries=1)
+        self._count_probe(work, first, 0)
+        counts = _lane_work(self, plan, keeps, metric, work, keeps[0])
+        return _Lane(state, tuple(stages), self.centroids_[probe_dim], nprobe, adaptive, keeps[-1], counts,
+                     work.multiply_adds, work.bytes_read)
 
     def candidates_batch(self, store: BlockStore, queries: np.ndarray, stage, keep: int, cost):
         """`candidates` for many queries: one GEMM with the centroids picks every query's lists; float32
@@ -352,3 +379,29 @@ def probe_biases(centroids: dict[int, np.ndarray], metric: str) -> dict[int, np.
     if metric != "l2":
         return {}
     return {d: (-0.5 * np.einsum("ij,ij->i", c, c)).astype(np.float32) for d, c in centroids.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class _Lane:
+    """One plan's compiled funnel on one store state (`IVFIndex.search_one`): the re-rank stages, the probe's
+    arguments, k, and the candidates and fixed work (probe and re-ranks) of a query whose lists hold enough."""
+
+    state: tuple[int, int]  # the store's identity and row count
+    stages: tuple | None = None  # None: the plan cannot run this way
+    centroids: np.ndarray | None = None
+    nprobe: int = 0
+    adaptive: tuple = ()  # (least, spread) for an adaptive probe
+    k: int = 0
+    counts: list[int] = field(default_factory=list)
+    multiply_adds: int = 0
+    bytes_read: int = 0
+
+
+def _lane_work(index: IVFIndex, plan, keeps: list[int], metric: str, cost, scanned: int) -> list[int]:
+    """Candidates per stage of a query whose probed lists held `scanned` items; the re-ranks' work counted."""
+    counts, lo = [min(keeps[0], scanned)], 0
+    for n in range(1, len(keeps)):
+        counts.append(min(keeps[n - 1], counts[-1]))
+        count_rerank(cost, counts[n], lo, plan.stages[n].dim, metric)
+        lo = plan.stages[n].dim
+    return counts
