@@ -95,3 +95,12 @@ def test_the_guard_is_the_cheapest_point_whose_worst_tenth_reaches_the_target():
     assert calibration.serve(target_recall=0.9)[3] == (0.3, "p32@d192:50>d384")
     older = Calibration(points, 10, 1000, "r", "indexes.1", 0, "test", "2026-11-30")  # a file from before the floor
     assert older.serve(target_recall=0.9)[3] is None
+
+
+def test_the_effort_histogram_is_a_png(tmp_path):
+    from matsearch.tuning.plot import plot_effort
+
+    plot_effort(np.array([8, 8, 12, 40, 128]), tmp_path / "effort.png", what="lists probed", title="t")
+    assert (tmp_path / "effort.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(InvalidInputError, match=r"non-empty 1-D array .* got shape \(0,\)"):
+        plot_effort(np.array([]), tmp_path / "none.png", what="lists probed", title="t")

@@ -25,8 +25,8 @@ def guarded(col, queries: np.ndarray, result: SearchResult, k: int, guard: tuple
     ids, scores = result.ids.copy(), result.scores.copy()
     ids[drifted], scores[drifted] = again.ids, again.scores
     note = f"drift: {len(drifted)} of {len(queries)} queries scored top-1 below {floor:.3f}, searched again with {plan}"
-    return SearchResult(ids, scores, f"{result.plan}; {plan} for {len(drifted)} drifted", _rerun(result.cost, again.cost),
-                        result.mode, f"{result.target}; {note}")
+    return SearchResult(ids, scores, f"{result.plan}; {plan} for {len(drifted)} drifted",
+                        _rerun(result.cost, again.cost), result.mode, f"{result.target}; {note}")
 
 
 def _rerun(first: Cost, again: Cost) -> Cost:

@@ -1,16 +1,17 @@
-"""The calibration's frontier as a picture: recall@k against latency, every point and the frontier."""
+"""Pictures of a calibration: its frontier (recall@k against latency), and the effort a policy spends per query."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import InvalidInputError
 from .calibration import Calibration
 
 
-def plot_frontier(calibration: Calibration, path: Path) -> None:
-    """Write a PNG of every measured setting (recall@k against mean ms per query, by index kind) with
-    the frontier drawn through the undominated ones."""
+def _pyplot():
+    """matplotlib's pyplot, drawing to files."""
     try:
         import matplotlib
 
@@ -18,6 +19,13 @@ def plot_frontier(calibration: Calibration, path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise InvalidInputError("--plot needs matplotlib (pip install matplotlib)") from None
+    return plt
+
+
+def plot_frontier(calibration: Calibration, path: Path) -> None:
+    """Write a PNG of every measured setting (recall@k against mean ms per query, by index kind) with
+    the frontier drawn through the undominated ones."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     kinds = {}
     for p in calibration.points:
@@ -31,6 +39,27 @@ def plot_frontier(calibration: Calibration, path: Path) -> None:
     ax.set_xlabel("ms per query, one at a time (mean)")
     ax.set_ylabel(f"recall@{calibration.k}")
     ax.set_title(f"calibration: {calibration.queries}", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_effort(effort: np.ndarray, path: Path, *, what: str, title: str) -> None:
+    """Write a PNG histogram of per-query effort (`effort`: one count per query, e.g. IVF lists probed),
+    with its mean marked; `what` names the count, `title` the policy."""
+    effort = np.asarray(effort)
+    if effort.ndim != 1 or not len(effort):
+        raise InvalidInputError(f"effort must be a non-empty 1-D array of per-query counts, got shape {effort.shape}")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    edges = np.arange(effort.min(), effort.max() + 2) - 0.5 if effort.max() - effort.min() < 60 else 40
+    ax.hist(effort, bins=edges, color="tab:blue", alpha=0.8)
+    ax.axvline(effort.mean(), color="black", linewidth=1, label=f"mean {effort.mean():.1f}")
+    ax.set_xlabel(what)
+    ax.set_ylabel("queries")
+    ax.set_title(title, fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
