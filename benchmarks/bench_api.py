@@ -44,8 +44,12 @@ PLANS = {
     "hnsw32@d192/int8": [f"g{b}@d192:{k}>d384" for b, k in GRAPH],
     "ivf1024@d64:d128/int8": [f"p{p}@d128:{k}>d384" for p, k in itertools.product((64, 96, 128, 160, 192), (50, 100))],
     "bin128": [f"h@b128:{k}>d128:100>d384" for k in (500, 700, 1000, 1400)],
-    "ivf256@d64:d192/pq96x4fs": [f"p{p}@d192:{k}>d384" for p, k in itertools.product((32, 40, 48, 56, 64), (50, 70, 100))],
-    "ivf512@d64:d192/pq96x4fs": [f"p{p}@d192:{k}>d384" for p, k in itertools.product((48, 64, 80, 96), (50, 70, 100))],
+    "ivf256@d64:d192/pq96x4fs": [f"p{p}@d192:{k}>d384" for p, k in itertools.product((32, 40, 48, 56, 64), (50, 70, 100))]
+    + [f"p{p}@d192:{k}>d256:{r}>d384" for p, k, r in itertools.product((40, 48, 56), (100, 150), (20, 30))]
+    + [f"p{lo}-{hi}~{s}@d192:{k}>d256:{r}>d384"  # adaptive: the lists within a cosine gap s of the nearest
+       for (lo, hi), s, k, r in itertools.product(((8, 96), (16, 128)), (0.28, 0.3, 0.32), (100, 150), (20, 30))],
+    "ivf512@d64:d192/pq96x4fs": [f"p{p}@d192:{k}>d384" for p, k in itertools.product((48, 64, 80, 96), (50, 70, 100))]
+    + [f"p{p}@d192:{k}>d256:{r}>d384" for p, k, r in itertools.product((64, 80), (100, 150), (20, 30))],
     "ivf1024@d64:d192/pq96x4fs": [f"p{p}@d192:{k}>d384" for p, k in itertools.product((96, 128, 160), (50, 70, 100))],
 }
 HNSW_EFS = (24, 32, 40, 48, 56, 64, 80, 96)
