@@ -38,7 +38,7 @@ TUNE_ROUNDS, ROUNDS = 2, 3
 K = 10
 # collection recipes (one index of a kind per collection) and each recipe part's plans
 RECIPES = ("hnsw32@d192/int8,ivf1024@d64:d128/int8,bin128", "ivf256@d64:d192/pq96x4fs", "ivf512@d64:d192/pq96x4fs",
-           "ivf1024@d64:d192/pq96x4fs")
+           "ivf256@d64:d128/pq64x4fs")
 GRAPH = ((24, 24), (32, 24), (32, 32), (40, 32), (48, 32), (48, 40), (56, 40), (64, 48), (80, 64))  # (beam, keep)
 PLANS = {
     "hnsw32@d192/int8": [f"g{b}@d192:{k}>d384" for b, k in GRAPH],
@@ -50,7 +50,8 @@ PLANS = {
        for (lo, hi), s, k, r in itertools.product(((8, 96), (16, 128)), (0.28, 0.3, 0.32), (100, 150), (20, 30))],
     "ivf512@d64:d192/pq96x4fs": [f"p{p}@d192:{k}>d384" for p, k in itertools.product((48, 64, 80, 96), (50, 70, 100))]
     + [f"p{p}@d192:{k}>d256:{r}>d384" for p, k, r in itertools.product((64, 80), (100, 150), (20, 30))],
-    "ivf1024@d64:d192/pq96x4fs": [f"p{p}@d192:{k}>d384" for p, k in itertools.product((96, 128, 160), (50, 70, 100))],
+    "ivf256@d64:d128/pq64x4fs": [f"p{p}@d128:{k}>d384" for p, k in itertools.product((48, 56, 64), (100, 150))]
+    + [f"p{p}@d128:{k}>d256:{r}>d384" for p, k, r in itertools.product((48, 56, 64), (100, 150, 200), (20, 30))],
 }
 HNSW_EFS = (24, 32, 40, 48, 56, 64, 80, 96)
 SQ8_EFS, K_FACTORS = (20, 24, 32, 40, 48, 64, 80), (2, 4)  # efSearch below k·k_factor is k·k_factor
