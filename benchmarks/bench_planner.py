@@ -7,12 +7,17 @@ search, the worst 10% of queries, ms/query, lists probed per query; FAISS HNSW32
 the smallest efSearch reaching the same achieved recall (a sweep; interpolated between the two efSearch
 values around it), and our own best fixed plan at that recall (the frontier's fixed-probe points on the
 real queries). SciFact (5,183 abstracts, 1,409 claims, ivf64@d64:d192/pq96x4fs): calibrated on
-pseudo-queries, then on a query log of half the claims, each checked on the other half.
-Writes benchmarks/results/planner.{md,json} and planner_frontier.png.
+pseudo-queries of each kind (noise on stored vectors; spans of the texts), then on a query log of half the
+claims, each checked on the other half; the span knobs are chosen on the log half (each setting's recall on
+the pseudo-queries against the claims'). The same two kinds on NPL, Cranfield and pkgsum (all their queries,
+none tuned on). Drift: on the span-calibrated SciFact, queries of other collections and random vectors at
+target 0.95, with the guard and without. Writes benchmarks/results/planner.{md,json}, planner_frontier.png
+and planner_effort.png (lists probed per pkgsum query at target 0.95).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -23,16 +28,21 @@ import faiss
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from common import PKGSUM, ROOT, elastic_collection, load_vectors
+from common import PKGSUM, ROOT, load_vectors
 from matsearch import Collection, InvalidInputError
 from matsearch.tuning.calibration import recall_at_k, tail
-from matsearch.tuning.plot import plot_frontier
+from matsearch.tuning.plot import plot_effort, plot_frontier
+from matsearch.tuning.pseudo import noisy, spans
 
 TARGETS = (0.8, 0.9, 0.95, 0.99)
 RECIPE, SCIFACT_RECIPE = "ivf256@d64:d192/pq96x4fs", "ivf64@d64:d192/pq96x4fs"
 BUDGETS = (0.2, 0.3, 0.5)  # max_ms settings checked (ms); one below every plan's p95 is reported as such
 EFS = (8, 12, 16, 20, 24, 32, 40, 48, 56, 64, 80, 96, 128, 160, 192, 256)
 RESULTS = ROOT / "benchmarks" / "results"
+DATA = PKGSUM.parent
+TEXT_SETS = {"npl": "ivf128@d64:d192/pq96x4fs", "cranfield": "ivf32@d64:d192/pq96x4fs"}
+SPAN_GRID = ((4, 10, 0.0), (8, 20, 0.0), (8, 20, 1.0), (12, 30, 0.5), (16, 32, 0.0), (20, 40, 0.5), (20, 40, 1.0),
+             (30, 60, 0.5))  # (fewest words, most words, share of sentences)
 
 
 def timed(search, queries) -> tuple[float, list]:
@@ -69,12 +79,48 @@ def interpolate(lo, hi, recall):
     return lo[2] + (hi[2] - lo[2]) * (recall - lo[1]) / max(hi[1] - lo[1], 1e-9)
 
 
+def beir_texts(folder: Path) -> list[str]:
+    """A BEIR corpus's texts as collections embed them: title + " " + text."""
+    rows = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines()]
+    return [f"{r.get('title') or ''} {r.get('text') or ''}".strip() for r in rows]
+
+
+def text_collection(path: Path, folder: Path, recipe: str) -> tuple[Collection, list[str], np.ndarray]:
+    """A collection of a shared data set's texts with their precomputed vectors (ids are row numbers), built
+    with `recipe`; its texts and real query vectors."""
+    corpus, queries = load_vectors(folder)
+    texts = beir_texts(folder)
+    col = Collection.create(path)
+    col.add([str(i) for i in range(len(corpus))], texts=texts, vectors=corpus)
+    col.build(recipe)
+    return col, texts, queries
+
+
+def achieved_recall(col: Collection, queries: np.ndarray) -> list[dict]:
+    """Per target: the recall@10 the batch of `queries` gets, the plans and how many queries drifted."""
+    truth = col.search(queries, k=10, plan="d384").ids
+    rows = []
+    for target in TARGETS:
+        result = col.search(queries, target_recall=target)
+        drifted = int(result.target.split("drift: ")[1].split()[0]) if "drift: " in result.target else 0
+        rows.append({"target": target, "plan": result.plan, "drifted": drifted,
+                     "achieved": float(recall_at_k(result.ids, truth).mean())})
+    return rows
+
+
+def effort_by_plan(found: list) -> dict[str, np.ndarray]:
+    """Lists probed per query (one result each), grouped by the plan that served the query."""
+    groups: dict[str, list[int]] = {}
+    for r in found:
+        groups.setdefault(r.plan.replace(" for 1 drifted", " (drifted)"), []).append(r.cost.lists_probed)
+    return {plan: np.array(counts) for plan, counts in sorted(groups.items())}
+
+
 def pkgsum_run(tmp: Path) -> dict:
-    corpus, queries = load_vectors(PKGSUM)
-    col, _ = elastic_collection(tmp / "pkgsum", corpus)
-    col.build(RECIPE)
+    col, _, queries = text_collection(tmp / "pkgsum", PKGSUM, RECIPE)
+    corpus = load_vectors(PKGSUM)[0]
     start = time.perf_counter()
-    calibration = col.tune(sample=1000, progress=True)
+    calibration = col.tune(sample=1000, pseudo="noise", progress=True)
     tune_seconds = time.perf_counter() - start
     plot_frontier(calibration, RESULTS / "planner_frontier.png")
     truth = col.search(queries, k=10, plan="d384").ids
@@ -119,8 +165,13 @@ def pkgsum_run(tmp: Path) -> dict:
         fixed_tail = None if o_lo is None or o_hi is None else interpolate(
             (o_lo[0], o_lo[1], tail(fixed_recalls[o_lo[0]])), (o_hi[0], o_hi[1], tail(fixed_recalls[o_hi[0]])),
             achieved)  # the worst 10% of our fixed plans at the same mean recall
+        if target == 0.95:
+            plot_effort(effort_by_plan(found), RESULTS / "planner_effort.png", what="IVF lists probed per query",
+                        title="pkgsum, its 1,000 real queries one at a time, target_recall=0.95 (calibrated on "
+                              "pseudo-queries),\nby the plan that served them")
         rows.append({"target": target, "best_fixed_tail10_at_same_recall": fixed_tail, "plan": found[0].target,
-                     "plans": sorted({r.plan for r in found}),
+                     "plans": sorted({r.plan.split("; ")[0] for r in found}),
+                     "drifted": sum("drift: " in r.target for r in found),
                      "achieved": achieved, "tail10": tail(recalls), "ms": best["ours"],
                      "lists_probed_mean": float(probed.mean()), "lists_probed_histogram": np.bincount(probed).tolist(),
                      "hnsw32_efs": [f_lo, f_hi], "hnsw32_ms_at_same_recall": hnsw_ms,
@@ -146,29 +197,90 @@ def pkgsum_run(tmp: Path) -> dict:
                         "p95_ms": float(np.percentile(seconds, 95) * 1e3),
                         "recall": float(recall_at_k(found, truth).mean())})
         print(budgets[-1], flush=True)
+    kinds = {"noise": achieved_recall(col, queries)}
+    col.tune(sample=1000, timed=50, pseudo="spans")
+    kinds["spans"] = achieved_recall(col, queries)
+    print("pkgsum kinds", kinds, flush=True)
     col.close()
     return {"rows": rows, "budgets": budgets, "tune_seconds": tune_seconds, "calibration": calibration.queries,
-            "frontier": [vars(p) for p in calibration.frontier()], "hnsw32": theirs, "ours_fixed": fixed}
+            "frontier": [vars(p) for p in calibration.frontier()], "hnsw32": theirs, "ours_fixed": fixed,
+            "kinds": kinds}
 
 
 def scifact_run(tmp: Path) -> dict:
-    folder = PKGSUM.parent / "scifact"
-    docs, queries = load_vectors(folder)
+    col, texts, queries = text_collection(tmp / "scifact", DATA / "scifact", SCIFACT_RECIPE)
     order = np.random.default_rng(0).permutation(len(queries))
     log, held = queries[order[: len(queries) // 2]], queries[order[len(queries) // 2 :]]
     out = {}
-    for source in ("pseudo", "query log"):
-        col = Collection.create(tmp / f"scifact-{source.replace(' ', '')}", model=None)
-        col.add([str(i) for i in range(len(docs))], vectors=docs)
-        col.build(SCIFACT_RECIPE)
-        col.tune(None if source == "pseudo" else log, sample=1000, timed=50)
-        truth = col.search(held, k=10, plan="d384").ids
-        out[source] = []
-        for target in TARGETS:
-            result = col.search(held, target_recall=target)
-            out[source].append({"target": target, "plan": result.plan,
-                                "achieved": float(recall_at_k(result.ids, truth).mean())})
+    kinds = (("noise", dict(pseudo="noise")), ("spans", dict(pseudo="spans")), ("query log", dict(queries=log)))
+    for source, how in kinds:
+        calibration = col.tune(**how, sample=1000, timed=50)
+        out[source] = achieved_recall(col, held)
         print(source, out[source], flush=True)
+        if source == "spans":
+            out["drift"] = drift_run(col, calibration, held)
+            out["span_grid"] = span_grid(col, texts, [p.plan for p in calibration.points], log)
+    col.close()
+    return out
+
+
+def span_grid(col: Collection, texts: list[str], plans: list[str], log: np.ndarray) -> list[dict]:
+    """How far each kind of pseudo-query's recall is from the log half's claims', setting by setting (the
+    calibration's grid): the knob choice, made on the log half only."""
+    rows = np.sort(np.random.default_rng(0).choice(len(texts), 1000, replace=False))
+    claims = plan_recalls(col, plans, log)
+    variants = {"noise 0.8": col.transform.restore(noisy(col._store.rows(rows), noise=0.8, seed=0))}
+    for low, high, sentences in SPAN_GRID:
+        cut = spans([texts[r] for r in rows], words=(low, high), sentences=sentences, seed=0)
+        variants[f"spans {low}-{high} words, {sentences:.0%} sentences"] = col.encoder.encode(cut)
+    out = []
+    for name, queries in variants.items():
+        error = np.abs(plan_recalls(col, plans, queries) - claims)
+        out.append({"pseudo": name, "mean_error": float(error.mean()), "p90_error": float(np.percentile(error, 90)),
+                    "max_error": float(error.max())})
+        print(out[-1], flush=True)
+    return out
+
+
+def plan_recalls(col: Collection, plans: list[str], queries: np.ndarray) -> np.ndarray:
+    """Mean recall@10 of each plan on `queries`, batched."""
+    truth = col.search(queries, k=10, plan="d384").ids
+    return np.array([recall_at_k(col.search(queries, k=10, plan=plan).ids, truth).mean() for plan in plans])
+
+
+def drift_run(col: Collection, calibration, held: np.ndarray) -> list[dict]:
+    """At target 0.95: the share of each query set flagged as drifted, and its recall@10 with the guard and
+    without it (the target's two plans in their share, as expected recall)."""
+    cheaper, dearer, share = calibration.mix(0.95)
+    sets = {"SciFact claims (held half)": held, "random vectors": np.random.default_rng(0).standard_normal(
+        (300, held.shape[1])).astype(np.float32)}
+    for name in ("pkgsum", "npl", "cranfield"):
+        sets[f"{name} queries"] = load_vectors(DATA / name)[1][:300]
+    out = []
+    for name, queries in sets.items():
+        truth = col.search(queries, k=10, plan="d384").ids
+        result = col.search(queries, target_recall=0.95)
+        drifted = int(result.target.split("drift: ")[1].split()[0]) if "drift: " in result.target else 0
+        plain = [recall_at_k(col.search(queries, k=10, plan=p.plan).ids, truth).mean() for p in (dearer, cheaper)]
+        out.append({"queries": name, "n": len(queries), "drifted": drifted, "guard": calibration.guard(0.95).plan,
+                    "with_guard": float(recall_at_k(result.ids, truth).mean()),
+                    "without": float(share * plain[0] + (1 - share) * plain[1]),
+                    "ms_factor": calibration.guard(0.95).ms / dearer.ms})
+        print(out[-1], flush=True)
+    return out
+
+
+def text_sets_run(tmp: Path) -> dict:
+    """NPL and Cranfield: achieved recall on all their queries, calibrated on each kind of pseudo-query."""
+    out = {}
+    for name, recipe in TEXT_SETS.items():
+        col, _, queries = text_collection(tmp / name, DATA / name, recipe)
+        out[name] = {}
+        for kind in ("noise", "spans"):
+            col.tune(sample=1000, timed=50, pseudo=kind)
+            out[name][kind] = achieved_recall(col, queries)
+        out[name]["queries"] = len(queries)
+        print(name, out[name], flush=True)
         col.close()
     return out
 
@@ -183,7 +295,8 @@ def markdown(report) -> str:
     fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     fmt3 = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     for r in report["pkgsum"]["rows"]:
-        lines.append(f"| {r['target']} | {', '.join(f'`{p}`' for p in r['plans'])} | {r['achieved']:.3f} | "
+        drifted = f" (drift: {r['drifted']} searched again)" if r["drifted"] else ""
+        lines.append(f"| {r['target']} | {', '.join(f'`{p}`' for p in r['plans'])}{drifted} | {r['achieved']:.3f} | "
                      f"{r['tail10']:.3f} ({fmt3(r['best_fixed_tail10_at_same_recall'])}) | {r['ms']:.3f} | "
                      f"{r['lists_probed_mean']:.1f} | {fmt(r['x_hnsw32'])} | "
                      f"{fmt(r['x_best_fixed'])} |")
@@ -194,21 +307,66 @@ def markdown(report) -> str:
             lines.append(f"| {b['max_ms']} | {b['plan']} | – | – | – |")
             continue
         lines.append(f"| {b['max_ms']} | `{b['plan']}` | {b['within']:.3f} | {b['p95_ms']:.3f} | {b['recall']:.3f} |")
-    lines += ["", "SciFact (5,183 abstracts), `ivf64@d64:d192/pq96x4fs`: achieved recall@10 on 705 held-out "
-              "claims", "", "| target | calibrated on pseudo-queries | on a log of the other 704 claims |",
-              "|---|---|---|"]
-    for p, q in zip(report["scifact"]["pseudo"], report["scifact"]["query log"]):
-        lines.append(f"| {p['target']} | {p['achieved']:.3f} (`{p['plan']}`) | {q['achieved']:.3f} (`{q['plan']}`) |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + scifact_markdown(report["scifact"]) + kinds_markdown(report)) + "\n"
+
+
+def scifact_markdown(sci: dict) -> list[str]:
+    lines = ["", "SciFact (5,183 abstracts), `ivf64@d64:d192/pq96x4fs`: achieved recall@10 on 705 held-out claims, "
+             "calibrated on each kind of queries (queries the drift guard searched again, if any, in brackets)", "",
+             "| target | pseudo-queries: noise | pseudo-queries: text spans | a log of the other 704 claims |",
+             "|---|---|---|---|"]
+    cell = lambda r: f"{r['achieved']:.3f}" + (f" [{r['drifted']}]" if r["drifted"] else "")  # noqa: E731
+    for p, q, r in zip(sci["noise"], sci["spans"], sci["query log"]):
+        lines.append(f"| {p['target']} | {cell(p)} | {cell(q)} | {cell(r)} |")
+    lines += ["", "Span knobs, chosen on the log half (704 claims) only: each calibration setting's recall@10 on "
+              "1,000 pseudo-queries against the claims' (absolute difference over the settings)", "",
+              "| pseudo-queries | mean | 90th percentile | max |", "|---|---|---|---|"]
+    for g in sci["span_grid"]:
+        lines.append(f"| {g['pseudo']} | {g['mean_error']:.4f} | {g['p90_error']:.4f} | {g['max_error']:.4f} |")
+    guard = sci["drift"][0]["guard"]
+    lines += ["", "Drift at target 0.95 on the span-calibrated SciFact: queries whose top-1 score is below "
+              f"calibration's 1st percentile are searched again with `{guard}` "
+              f"({sci['drift'][0]['ms_factor']:.2f}x the calibrated ms of the target's dearer plan)", "",
+              "| queries | n | flagged | recall@10 with the guard | without |", "|---|---|---|---|---|"]
+    for d in sci["drift"]:
+        lines.append(f"| {d['queries']} | {d['n']} | {d['drifted'] / d['n']:.1%} | {d['with_guard']:.3f} | "
+                     f"{d['without']:.3f} |")
+    return lines
+
+
+def kinds_markdown(report: dict) -> list[str]:
+    lines = ["", "Pseudo-query kinds on collections no knob was tuned on: achieved recall@10 on all their queries "
+             "(pkgsum: the same collection, holding its texts, calibrated again with timed=50)", "",
+             "| collection | queries | pseudo-queries | " + " | ".join(str(t) for t in TARGETS) + " |",
+             "|---|---|---|" + "---|" * len(TARGETS)]
+    sets = {"pkgsum": dict(report["pkgsum"]["kinds"], queries=1000), **report["text_sets"]}
+    for name, kinds in sets.items():
+        for kind in ("noise", "spans"):
+            lines.append(f"| {name} | {kinds['queries']} | {kind} | "
+                         + " | ".join(f"{r['achieved']:.3f}" for r in kinds[kind]) + " |")
+    return lines + ["", "Effort per query at target 0.95 (pkgsum, the adaptive policy): planner_effort.png"]
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}; the "
+                        "others are taken from the last results/planner.json")
+    parts = parser.parse_args().parts.split(",")
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown parts {unknown}; choose from {', '.join(PARTS)}")
+    path = RESULTS / "planner.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
     with threadpool_limits(1), tempfile.TemporaryDirectory() as tmp:
-        report = {"pkgsum": pkgsum_run(Path(tmp)), "scifact": scifact_run(Path(tmp)),
-                  "faiss_version": faiss.__version__}
-    (RESULTS / "planner.json").write_text(json.dumps(report, indent=1))
+        for part in parts:
+            report[part] = PARTS[part](Path(tmp))
+    report["faiss_version"] = faiss.__version__
+    path.write_text(json.dumps(report, indent=1))
     (RESULTS / "planner.md").write_text(markdown(report))
     print(markdown(report))
+
+
+PARTS = {"pkgsum": pkgsum_run, "scifact": scifact_run, "text_sets": text_sets_run}
 
 
 if __name__ == "__main__":

@@ -100,7 +100,8 @@ def test_the_guard_is_the_cheapest_point_whose_worst_tenth_reaches_the_target():
 def test_the_effort_histogram_is_a_png(tmp_path):
     from matsearch.tuning.plot import plot_effort
 
-    plot_effort(np.array([8, 8, 12, 40, 128]), tmp_path / "effort.png", what="lists probed", title="t")
+    plot_effort({"p8-128~0.3": np.array([8, 8, 12, 40, 128]), "p16": np.array([16, 16])}, tmp_path / "effort.png",
+                what="lists probed", title="t")
     assert (tmp_path / "effort.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(InvalidInputError, match=r"non-empty 1-D array .* got shape \(0,\)"):
-        plot_effort(np.array([]), tmp_path / "none.png", what="lists probed", title="t")
+    with pytest.raises(InvalidInputError, match=r"non-empty 1-D arrays .* got {'p8': \(0,\)}"):
+        plot_effort({"p8": np.array([])}, tmp_path / "none.png", what="lists probed", title="t")

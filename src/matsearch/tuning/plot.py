@@ -46,22 +46,25 @@ def plot_frontier(calibration: Calibration, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_effort(effort: np.ndarray, path: Path, *, what: str, title: str) -> None:
-    """Write a PNG histogram of per-query effort (`effort`: one count per query, e.g. IVF lists probed),
-    with its mean marked; `what` names the count, `title` the policy."""
-    effort = np.asarray(effort)
-    if effort.ndim != 1 or not len(effort):
-        raise InvalidInputError(f"effort must be a non-empty 1-D array of per-query counts, got shape {effort.shape}")
+def plot_effort(effort: dict[str, np.ndarray], path: Path, *, what: str, title: str) -> None:
+    """Write a PNG histogram of per-query effort, stacked by group (`effort`: a group's name, e.g. the plan
+    that served its queries, → one count per query, e.g. IVF lists probed), with the mean marked; `what`
+    names the count, `title` the policy."""
+    counts = [np.asarray(c) for c in effort.values()]
+    if not counts or any(c.ndim != 1 or not len(c) for c in counts):
+        raise InvalidInputError(f"effort must map names to non-empty 1-D arrays of per-query counts, got "
+                                f"{ {name: np.shape(c) for name, c in effort.items()} }")
+    every = np.concatenate(counts)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
-    edges = np.arange(effort.min(), effort.max() + 2) - 0.5 if effort.max() - effort.min() < 60 else 40
-    ax.hist(effort, bins=edges, color="tab:blue", alpha=0.8)
-    ax.axvline(effort.mean(), color="black", linewidth=1, label=f"mean {effort.mean():.1f}")
+    edges = np.arange(every.min(), every.max() + 2) - 0.5 if every.max() - every.min() < 60 else 40
+    ax.hist(counts, bins=edges, stacked=True, label=list(effort), alpha=0.85)
+    ax.axvline(every.mean(), color="black", linewidth=1, label=f"mean {every.mean():.1f}")
     ax.set_xlabel(what)
     ax.set_ylabel("queries")
     ax.set_title(title, fontsize=8)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
