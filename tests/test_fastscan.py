@@ -5,9 +5,9 @@ exhaustive settings."""
 import faiss
 import numpy as np
 import pytest
-from conftest import assert_same_ranking
+from conftest import NESTING, assert_same_ranking
 
-from matsearch import Plan, _fastscan, _kernels, run_plan
+from matsearch import BlockStore, Plan, _fastscan, _kernels, run_plan
 from matsearch.index import IVFIndex
 
 
@@ -133,3 +133,20 @@ def test_deleted_rows_and_too_few_candidates_take_the_general_path(coded):
         few = run_plan(store, queries[i : i + 1], Plan.parse(f"p1@d{index.scan_dim}:{store.count}>d384"),
                        store.count // 8, index=index)  # one list holds fewer: a full scan makes up the rest
         assert few.ids.shape == (1, store.count // 8)
+
+
+def test_a_grown_store_gets_a_fresh_compiled_funnel(elastic_scifact, tmp_path, monkeypatch):
+    store, queries = elastic_scifact
+    grown = BlockStore.create(tmp_path / "vectors", NESTING)
+    grown.append(store.rows(np.arange(3000)))
+    index = IVFIndex(n_lists=16, centroid_dim=32, scan_dim=64, codec="pq32x4fs").build(grown)
+    plan = Plan.parse("p16@d64:2000>d256:1000>d384")  # every list: all 2,000 best codes re-ranked
+    run_plan(grown, queries[:1], plan, 10, index=index)  # its funnel made for 3,000 rows
+    grown.append(store.rows(np.arange(3000, store.count)))
+    index.extend(grown)
+    fused = [run_plan(grown, queries[i : i + 1], plan, 10, index=index) for i in range(10)]
+    monkeypatch.setattr(index, "search_one", lambda *args: None)
+    for i, one in enumerate(fused):
+        general = run_plan(grown, queries[i : i + 1], plan, 10, index=index)
+        np.testing.assert_array_equal(one.ids, general.ids)
+        assert one.cost.items_scanned == general.cost.items_scanned == store.count

@@ -205,7 +205,7 @@ class IVFIndex:
         None where it cannot run, or found fewer than k (the general path then falls back)."""
         key = (plan.text, *keeps, metric)
         lane = self._lanes.get(key)
-        if lane is None or lane.state != (id(store), store.count):
+        if lane is None or lane.store is not store or lane.rows != store.count:
             if len(self._lanes) >= _LANES:
                 self._lanes.clear()
             lane = self._lanes[key] = self._lane(store, plan, keeps, metric)
@@ -233,26 +233,26 @@ class IVFIndex:
 
     def _lane(self, store: BlockStore, plan, keeps: list[int], metric: str) -> "_Lane":
         """What `search_one` needs for this plan, k and store state, made once (stages None: it cannot run)."""
-        state, first = (id(store), store.count), plan.stages[0]
+        state, first = (store, store.count), plan.stages[0]
         if self.codec == "f32" or not self.lists_.fused or first.dim != self.scan_dim:
-            return _Lane(state)
+            return _Lane(*state)
         stages, lo, last = [], 0, len(keeps) - 1
         for n in range(1, len(keeps)):
             stage = plan.stages[n]
             if stage.codec or not store.whole_blocks(lo, stage.dim):
-                return _Lane(state)
+                return _Lane(*state)
             layout, norms, stride = store.read_plan(lo, stage.dim, metric, keeps[n - 1])
             stages.append((layout, norms, stride, keeps[n], -1.0 if n == last and metric != "ip" else 1.0))
             lo = stage.dim
         probe_dim = first.probe_dim or self.centroid_dim
         if probe_dim not in self.centroids_:
-            return _Lane(state)  # the general path names the missing centroid set
+            return _Lane(*state)  # the general path names the missing centroid set
         nprobe = min(first.effort, self.n_lists)
         adaptive = () if first.spread is None else (min(first.least, nprobe), first.spread)
         work = Cost(queries=1)
         self._count_probe(work, first, 0)
         counts = _lane_work(self, plan, keeps, metric, work, keeps[0])
-        return _Lane(state, tuple(stages), self.centroids_[probe_dim], nprobe, adaptive, keeps[-1], counts,
+        return _Lane(*state, tuple(stages), self.centroids_[probe_dim], nprobe, adaptive, keeps[-1], counts,
                      work.multiply_adds, work.bytes_read)
 
     def candidates_batch(self, store: BlockStore, queries: np.ndarray, stage, keep: int, cost):
@@ -386,7 +386,8 @@ class _Lane:
     """One plan's compiled funnel on one store state (`IVFIndex.search_one`): the re-rank stages, the probe's
     arguments, k, and the candidates and fixed work (probe and re-ranks) of a query whose lists hold enough."""
 
-    state: tuple[int, int]  # the store's identity and row count
+    store: BlockStore  # the store and row count it was made for (its layouts point into that store's maps)
+    rows: int
     stages: tuple | None = None  # None: the plan cannot run this way
     centroids: np.ndarray | None = None
     nprobe: int = 0
