@@ -105,3 +105,17 @@ def test_the_effort_histogram_is_a_png(tmp_path):
     assert (tmp_path / "effort.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(InvalidInputError, match=r"non-empty 1-D arrays .* got {'p8': \(0,\)}"):
         plot_effort({"p8": np.array([])}, tmp_path / "none.png", what="lists probed", title="t")
+
+
+def test_auto_falls_back_to_noise_when_the_model_cannot_load(tmp_path, caplog):
+    folder = shared("cranfield")
+    docs = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines()][:500]
+    vectors = load_vectors(folder / "corpus.minilm.f16.npy")[:500]
+    with Collection.create(tmp_path / "col", model="no-such/encoder") as col:
+        col.add([d["_id"] for d in docs], texts=[d["text"] for d in docs], vectors=vectors)
+        col.build("ivf8@d64:d192/pq96x4fs")
+        calibration = col.tune(sample=50, timed=2)
+        assert "moved by noise" in calibration.queries and "text spans" not in calibration.queries
+        assert "cannot load encoder model 'no-such/encoder'" in caplog.text
+        with pytest.raises(InvalidInputError, match="cannot load encoder model 'no-such/encoder'"):
+            col.tune(sample=50, timed=2, pseudo="spans")
