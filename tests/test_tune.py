@@ -136,6 +136,14 @@ def test_cli_tune_then_search_and_eval_with_a_target(tmp_path):
     assert metrics["target_recall"] == 0.9 and metrics["ann_recall@10"] >= 0.85
     bad = run("search", path, "shock", "--target-recall", "1.5", "--mode", "dense")
     assert bad.returncode != 0 and "target_recall must be a positive number up to 1" in bad.stderr + bad.stdout
+    assert "text spans" in data["queries"] and 0 < data["top1_floor"] < 1
+    noisy = run("tune", path, "--sample", "100", "--timed", "2", "--pseudo", "noise", "--json")
+    assert noisy.returncode == 0, noisy.stderr
+    assert "moved by noise" in json.loads(noisy.stdout)["queries"]
+    info = json.loads(run("info", path, "--json").stdout)["calibration"]
+    assert "moved by noise" in info["queries"] and info["drift_floor"] == json.loads(noisy.stdout)["top1_floor"]
+    wrong = run("tune", path, "--pseudo", "words")
+    assert wrong.returncode != 0 and "pseudo must be one of auto, spans, noise; got 'words'" in wrong.stderr + wrong.stdout
 
 
 def test_a_recall_target_between_frontier_points_is_met_by_mixing_them():

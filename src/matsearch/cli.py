@@ -327,6 +327,9 @@ def tune(
                                                       "file (.jsonl with 'text', or a BEIR queries.jsonl); default: "
                                                       "pseudo-queries drawn from the collection."),
     sample: int = typer.Option(1000, help="Pseudo-queries to draw (without --queries)."),
+    pseudo: str = typer.Option("auto", help="Pseudo-queries (without --queries): spans (short spans of the items' "
+                                            "texts, embedded), noise (stored vectors moved by noise), or auto "
+                                            "(spans where an item has text, noise elsewhere)."),
     k: int = typer.Option(10, "-k", help="Calibrate recall@k for this k."),
     timed: int = typer.Option(200, help="Queries timed one at a time per setting."),
     plot: Optional[Path] = typer.Option(None, help="Write the recall/latency frontier as a PNG."),
@@ -337,13 +340,14 @@ def tune(
         given = None
         if queries is not None:
             given = _load_npy(queries, "queries") if queries.suffix == ".npy" else read_corpus_jsonl(queries)[1]
-        calibration = col.tune(given, sample=sample, k=k, timed=timed, progress=not as_json)
+        calibration = col.tune(given, sample=sample, k=k, timed=timed, pseudo=pseudo, progress=not as_json)
     if plot is not None:
         from .tuning.plot import plot_frontier
 
         plot_frontier(calibration, plot)
     if as_json:
         _emit_json({"queries": calibration.queries, "k": calibration.k, "rows": calibration.rows,
+                    "top1_floor": calibration.top1_floor,
                     "points": [vars(p) for p in calibration.points],
                     "frontier": [p.plan for p in calibration.frontier()],
                     "chosen": {str(t): calibration.choose(target_recall=t).plan for t in (0.8, 0.9, 0.95, 0.99)

@@ -783,6 +783,7 @@ class Collection:
             info["calibration"] = None if calibration is None else {
                 "created": calibration.created, "queries": calibration.queries, "rows": calibration.rows,
                 "points": len(calibration.points), "default_target_recall": DEFAULT_TARGET,
+                "drift_floor": calibration.top1_floor,
                 "stale": calibration.stale(rows=count, recipe=m.recipe, indexes=m.indexes, epoch=m.epoch)}
         if m.dim is not None:
             plan = as_plan(plan, m.dim)
