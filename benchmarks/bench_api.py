@@ -3,9 +3,9 @@ static indexes at half its memory or less) in the same process and run, on pkgsu
 queries and reported on the other.
 
 Every method's knob is swept on queries 0–499 (recall@10 against exact search on all 384 dims, and ms/query
-one at a time, the best of 2 rounds); the fastest setting one at a time that reaches recall@10 ≥ 0.95 there
-is then measured on queries 500–999 (held out): recall@10, ms/query one at a time (the best of 3 rounds)
-and ms/query when all 1,000 queries go in one call (the best of 3). Ours and FAISS's are timed in turn,
+one at a time, the best of 2 rounds); the three fastest settings reaching recall@10 ≥ 0.95 there are timed
+again, and the fastest of them is then measured on queries 500–999 (held out): recall@10, ms/query one at a
+time (the best of 3 rounds) and ms/query when all 1,000 queries go in one call (the best of 3). Ours and FAISS's are timed in turn,
 twice, and each keeps its better pass (this VM's speed drifts by tens of percent within minutes). Ours: `Collection.search(raw vectors, plan=...)`, ids out (the
 collection applies its PCA rotation and maps rows to ids). FAISS: the normalised raw vectors, inner product,
 one thread. For our best setting the per-query time is split into the API (Collection.search's wall time
@@ -35,6 +35,7 @@ from threadpoolctl import threadpool_limits
 TARGET = 0.95
 TUNE, HELD = slice(0, 500), slice(500, 1000)
 TUNE_ROUNDS, ROUNDS = 2, 3
+FINALISTS = 3  # the fastest settings reaching the target on the tuning queries, timed again before one is chosen
 K = 10
 # collection recipes (one index of a kind per collection) and each recipe part's plans
 RECIPES = ("hnsw32@d192/int8,ivf1024@d64:d128/int8,bin128", "ivf256@d64:d192/pq96x4fs", "ivf512@d64:d192/pq96x4fs",
@@ -224,8 +225,10 @@ def tune(method, queries, truth):
         s.update(tune_recall=recall_at_10(ids, truth[TUNE]), tune_ms=ms)
         print(f"tune  {method['method']:<42} {s['setting']:<28} recall@10 {s['tune_recall']:.3f}  {ms:.3f} ms",
               flush=True)
-    hits = [s for s in method["settings"] if s["tune_recall"] >= TARGET]
-    method["chosen"] = min(hits, key=lambda s: s["tune_ms"], default=None)
+    hits = sorted((s for s in method["settings"] if s["tune_recall"] >= TARGET), key=lambda s: s["tune_ms"])
+    for s in hits[:FINALISTS]:  # one noisy pass can rank them wrongly (it once put efSearch 56 before 48): time again
+        s["tune_ms"] = min(s["tune_ms"], single(method, s, queries[TUNE], TUNE_ROUNDS)[0])
+    method["chosen"] = min(hits[:FINALISTS], key=lambda s: s["tune_ms"], default=None)
 
 
 def held_out(method, queries, truth):
