@@ -153,3 +153,19 @@ def test_a_recall_target_between_frontier_points_is_met_by_mixing_them():
     cheaper, dearer, share = calibration.mix(0.875)
     assert (cheaper.plan, dearer.plan) == ("p8@d192:50>d384", "p16@d192:50>d384") and share == pytest.approx(0.75)
     assert calibration.mix(0.9) == (points[1], points[1], 1.0) and calibration.mix(0.5)[2] == 1.0
+
+
+def test_the_grid_re_ranks_long_shortlists_on_a_middle_prefix_and_the_model_counts_block_reads():
+    from matsearch import Plan
+    from matsearch.collection.tune import _blocks_reread
+    from matsearch.tuning.grid import settings
+
+    nesting = [32, 64, 128, 256, 384]
+    plans = settings("ivf256@d64:d192/pq96x4fs", nesting, 100_000, 10)
+    assert {"p48@d192:100>d384", "p48@d192:100>d256:20>d384", "p8-128~0.3@d192:100>d256:20>d384"} <= set(plans)
+    assert "p48@d192:50>d256:20>d384" not in plans  # a short shortlist goes straight to the full dims
+    assert not any(">d256:" in p for p in settings("ivf64@d64:d384/pq96x4fs", nesting, 100_000, 10))
+    reads = {"p48@d192:100>d384": [100, 100], "p48@d192:100>d256:20>d384": [100, 100, 20],
+             "d64:200>d384": [100_000, 200], "g48@d192:32>d384": [32, 32]}
+    assert {p: _blocks_reread(Plan.parse(p), nesting, c) for p, c in reads.items()} == {
+        "p48@d192:100>d384": 500, "p48@d192:100>d256:20>d384": 420, "d64:200>d384": 600, "g48@d192:32>d384": 160}

@@ -10,6 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import InvalidInputError
+from ..plan import Plan
 from ..tuning.calibration import Calibration, Point, recall_at_k, tail
 from ..tuning.grid import settings
 from ..tuning.pseudo import noisy, spans
@@ -61,9 +62,9 @@ def calibrate(col, queries=None, *, sample: int = 1000, k: int = 10, timed: int 
         measured.append([plan, float(recalls.mean()), tail(recalls), float(seconds.mean() * 1e3),
                          float(np.percentile(seconds, 95) * 1e3), float(work["multiply_adds"]),
                          float(work["bytes_read"])])
-        # what a query's time grows with: items scanned (codes, nodes, rows), lists opened, rows re-ranked
-        drivers.append([work["items_scanned"], work["lists_probed"], sum(work["candidates"][1:]),
-                        work["multiply_adds"]])
+        # what a query's time grows with: items scanned (codes, nodes, rows), lists opened, rows' blocks re-ranked
+        drivers.append([work["items_scanned"], work["lists_probed"],
+                        _blocks_reread(Plan.parse(plan), store.nesting, work["candidates"]), work["multiply_adds"]])
     raw_p95 = [values[4] for values in measured]
     for column in (3, 4):
         _smooth_latency(measured, drivers, column)
@@ -114,6 +115,19 @@ def _pseudo_queries(col, rows: np.ndarray, kind: str, seed: int) -> tuple[np.nda
     if not has.all():
         said.append(f"{(~has).sum()} stored items moved by noise {NOISE}× their norm")
     return queries, f"pseudo: {', '.join(said)} (seed {seed})"
+
+
+def _blocks_reread(plan: Plan, nesting: list[int], candidates: list) -> float:
+    """Store blocks a query's re-rank stages read, one per row and block (each a random read, which is what a
+    re-rank's time grows with): after an index's scores from dim 0 (float32 IVF lists' exact partial products
+    aside, counted as if not), else from the stage before."""
+    lo = 0 if plan.stages[0].index is not None else plan.stages[0].dim
+    total = 0.0
+    for stage, count in zip(plan.stages[1:], candidates[1:]):
+        if stage.codec is None:
+            total += count * sum(1 for bound in nesting if lo < bound <= stage.dim)
+            lo = stage.dim
+    return total
 
 
 def _smooth_latency(measured: list[list], drivers: list[list], column: int) -> None:

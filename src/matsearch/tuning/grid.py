@@ -14,6 +14,7 @@ _PROBES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 
 _BEAMS = (16, 24, 32, 40, 48, 56, 64, 80, 96, 128, 192, 256)
 _SHORTLISTS = (100, 200, 500, 1000, 2000, 5000)
 _SPREADS = (0.2, 0.25, 0.3, 0.35, 0.4)  # adaptive IVF probes: the cosine gap to the nearest list's centroid
+_MID_KEEP, _MID_FROM = 20, 100  # a re-rank on a middle prefix keeps 20 (at least 2k) of shortlists of 100 or more
 
 
 def settings(recipe: str, nesting: list[int], rows: int, k: int) -> list[str]:
@@ -23,21 +24,28 @@ def settings(recipe: str, nesting: list[int], rows: int, k: int) -> list[str]:
     short = next((d for d in nesting if d >= dim // 8), nesting[0])
     plans += [f"d{short}:{keep}>d{dim}" for keep in _SHORTLISTS if k < keep < rows]
     for part in Recipe.parse(recipe).parts:
-        plans += _part_settings(part, dim, rows, k)
+        plans += _part_settings(part, nesting, rows, k)
     return list(dict.fromkeys(plans))
 
 
-def _part_settings(part, dim: int, rows: int, k: int) -> list[str]:
+def _part_settings(part, nesting: list[int], rows: int, k: int) -> list[str]:
+    dim = nesting[-1]
     keeps = [keep for keep in (50, 100, 200) if keep >= k] or [k]
     if isinstance(part, IVFPart):
         probes = [p for p in _PROBES if p <= part.lists]
         if part.codec == "f32":  # float lists give exact partial products: one re-rank depth is enough
             return [f"p{p}@d{part.scan_dim}:{keeps[-1]}>d{dim}" for p in probes]
-        fixed = [f"p{p}@d{part.scan_dim}:{keep}>d{dim}" for p in probes for keep in keeps]
-        adaptive = [f"p{least}-{most}~{spread}@d{part.scan_dim}:{keep}>d{dim}"  # per query: lists near the best
+        # codes rank approximately; their shortlist is re-ranked on the full dims, or first on a prefix between
+        # (the best 2k of 100 or more on d256 of 384 kept pkgsum's recall for ~30 µs less a query)
+        mid = next((d for d in nesting if part.scan_dim < d < dim), None)
+        ends = [f">d{dim}"] + ([f">d{mid}:{max(2 * k, _MID_KEEP)}>d{dim}"] if mid else [])
+        fixed = [f"p{p}@d{part.scan_dim}:{keep}{end}" for p in probes for keep in keeps for end in ends
+                 if end == ends[0] or keep >= _MID_FROM]
+        adaptive = [f"p{least}-{most}~{spread}@d{part.scan_dim}:{keep}{end}"  # per query: lists near the best
                     for least in sorted({max(1, part.lists // 32), max(1, part.lists // 16)})
                     for most in sorted({max(2, part.lists // 4), max(2, part.lists // 2)}) if least < most
-                    for spread in _SPREADS for keep in keeps[:2]]
+                    for spread in _SPREADS for keep in keeps[:2] for end in ends
+                    if end == ends[0] or keep >= _MID_FROM]
         return fixed + adaptive
     if isinstance(part, GraphPart):
         depths = sorted({max(k, 32), max(k, 64)})
