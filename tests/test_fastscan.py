@@ -9,6 +9,7 @@ from conftest import NESTING, assert_same_ranking
 
 from matsearch import BlockStore, Plan, _fastscan, _kernels, run_plan
 from matsearch.index import IVFIndex
+from matsearch.index.ivf_lists import CodedLists
 
 
 def kernels_here() -> list[str]:
@@ -150,3 +151,71 @@ def test_a_grown_store_gets_a_fresh_compiled_funnel(elastic_scifact, tmp_path, m
         general = run_plan(grown, queries[i : i + 1], plan, 10, index=index)
         np.testing.assert_array_equal(one.ids, general.ids)
         assert one.cost.items_scanned == general.cost.items_scanned == store.count
+
+
+def test_ties_with_the_kept_results_go_to_the_lower_row(coded):
+    """Two copies of one list, the second holding lower rows: a scan keeping a few must keep what a scan keeping
+    everything ranks first (the 16-bit filter never drops an item that ties the bar and wins on its row)."""
+    store, index, queries = coded
+    lists = index.lists_
+    big = int(np.argmax(lists._sizes))
+    n = int(lists._sizes[big])
+    later, lower = np.arange(10_000, 10_000 + n, dtype=np.int64), np.arange(n, dtype=np.int64)
+    twice = (np.ascontiguousarray(lists.means_[[big, big]]), np.array([lists._codes_at[big]] * 2, np.int64),
+             np.array([later.ctypes.data, lower.ctypes.data], np.int64), np.array([n, n], np.int64))
+    for query in queries[:20]:
+        scan = lambda keep: _fastscan.scan(query, lists._centroids, twice[0], np.array([0, 1], np.int64), twice[1],  # noqa: E731
+                                           twice[2], twice[3], keep, *(out := (np.empty(keep, np.int64),
+                                                                               np.empty(keep, np.float32)))) and out
+        every = scan(2 * n)[0]
+        for keep in (1, 2, 5, 10):
+            np.testing.assert_array_equal(scan(keep)[0], every[:keep])
+
+
+def test_the_general_path_serves_what_the_compiled_funnel_cannot(coded, monkeypatch):
+    """A plan ending on the codes (the general path scales their scores), and a probe whose lists hold fewer
+    than the shortlist (its cost counted all the same)."""
+    store, index, queries = coded
+    query = queries[:1] * 3.0  # a query norm other than 1
+    fused = [run_plan(store, query, Plan.parse(text), 10, index=index)
+             for text in (f"p8@d{index.scan_dim}", f"p1@d{index.scan_dim}:{store.count // 2}>d384")]
+    monkeypatch.setattr(index, "search_one", lambda *args: None)
+    for one, text in zip(fused, (f"p8@d{index.scan_dim}", f"p1@d{index.scan_dim}:{store.count // 2}>d384")):
+        general = run_plan(store, query, Plan.parse(text), 10, index=index)
+        np.testing.assert_allclose(one.scores, general.scores, rtol=1e-6)
+        for name in ("multiply_adds", "bytes_read", "candidates", "lists_probed", "items_scanned"):
+            assert getattr(one.cost, name) == getattr(general.cost, name), (text, name)
+
+
+def test_a_remapped_store_gets_a_fresh_compiled_funnel(elastic_scifact, tmp_path):
+    """The same row count after a failed add is cut back (the store's maps are new): no stale addresses."""
+    store, queries = elastic_scifact
+    copy = BlockStore.create(tmp_path / "vectors", NESTING)
+    copy.append(store.rows(np.arange(3000)))
+    index = IVFIndex(n_lists=16, centroid_dim=32, scan_dim=64, codec="pq32x4fs").build(copy)
+    plan = Plan.parse("p8@d64:200>d256:50>d384")
+    before = run_plan(copy, queries[:1], plan, 10, index=index)
+    copy.append(store.rows(np.arange(5)))
+    copy.truncate(3000)
+    copy.rewrite_norms()
+    after = run_plan(copy, queries[:1], plan, 10, index=index)
+    np.testing.assert_array_equal(after.ids, before.ids)
+
+
+def test_lists_grown_from_a_whole_number_of_blocks_hold_every_code(elastic_scifact):
+    """faiss's block lists copy past a list that holds a multiple of block-size items when given more; ours pack
+    the new codes in place, whole blocks or one by one, and every code reads back as encoded."""
+    store, queries = elastic_scifact
+    prefix = np.ascontiguousarray(store.rows(np.arange(300))[:, :96])
+    lists = CodedLists(1, 96, "pq3x4fs")
+    lists.train(prefix, np.zeros(300, np.int64))
+    for lo, hi in ((0, 64), (64, 65), (65, 96), (96, 200), (200, 300)):  # 64 items: the block size in bytes
+        lists.add(prefix[lo:hi], np.arange(lo, hi), np.zeros(hi - lo, np.int64))
+    expected, assigned = np.empty((300, lists.codes.code_size), np.uint8), np.zeros(300, np.int64)
+    lists.codes.encode_vectors(300, faiss.swig_ptr(prefix), faiss.swig_ptr(assigned), faiss.swig_ptr(expected), False)
+    held = faiss.downcast_InvertedLists(lists.codes.invlists)
+    packer = lists.codes.get_CodePacker()
+    blocks = faiss.rev_swig_ptr(held.get_codes(0), -(-300 // 32) * packer.block_size).reshape(-1, packer.block_size)
+    np.testing.assert_array_equal(faiss.rev_swig_ptr(held.get_ids(0), 300), np.arange(300))
+    for item in range(300):
+        np.testing.assert_array_equal(packer.unpack_1(blocks, item), expected[item])

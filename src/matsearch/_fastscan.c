@@ -27,7 +27,8 @@ above it are scored in float and kept in a buffer of twice `keep`; a full buffer
 
 #define BLOCK 32
 #define TOP 127.0f /* the highest table entry: two add up in a byte */
-#define MAX_SUM 32000.0f /* the highest a whole code may sum to: below the signed 16-bit compare's limit */
+#define MAX_SUM 32000.0f /* a whole code's sum, rounding aside: below the signed 16-bit compare's limit */
+#define MAX_SUBS 1024    /* sub-quantisers: rounding adds at most half a unit each, so sums stay below 32,767 */
 
 /* Reorders items[0, n) so that the `keep` best come first (in no order); the rest follow. */
 static void keep_best(Item *items, Py_ssize_t n, Py_ssize_t keep) {
@@ -194,11 +195,19 @@ static float quantised_tables(const float *query, const float *centroids, int su
         widest = fmaxf(widest, high - low);
         spans += high - low;
     }
-    float scale = widest > 0.0f ? fminf(TOP / widest, MAX_SUM / spans) : 1.0f;
+    float scale = widest > 0.0f ? fminf(TOP / widest, (MAX_SUM - 0.5f * subs) / spans) : 1.0f;
     memset(table, 0, (size_t)16 * padded);
     for (int m = 0; m < subs; m++)
         for (int c = 0; c < 16; c++) table[16 * m + c] = (uint8_t)lrintf((all[16 * m + c] - lows[m]) * scale);
     return scale;
+}
+
+/* The 16-bit sum an item of a list at `base` must exceed to be offered once `bar` is held: one below the
+   bar's own, so that neither a tie (kept when its row is lower) nor float rounding drops an item `worse`
+   would keep; -1 (every item) for a NaN. */
+static inline int16_t threshold(float bar, float base, float scale) {
+    float need = floorf((bar - base) * scale) - 1.0f;
+    return need >= 32767.0f ? 32767 : need >= -1.0f ? (int16_t)need : -1;
 }
 
 /* The kernel named `name` if this CPU runs it (NULL with ValueError otherwise); None: the one chosen at load. */
@@ -240,7 +249,7 @@ static int take_lists(PyObject *const *args, Lists *in) {
     in->subs = ok ? cv->shape[0] : 0, in->sub_dim = ok ? cv->shape[2] : 0;
     in->n_lists = ok ? mv->shape[0] : 0, in->dims = ok ? mv->shape[1] : 0;
     in->nprobe = in->bufs[3].view.len / 8;
-    ok = ok && in->subs * in->sub_dim == in->dims && in->bufs[0].view.len / 4 >= in->dims;
+    ok = ok && in->subs * in->sub_dim == in->dims && in->subs <= MAX_SUBS && in->bufs[0].view.len / 4 >= in->dims;
     for (int i = 4; i < 7; i++) ok = ok && in->bufs[i].view.len / 8 == in->n_lists;
     in->lists = in->bufs[3].view.buf;
     for (Py_ssize_t i = 0; ok && i < in->nprobe; i++) ok = in->lists[i] < in->n_lists;
@@ -283,8 +292,7 @@ static Py_ssize_t scan_lists(const Lists *in, BlockSums sums_of, Py_ssize_t keep
         const int64_t *rows = (const int64_t *)(intptr_t)in->ids_at[list];
         float base = order[p].score;
         *scanned += count;
-        float need = floorf((bar.score - base) * scale); /* an item must sum above it */
-        int16_t thr = need >= 32767.0f ? 32767 : need < -1.0f ? -1 : (int16_t)need;
+        int16_t thr = threshold(bar.score, base, scale);
         for (int64_t start = 0; start < count; start += BLOCK, codes += 16 * padded) {
             uint32_t mask = sums_of(codes, table, padded, thr, sums);
             if (count - start < BLOCK) mask &= (1u << (count - start)) - 1;
@@ -298,8 +306,7 @@ static Py_ssize_t scan_lists(const Lists *in, BlockSums sums_of, Py_ssize_t keep
                     keep_best(kept, size, keep);
                     size = keep;
                     bar = worst_of(kept, keep);
-                    need = floorf((bar.score - base) * scale);
-                    thr = need >= 32767.0f ? 32767 : need < -1.0f ? -1 : (int16_t)need;
+                    thr = threshold(bar.score, base, scale);
                 }
             }
         }
@@ -383,15 +390,20 @@ static PyObject *search(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t strides[MAX_STAGES], keeps[MAX_STAGES + 1], n_stages = 0;
     double scales[MAX_STAGES];
     keeps[0] = PyLong_AsSsize_t(args[7]);
-    PyObject *stages = PySequence_Fast(args[8], "search: stages must be a sequence");
-    int ok = stages && keeps[0] >= 1 && PySequence_Fast_GET_SIZE(stages) <= MAX_STAGES;
+    PyObject *stages = PyErr_Occurred() ? NULL : PySequence_Fast(args[8], "search: stages must be a sequence");
+    int ok = stages && keeps[0] >= 1 && keeps[0] <= PY_SSIZE_T_MAX / (Py_ssize_t)(2 * sizeof(Item)) &&
+             PySequence_Fast_GET_SIZE(stages) <= MAX_STAGES;
     for (Py_ssize_t i = 0; ok && i < PySequence_Fast_GET_SIZE(stages); i++, n_stages++) {
-        PyObject *layout;
-        ok = PyArg_ParseTuple(PySequence_Fast_GET_ITEM(stages, i), "OLnnd", &layout, &norms_at[i], &strides[i],
-                              &keeps[i + 1], &scales[i]) &&
+        PyObject *layout, *stage = PySequence_Fast_GET_ITEM(stages, i);
+        if (!PyTuple_Check(stage)) {
+            PyErr_SetString(PyExc_TypeError, "search: each stage is a tuple (layout, norms_at, stride, keep, scale)");
+            ok = 0;
+            break;
+        }
+        ok = PyArg_ParseTuple(stage, "OLnnd", &layout, &norms_at[i], &strides[i], &keeps[i + 1], &scales[i]) &&
              get(layout, &bufs[i], 8, 0, "layout") == 0 && bufs[i].held && keeps[i + 1] >= 1;
     }
-    Py_ssize_t last = keeps[n_stages];
+    Py_ssize_t last = ok ? keeps[n_stages] : 0;
     ok = ok && get(args[9], &bufs[MAX_STAGES], 8, 1, "out_rows") == 0 && get(args[10], &bufs[MAX_STAGES + 1], 4, 1, "out_scores") == 0 &&
          bufs[MAX_STAGES].held && bufs[MAX_STAGES + 1].held && bufs[MAX_STAGES].view.len / 8 >= last &&
          bufs[MAX_STAGES + 1].view.len / 4 >= last;
@@ -435,7 +447,11 @@ static PyObject *search(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     release(in.bufs, 7);
     if (size < 0) return PyErr_NoMemory();
     PyObject *times = PyTuple_New(n_stages + 1);
-    for (Py_ssize_t s = 0; times && s <= n_stages; s++) PyTuple_SET_ITEM(times, s, PyFloat_FromDouble(size > 0 || s == 0 ? seconds[s] : 0.0));
+    for (Py_ssize_t s = 0; times && s <= n_stages; s++) {
+        PyObject *value = PyFloat_FromDouble(size > 0 || s == 0 ? seconds[s] : 0.0);
+        if (!value) Py_CLEAR(times);
+        else PyTuple_SET_ITEM(times, s, value);
+    }
     return times ? Py_BuildValue("(nLN)", size, scanned, times) : NULL;
 }
 

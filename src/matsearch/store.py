@@ -97,6 +97,7 @@ class BlockStore:
                 self.norms.tofile(norms_path)
         self._norm_addresses = [norms.__array_interface__["data"][0] for norms in (self.norms, self._random_norms)]
         self._reads = {}  # (dense, lo, hi, normed): the kernel's view of these maps (see _read_plan)
+        self.maps = getattr(self, "maps", 0) + 1  # counts remaps: what holds these maps' addresses checks it
         cached = getattr(self, "_inv_columns", {})  # kept for the rows they cover; grown by the new rows only
         self._inv_columns: dict[int, np.ndarray] = {
             j: np.concatenate([c[:count], _inverse(np.ascontiguousarray(self.norms[len(c):, j]))])

@@ -80,6 +80,7 @@ class IVFIndex:
         self.centroids_[self.centroid_dim] = kmeans.centroids.astype(np.float32)
         self.biases_ = probe_biases(self.centroids_, self.metric)
         self.lists_ = make_lists(self.n_lists, self.scan_dim, self.codec, self.seed, self._faiss_metric)
+        self._lanes.clear()  # new centroids and lists
         if self.codec == "f32":
             return self._add(store, 0, lists)
         scan_prefix = self._prefix(store, self.scan_dim, 0)
@@ -154,6 +155,7 @@ class IVFIndex:
             raise CollectionError(f"IVF index file {path} does not match its recipe or the stored vectors")
         self.biases_ = probe_biases(self.centroids_, self.metric)
         self.lists_ = make_lists(self.n_lists, self.scan_dim, self.codec, self.seed, self._faiss_metric)
+        self._lanes.clear()  # new centroids and lists
         self.lists_.restore(arrays, store, path)
         self.indexed_ = self.lists_.count
         return self
@@ -205,7 +207,7 @@ class IVFIndex:
         None where it cannot run, or found fewer than k (the general path then falls back)."""
         key = (plan.text, *keeps, metric)
         lane = self._lanes.get(key)
-        if lane is None or lane.store is not store or lane.rows != store.count:
+        if lane is None or lane.store is not store or lane.maps != store.maps:
             if len(self._lanes) >= _LANES:
                 self._lanes.clear()
             lane = self._lanes[key] = self._lane(store, plan, keeps, metric)
@@ -225,6 +227,7 @@ class IVFIndex:
             cost.multiply_adds += lane.multiply_adds
             cost.bytes_read += lane.bytes_read
         else:
+            self._count_probe(cost, plan.stages[0], 0)
             counts = _lane_work(self, plan, keeps, metric, cost, scanned)
         cost.stage_seconds[0] += time.perf_counter() - start - sum(seconds[1:])
         for n in range(1, len(keeps)):
@@ -233,9 +236,9 @@ class IVFIndex:
 
     def _lane(self, store: BlockStore, plan, keeps: list[int], metric: str) -> "_Lane":
         """What `search_one` needs for this plan, k and store state, made once (stages None: it cannot run)."""
-        state, first = (store, store.count), plan.stages[0]
-        if self.codec == "f32" or not self.lists_.fused or first.dim != self.scan_dim:
-            return _Lane(*state)
+        state, first = (store, store.maps), plan.stages[0]
+        if self.codec == "f32" or not self.lists_.fused or first.dim != self.scan_dim or len(keeps) == 1:
+            return _Lane(*state)  # a plan that ends on the codes: the general path scales their scores
         stages, lo, last = [], 0, len(keeps) - 1
         for n in range(1, len(keeps)):
             stage = plan.stages[n]
@@ -386,8 +389,8 @@ class _Lane:
     """One plan's compiled funnel on one store state (`IVFIndex.search_one`): the re-rank stages, the probe's
     arguments, k, and the candidates and fixed work (probe and re-ranks) of a query whose lists hold enough."""
 
-    store: BlockStore  # the store and row count it was made for (its layouts point into that store's maps)
-    rows: int
+    store: BlockStore  # the store and its maps it was made for (the layouts point into them)
+    maps: int
     stages: tuple | None = None  # None: the plan cannot run this way
     centroids: np.ndarray | None = None
     nprobe: int = 0

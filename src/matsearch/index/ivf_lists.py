@@ -364,24 +364,32 @@ class CodedLists:
 
 def add_packed(index, prefix: np.ndarray, rows: np.ndarray, lists: np.ndarray) -> None:
     """Put `prefix`'s codes into a fast-scan IVF index's lists by our own assignment `lists`. (IndexIVF's
-    add_core would store them unpacked and the fast-scan add assigns by its quantiser.) Each list's new
-    codes are packed in blocks of 32 from position 0, which the block lists append after the held ones."""
+    add_core would store them unpacked, the fast-scan add assigns by its quantiser, and the block lists'
+    add_entries copies past the list when it already holds a multiple of block-size items, in faiss 1.15.)
+    Each list is grown, its new rows written, and the codes packed into place: whole blocks at once, the
+    items of a partly filled block one by one."""
     flat = np.empty((len(prefix), index.code_size), dtype=np.uint8)
     index.encode_vectors(len(prefix), faiss.swig_ptr(prefix), faiss.swig_ptr(lists), faiss.swig_ptr(flat), False)
     packer, invlists = index.get_CodePacker(), faiss.downcast_InvertedLists(index.invlists)
+    per_block, block_bytes = packer.nvec, packer.block_size
     order = np.argsort(lists, kind="stable")
     for run in np.split(order, np.flatnonzero(np.diff(lists[order])) + 1):
         if not len(run):
             continue
-        blocks = -(-len(run) // packer.nvec)
-        flat_run = np.zeros((blocks * packer.nvec, index.code_size), dtype=np.uint8)
-        flat_run[: len(run)] = flat[run]
-        packed = np.zeros(blocks * packer.block_size, dtype=np.uint8)
-        for b in range(blocks):
-            packer.pack_all(faiss.swig_ptr(flat_run[b * packer.nvec :]),
-                            faiss.swig_ptr(packed[b * packer.block_size :]))
-        ids = np.ascontiguousarray(rows[run])
-        invlists.add_entries(int(lists[run[0]]), len(run), faiss.swig_ptr(ids), faiss.swig_ptr(packed))
+        list_no, held, codes = int(lists[run[0]]), invlists.list_size(int(lists[run[0]])), flat[run]
+        invlists.resize(list_no, held + len(run))
+        faiss.rev_swig_ptr(invlists.get_ids(list_no), held + len(run))[held:] = rows[run]
+        blocks = faiss.rev_swig_ptr(invlists.get_codes(list_no), -(-(held + len(run)) // per_block) * block_bytes)
+        at = 0
+        while at < len(run):
+            slot = held + at
+            block = faiss.swig_ptr(blocks[slot // per_block * block_bytes :])
+            if slot % per_block == 0 and len(run) - at >= per_block:
+                packer.pack_all(faiss.swig_ptr(codes[at : at + per_block]), block)
+                at += per_block
+            else:
+                packer.pack_1_c(faiss.swig_ptr(codes[at]), slot % per_block, block)
+                at += 1
     index.ntotal += len(prefix)
 
 
