@@ -50,12 +50,3 @@ def test_probe_with_a_bias_of_minus_half_the_squared_norm_picks_the_nearest_cent
     lists = np.empty(5, dtype=np.int64)
     assert _kernels.probe(centroids, query, 5, lists, None, 5, -1.0, bias) == (5, 0)
     assert lists.tolist() == sorted(np.argsort(np.sum((centroids - query) ** 2, axis=1))[:5].tolist())
-
-
-def test_products_reads_chosen_rows_and_checks_them():
-    matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
-    out = np.empty(2, dtype=np.float32)
-    _kernels.products(matrix, np.ones(3, dtype=np.float32), np.array([3, 0]), out)
-    assert out.tolist() == [30.0, 3.0]
-    with pytest.raises(ValueError, match="outside the matrix"):
-        _kernels.products(matrix, np.ones(3, dtype=np.float32), np.array([4]), out)

@@ -1,6 +1,6 @@
 /* Compiled kernels for the one-query search path, where every library call costs microseconds.
 
-probe, products: an IVF query's nearest lists and its products with their means, each in one call.
+probe: an IVF query's nearest lists (and how many items they hold), in one call.
 ids: the id strings of result rows from the memory-mapped id table, in one call.
 squares, all_finite: a query's validation and a result's sanity check, without numpy's dispatch.
 
@@ -216,42 +216,6 @@ static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     return Py_BuildValue("(nL)", kept, (long long)total);
 }
 
-/* products(matrix, query, rows, out): out[i] = matrix[rows[i]] · query[:dims] (float32 matrix, rows × dims). */
-static PyObject *products(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "products takes 4 arguments");
-        return NULL;
-    }
-    Buf bufs[4];
-    memset(bufs, 0, sizeof bufs);
-    const char *names[] = {"matrix", "query", "rows", "out"};
-    Py_ssize_t sizes[] = {4, 4, 8, 4};
-    for (int i = 0; i < 4; i++) {
-        if (get(args[i], &bufs[i], sizes[i], i == 3, names[i]) < 0 || !bufs[i].held) {
-            if (!PyErr_Occurred()) PyErr_Format(PyExc_TypeError, "products: %s is required", names[i]);
-            release(bufs, 4);
-            return NULL;
-        }
-    }
-    Py_ssize_t n = bufs[0].view.ndim == 2 ? bufs[0].view.shape[0] : 0, dims = n ? bufs[0].view.shape[1] : 0;
-    Py_ssize_t count = bufs[2].view.len / 8;
-    const int64_t *rows = bufs[2].view.buf;
-    int bad = bufs[0].view.ndim != 2 || bufs[1].view.len / 4 < dims || bufs[3].view.len / 4 < count;
-    for (Py_ssize_t i = 0; !bad && i < count; i++) bad = rows[i] < 0 || rows[i] >= n;
-    if (bad) {
-        release(bufs, 4);
-        PyErr_SetString(PyExc_ValueError, "products: a row outside the matrix, or a buffer too short");
-        return NULL;
-    }
-    const float *matrix = bufs[0].view.buf, *query = bufs[1].view.buf;
-    float *out = bufs[3].view.buf;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < count; i++) out[i] = dot(matrix + rows[i] * dims, query, dims);
-    Py_END_ALLOW_THREADS
-    release(bufs, 4);
-    Py_RETURN_NONE;
-}
-
 /* A float32 C-contiguous buffer's values, or NULL (no error set) for anything else. */
 static const float *floats(PyObject *obj, Py_buffer *view, Py_ssize_t *n) {
     if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
@@ -298,7 +262,6 @@ static PyMethodDef methods[] = {
     {"squares", squares, METH_O, "Sum of squares of a float32 C-contiguous array in double, else -1."},
     {"all_finite", all_finite, METH_O, "Whether a float32 C-contiguous array holds only finite values."},
     {"probe", (PyCFunction)(void (*)(void))probe, METH_FASTCALL, "The nearest lists by inner product, ascending."},
-    {"products", (PyCFunction)(void (*)(void))products, METH_FASTCALL, "Products of a query with chosen matrix rows."},
     {"ids", (PyCFunction)(void (*)(void))ids, METH_FASTCALL, "Ids of rows from the id table's offsets and bytes."},
     {"rerank", (PyCFunction)(void (*)(void))rerank, METH_FASTCALL,
      "One query's fused re-rank over whole store blocks with the best `keep` selected."},
