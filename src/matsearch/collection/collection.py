@@ -606,15 +606,11 @@ class Collection:
         self._sync()
         raw = check_vectors(queries, self.manifest.dim, what="queries")
         with self._rw.reading():
-            store = self._searchable()
-            plan = self._plan(plan)
-            via = plan.stages[0].index
-            if via is not None and via not in self._indexes:
-                raise self._missing_index(plan, via)
+            store, plan, index = self._ready(plan)
             check_k(k, store.count - self._n_dead)
             try:
                 result = run_checked(store, self._transform.apply(raw), plan, k, self.manifest.metric, self._n_dead,
-                                     None, self._dead[: store.count] if self._n_dead else None, self._indexes.get(via))
+                                     None, self._dead[: store.count] if self._n_dead else None, index)
             except (ArithmeticError, LookupError, ValueError) as exc:
                 if isinstance(exc, MatsearchError):
                     raise
@@ -795,6 +791,15 @@ class Collection:
                 scanned = self._indexes[via].resident_bytes() / max(stored, 1) if via in self._indexes else 0.0
             info["resident_bytes_per_vector"] = scanned
         return info
+
+    def _ready(self, plan) -> tuple[BlockStore, Plan, object]:
+        """Under the read lock: the store to search, `plan` parsed and checked, and the index its first stage
+        asks for (None for a scan); raises if the collection is empty or that index is missing or unusable."""
+        store, plan = self._searchable(), self._plan(plan)
+        via = plan.stages[0].index
+        if via is not None and via not in self._indexes:
+            raise self._missing_index(plan, via)
+        return store, plan, self._indexes.get(via)
 
     def _searchable(self) -> BlockStore:
         if self._store is None or self._store.count == self._n_dead:

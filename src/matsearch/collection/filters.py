@@ -543,11 +543,7 @@ def _dense(col, queries, k: int, plan, flt: Filter) -> SearchResult:
     for attempt in range(_SETTLE_TRIES):
         start = time.perf_counter()
         with col._rw.reading():
-            store = col._searchable()
-            run = col._plan(plan)
-            via = run.stages[0].index
-            if via is not None and via not in col._indexes:
-                raise col._missing_index(run, via)
+            store, run, index = col._ready(plan)
             try:
                 chosen = col._filters.select(col, flt)
             except Renumbered:
@@ -555,7 +551,7 @@ def _dense(col, queries, k: int, plan, flt: Filter) -> SearchResult:
                     raise
                 chosen = None
             if chosen is not None:
-                return _run(col, store, raw, run, min(k, chosen.count), chosen, col._indexes.get(via), start)
+                return _run(col, store, raw, run, min(k, chosen.count), chosen, index, start)
         time.sleep(0.05)
         col._sync()
 
