@@ -183,19 +183,20 @@ class IVFIndex:
         self._check_adaptive(stage)
         return self._probe(query, stage.effort, stage.probe_dim or self.centroid_dim, stage.least, stage.spread)
 
-    def _count_probe(self, cost, stage, n_lists: int) -> None:
-        """The work of one query's probe: its product with every centroid at the probe dim."""
+    def _count_probe(self, cost, stage, n_lists: int, queries: int = 1) -> None:
+        """The work of `queries` probes: each query's product with every centroid at the probe dim; `n_lists`
+        probed in all."""
         probe_dim = stage.probe_dim or self.centroid_dim
-        cost.multiply_adds += self.n_lists * probe_dim
-        cost.bytes_read += self.n_lists * probe_dim * _F32
+        cost.multiply_adds += queries * self.n_lists * probe_dim
+        cost.bytes_read += queries * self.n_lists * probe_dim * _F32
         cost.lists_probed += n_lists
 
-    def _count_coded(self, cost, n_lists: int, scanned: int) -> None:
-        """The work of scanning `scanned` coded items in `n_lists` lists for one query."""
+    def _count_coded(self, cost, n_lists: int, scanned: int, queries: int = 1) -> None:
+        """The work of scanning `scanned` coded items in `n_lists` lists, for `queries` queries in all."""
         cost.items_scanned += scanned
-        if spec := self._pq:  # a table of 2^bits entries per sub-space, a dot per list, M adds per item
-            cost.multiply_adds += 2 ** spec[1] * self.scan_dim + n_lists * self.scan_dim + scanned * spec[0]
-            cost.bytes_read += 2 ** spec[1] * self.scan_dim * _F32
+        if spec := self._pq:  # a table of 2^bits entries per sub-space per query, a dot per list, M adds per item
+            cost.multiply_adds += queries * 2 ** spec[1] * self.scan_dim + n_lists * self.scan_dim + scanned * spec[0]
+            cost.bytes_read += queries * 2 ** spec[1] * self.scan_dim * _F32
         else:
             cost.multiply_adds += scanned * self.scan_dim
         cost.bytes_read += scanned * self._code_bytes
@@ -265,9 +266,7 @@ class IVFIndex:
         probe_dim = stage.probe_dim or self.centroid_dim
         self._check_adaptive(stage)
         lists = self.probe_batch(queries, stage.effort, probe_dim, stage.least, stage.spread)
-        cost.multiply_adds += len(queries) * self.n_lists * probe_dim
-        cost.bytes_read += len(queries) * self.n_lists * probe_dim * _F32
-        cost.lists_probed += int(np.count_nonzero(lists >= 0))
+        self._count_probe(cost, stage, int(np.count_nonzero(lists >= 0)), len(queries))
         if self.codec == "f32":
             self._check_scan(stage.dim, [hi for _, hi in self.lists_.bounds])
             rows, dots, inv = self.lists_.scan_batch(queries, lists, stage.dim)
@@ -279,15 +278,7 @@ class IVFIndex:
         self._check_scan(stage.dim, [self.scan_dim])
         rows, scores, sizes = self.lists_.scan_batch(queries, lists, keep)
         scores = self._distances_scored(queries[:, : self.scan_dim], scores)
-        scanned = int(sizes.sum())
-        cost.items_scanned += scanned
-        if spec := pq_spec(self.codec):
-            cost.multiply_adds += (len(queries) * 2 ** spec[1] * self.scan_dim + lists.size * self.scan_dim
-                                   + scanned * spec[0])
-            cost.bytes_read += len(queries) * 2 ** spec[1] * self.scan_dim * _F32
-        else:
-            cost.multiply_adds += scanned * self.scan_dim
-        cost.bytes_read += scanned * code_bytes(self.codec, self.scan_dim)
+        self._count_coded(cost, lists.size, int(sizes.sum()), len(queries))
         return rows, scores, None
 
     def candidate_width(self, stage, keep: int) -> int:
