@@ -608,16 +608,9 @@ class Collection:
         with self._rw.reading():
             store, plan, index = self._ready(plan)
             check_k(k, store.count - self._n_dead)
-            try:
-                result = run_checked(store, self._transform.apply(raw), plan, k, self.manifest.metric, self._n_dead,
-                                     None, self._dead[: store.count] if self._n_dead else None, index)
-            except (ArithmeticError, LookupError, ValueError) as exc:
-                if isinstance(exc, MatsearchError):
-                    raise
-                raise self._damaged(f"failed ({type(exc).__name__}: {exc})") from exc
-            result.ids = self._ids.lookup(result.ids)
-            if not _kernels.all_finite(result.scores):
-                raise self._damaged(f"scored a query as {result.scores.min()}")
+            result = self._answered(lambda: run_checked(
+                store, self._transform.apply(raw), plan, k, self.manifest.metric, self._n_dead, None,
+                self._dead[: store.count] if self._n_dead else None, index))
         result.target = target
         return result if guard is None else drift.guarded(self, raw, result, k, guard)  # queries unlike calibration's
 
@@ -791,6 +784,20 @@ class Collection:
                 scanned = self._indexes[via].resident_bytes() / max(stored, 1) if via in self._indexes else 0.0
             info["resident_bytes_per_vector"] = scanned
         return info
+
+    def _answered(self, run) -> SearchResult:
+        """`run()`'s result (a search over rows, under the read lock) with ids for its rows; a failure or a
+        score that is not finite is reported as damage to the collection's files."""
+        try:
+            result = run()
+        except (ArithmeticError, LookupError, ValueError) as exc:
+            if isinstance(exc, MatsearchError):
+                raise
+            raise self._damaged(f"failed ({type(exc).__name__}: {exc})") from exc
+        result.ids = self._ids.lookup(result.ids)
+        if not _kernels.all_finite(result.scores):
+            raise self._damaged(f"scored a query as {result.scores.min()}")
+        return result
 
     def _ready(self, plan) -> tuple[BlockStore, Plan, object]:
         """Under the read lock: the store to search, `plan` parsed and checked, and the index its first stage

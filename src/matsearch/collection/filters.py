@@ -39,7 +39,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..errors import CollectionError, InvalidInputError, MatsearchError
+from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import check_vectors
 from ..results import Cost, SearchResult
 from ..search import run_filtered, scans_rows
@@ -564,17 +564,12 @@ def _run(col, store, raw, plan, k: int, chosen: Selection, index, start: float) 
         result = SearchResult(ids=np.empty((len(queries), 0), dtype=object),
                               scores=np.empty((len(queries), 0), dtype=np.float32), plan=str(plan), cost=cost)
     else:
-        try:
+        def search():
             scan = scans_rows(plan, chosen.count, store.count)
-            result = run_filtered(store, queries, plan, k, col.manifest.metric, chosen.allowed, chosen.count, index,
-                                  rows=chosen.rows if scan else None, excluded=None if scan else chosen.excluded)
-        except (ArithmeticError, LookupError, ValueError) as exc:
-            if isinstance(exc, MatsearchError):
-                raise
-            raise col._damaged(f"failed ({type(exc).__name__}: {exc})") from exc
-        result.ids = col._ids.lookup(result.ids)
-        if not np.isfinite(result.scores).all():
-            raise col._damaged(f"scored a query as {result.scores.min()}")
+            return run_filtered(store, queries, plan, k, col.manifest.metric, chosen.allowed, chosen.count, index,
+                                rows=chosen.rows if scan else None, excluded=None if scan else chosen.excluded)
+
+        result = col._answered(search)
     result.cost.matched = chosen.count
     result.cost.seconds = time.perf_counter() - start  # the mask (or its cache) included
     return result
