@@ -496,3 +496,13 @@ def finetune(
     transform = " --transform none" if rotation is not None else ""
     out.print(f"fine-tuned {model} on {len(training):,} pairs in {time.perf_counter() - start:.0f}s; "
               f"saved to {saved} (use: matsearch index SOURCE -c COLLECTION --model {saved}{transform})")
+
+
+@app.command()
+@_cli_errors
+def mcp(root: Path = typer.Argument(..., help="Folder whose subfolders are collections (opened read-only).")):
+    """Serve the collections under ROOT to language-model agents: an MCP server over stdio with the tools
+    list_collections, search(collection, query, k, filter, target_recall) and get(collection, ids)."""
+    from .service.mcp import serve
+
+    serve(root)

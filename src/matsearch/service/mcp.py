@@ -1,0 +1,167 @@
+"""The retrieval tool for language-model agents: an MCP server over the collections under a folder.
+
+Tools: `list_collections`, `search` and `get`, each answering with passages (id, score, text, metadata) so that
+an agent can use a collection as its memory. Collections are opened read-only on first use and kept open; a
+reader sees what a writer elsewhere commits. `matsearch mcp ROOT` serves it over stdio.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel, Field
+
+from ..collection import Collection
+from ..errors import CollectionError, InvalidInputError, MatsearchError
+
+NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_K = 100
+MAX_IDS = 100
+MAX_QUERY_CHARS = 2_000
+
+INSTRUCTIONS = ("Semantic search over document collections. Call list_collections to see what is there, "
+                "search(collection, query) for the passages most relevant to a question, and get(collection, ids) "
+                "to read passages by id again.")
+
+
+class Passage(BaseModel):
+    """One stored item as an agent reads it."""
+
+    id: str
+    score: float | None = Field(None, description="Relevance, higher is better (None for a passage read by id).")
+    text: str | None
+    metadata: dict[str, Any] | None
+
+
+class SearchAnswer(BaseModel):
+    """The passages a search found, best first, and what the search did to find them."""
+
+    passages: list[Passage]
+    plan: str = Field(description="The plan the search ran (and the target that chose it, if any).")
+    mode: str = Field(description="dense, lexical or hybrid.")
+    cost: dict[str, Any] = Field(description="Work per query: multiply_adds, bytes_read, candidates per stage…")
+    took_ms: float
+
+
+class CollectionSummary(BaseModel):
+    name: str
+    count: int
+    dim: int | None
+    model: str | None = Field(description="The encoder behind text queries (None: searched by vector only).")
+    calibrated: bool = Field(description="Whether target_recall can be given.")
+
+
+class Shelf:
+    """The collections under `root`, by name: opened read-only on first use and kept open for later calls."""
+
+    def __init__(self, root):
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise CollectionError(f"no folder of collections at {root}")
+        self._open: dict[str, Collection] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        """Names of the collections under the root (folders with a manifest, inside the root)."""
+        return sorted(p.name for p in self.root.iterdir()
+                      if NAME.match(p.name) and self._inside(p) and (p / "manifest.json").is_file())
+
+    def collection(self, name: str) -> Collection:
+        """The open collection called `name`; an unsafe or unknown name is an error naming it."""
+        with self._lock:
+            if name not in self._open:
+                self._open[name] = Collection.open(self.path(name))
+            return self._open[name]
+
+    def path(self, name: str) -> Path:
+        """The folder of collection `name`, checked to be a collection inside the root."""
+        if not isinstance(name, str) or not NAME.match(name):
+            raise InvalidInputError(f"collection name {name!r} is not allowed: use 1-64 letters, digits, '-' or '_'")
+        path = self.root / name
+        if not self._inside(path) or not (path / "manifest.json").is_file():
+            raise InvalidInputError(f"no collection named {name!r}; collections: {', '.join(self.names()) or 'none'}")
+        return path
+
+    def _inside(self, path: Path) -> bool:
+        return path.resolve().parent == self.root
+
+    def close(self) -> None:
+        with self._lock:
+            for col in self._open.values():
+                col.close()
+            self._open.clear()
+
+
+def create_server(root) -> MCPServer:
+    """An MCP server whose tools search and read the collections under `root`."""
+    shelf = Shelf(root)
+    server = MCPServer("matsearch", instructions=INSTRUCTIONS)
+
+    @server.tool()
+    def list_collections() -> list[CollectionSummary]:
+        """The collections that can be searched, with their sizes and whether they take a target_recall."""
+        with _tool_errors():
+            return [_summary(name, shelf.collection(name)) for name in shelf.names()]
+
+    @server.tool()
+    def search(
+        collection: str,
+        query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="A question or text.")],
+        k: Annotated[int, Field(ge=1, le=MAX_K, description="How many passages to return.")] = 10,
+        filter: Annotated[dict[str, Any] | None, Field(
+            description='Metadata filter, e.g. {"year": {"$gte": 2020}} ($eq $ne $gt $gte $lt $lte $in $nin '
+                        '$exists $and $or $not; a bare value means $eq).')] = None,
+        target_recall: Annotated[float | None, Field(
+            gt=0, le=1, description="Recall@k to reach against exact search (calibrated collections).")] = None,
+    ) -> SearchAnswer:
+        """The passages of a collection most relevant to a query, best first."""
+        with _tool_errors():
+            col = shelf.collection(collection)
+            start = time.perf_counter()
+            result = col.search(query, k=k, filter=filter, target_recall=target_recall)
+            took_ms = (time.perf_counter() - start) * 1e3
+            hits = [(i, float(s)) for i, s in zip(result.ids[0].tolist(), result.scores[0].tolist()) if i is not None]
+            records = col.get([i for i, _ in hits]) if hits else []
+            passages = [Passage(id=r.id, score=s, text=r.text, metadata=r.metadata) for r, (_, s) in zip(records, hits)]
+            plan = result.plan if result.target is None else f"{result.plan} ({result.target})"
+            return SearchAnswer(passages=passages, plan=plan, mode=result.mode, cost=result.cost.per_query(),
+                                took_ms=took_ms)
+
+    @server.tool()
+    def get(collection: str,
+            ids: Annotated[list[str], Field(min_length=1, max_length=MAX_IDS, description="Ids to read.")]
+            ) -> list[Passage]:
+        """Passages of a collection by id, in the order asked."""
+        with _tool_errors():
+            return [Passage(id=r.id, text=r.text, metadata=r.metadata) for r in shelf.collection(collection).get(ids)]
+
+    return server
+
+
+def serve(root) -> None:
+    """Run the MCP server for the collections under `root` over stdio until the client hangs up."""
+    create_server(root).run("stdio")
+
+
+def _summary(name: str, col: Collection) -> CollectionSummary:
+    info = col.info()
+    calibration = info["calibration"]
+    return CollectionSummary(name=name, count=info["count"], dim=info["dim"], model=info["model"],
+                             calibrated=bool(calibration) and not calibration.get("stale")
+                             and "unreadable" not in calibration)
+
+
+@contextmanager
+def _tool_errors():
+    """Turn the library's errors into tool errors whose message the agent reads."""
+    try:
+        yield
+    except MatsearchError as exc:
+        raise ToolError(str(exc)) from exc
