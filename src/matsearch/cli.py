@@ -506,3 +506,39 @@ def mcp(root: Path = typer.Argument(..., help="Folder whose subfolders are colle
     from .service.mcp import serve
 
     serve(root)
+
+
+@app.command()
+@_cli_errors
+def serve(
+    root: Path = typer.Argument(..., help="Folder whose subfolders are collections (new ones are made in it)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    api_key: Optional[str] = typer.Option(None, envvar="MATSEARCH_API_KEY", show_default=False,
+                                          help="Key every write needs (Authorization: Bearer KEY); prefer the "
+                                               "MATSEARCH_API_KEY variable, which other users cannot read in ps."),
+    read_only: bool = typer.Option(False, "--read-only", help="Refuse every write; collections are opened read-only."),
+    private: bool = typer.Option(False, "--private", help="Reads need the API key too."),
+    cors: Optional[list[str]] = typer.Option(None, "--cors", help="A browser origin allowed to call (repeatable)."),
+    workers: int = typer.Option(1, min=1, help="Server processes; more than one needs --read-only (a collection "
+                                               "has one writer). Each process searches in many threads."),
+):
+    """Serve the collections under ROOT over HTTP: the JSON API under /v1, the search page at /, /metrics."""
+    import os
+
+    import uvicorn
+
+    from .service.app import ENVIRONMENT, create_app
+
+    if workers > 1 and not read_only:
+        raise InvalidInputError(f"--workers {workers} needs --read-only: a collection has one writer, so a service "
+                                "that writes runs one process (its searches run in parallel threads)")
+    settings = {"root": str(root), "read_only": read_only, "private": private, "cors": cors or []}
+    service = create_app(api_key=api_key, **settings)  # the settings are checked here, before a worker starts
+    if workers == 1:
+        uvicorn.run(service, host=host, port=port)
+        return
+    os.environ[ENVIRONMENT] = json.dumps(settings)
+    if api_key is not None:
+        os.environ["MATSEARCH_API_KEY"] = api_key
+    uvicorn.run("matsearch.service.app:from_environment", factory=True, host=host, port=port, workers=workers)

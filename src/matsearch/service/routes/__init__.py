@@ -1,0 +1,1 @@
+"""One router per resource: collections, documents, search, jobs, and the service's own endpoints."""
