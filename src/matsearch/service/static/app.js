@@ -83,11 +83,14 @@ async function selectCollection() {
   } catch (error) {
     setStatus(`Could not read collection ${name}: ${error.message}`, true);
   }
-  const calibrated = Boolean(collectionInfo && collectionInfo.frontier && collectionInfo.frontier.length);
+  const calibration = collectionInfo && collectionInfo.calibration;
+  const stale = calibration && calibration.stale;
+  const calibrated = Boolean(collectionInfo && collectionInfo.frontier && collectionInfo.frontier.length && !stale);
   $("recall").disabled = !calibrated;
   $("recall-note").textContent = calibrated
     ? "The cheapest calibrated plan that reaches this recall@k against exact search serves the query."
-    : "Not calibrated: searches run the default plan (run `matsearch tune` on the collection to choose by recall).";
+    : `${stale ? `Calibration is stale (${stale})` : "Not calibrated"}: searches run the default plan `
+      + "(run `matsearch tune` on the collection to choose by recall).";
   drawFrontier();
   if ($("query").value.trim()) await runSearch();
 }
@@ -102,7 +105,8 @@ async function runSearch() {
   const query = $("query").value.trim();
   const name = $("collection").value;
   if (!query || !name) return;
-  const request = { query, k: Number($("k").value) || 10 };
+  const live = collectionInfo ? collectionInfo.count : Infinity;  // a search may not ask for more than there are
+  const request = { query, k: Math.max(1, Math.min(Number($("k").value) || 10, live)) };
   if ($("mode").value) request.mode = $("mode").value;
   if (!$("recall").disabled) request.target_recall = Number($("recall").value);
   const searchNumber = ++searchesStarted;
@@ -176,7 +180,7 @@ function showRun(answer) {
   $("run").replaceChildren(...facts.flatMap(([term, value]) => [el("dt", {}, term), el("dd", {}, String(value))]));
   const candidates = cost.candidates || [];
   const seconds = cost.stage_seconds || [];
-  const names = cost.stages || [];
+  const names = cost.stages && cost.stages.length === candidates.length ? cost.stages : [];
   $("stages").tBodies[0].replaceChildren(...candidates.map((kept, i) => el("tr", {},
     el("th", { scope: "row" }, names[i] || String(i + 1)), el("td", {}, compact.format(kept)),
     el("td", {}, seconds[i] === undefined ? "" : (seconds[i] * 1e3).toFixed(3)))));
