@@ -239,9 +239,9 @@ def _stacked(answers: list[dict]) -> ServedResult:
 
     ids = np.array(column("id", None), dtype=object).reshape(len(answers), width)
     scores = np.array(column("score", -np.inf), dtype=np.float32).reshape(len(answers), width)
-    plans = {a["plan"] for a in answers}
+    plans, costs = {a["plan"] for a in answers}, [_cost(a["cost"]) for a in answers]
     return ServedResult(ids=ids, scores=scores, plan=plans.pop() if len(plans) == 1 else "; ".join(sorted(plans)),
-                        cost=Cost.added([_cost(a["cost"]) for a in answers]), mode=answers[0]["mode"],
+                        cost=costs[0] if len(costs) == 1 else Cost.added(costs), mode=answers[0]["mode"],
                         target=answers[0]["target"], texts=column("text", None), metadata=column("metadata", None),
                         passages=np.array(column("passage", None), dtype=object).reshape(len(answers), width)
                         if any(hit.get("passage") for a in answers for hit in a["results"]) else None)

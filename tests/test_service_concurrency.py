@@ -1,0 +1,67 @@
+"""Searches run beside writes and a long build: none fails or waits for the build, and every acknowledged write
+is there and searchable afterwards."""
+
+import threading
+import time
+
+import httpx
+from service_support import AUTH, KEY, documents, live_server, unit_vectors
+
+from matsearch import Collection
+
+
+def test_searches_go_on_during_writes_and_a_long_build(tmp_path, monkeypatch):
+    (tmp_path / "root").mkdir()
+    build = Collection.build
+    monkeypatch.setattr(Collection, "build", lambda self, *a, **kw: (time.sleep(1.5), build(self, *a, **kw))[1])
+    base, extra = unit_vectors(1000), unit_vectors(600, seed=4)
+    with live_server(tmp_path / "root", api_key=KEY) as url, httpx.Client(base_url=url, timeout=30) as http:
+        http.post("/v1/collections", json={"name": "vecs", "model": None, "transform": "none"}, headers=AUTH)
+        assert http.post("/v1/collections/vecs/documents", json={"documents": documents(base)},
+                         headers=AUTH).status_code == 200
+        stop, failures, latencies, acknowledged = threading.Event(), [], [], []
+
+        def search(seed):
+            with httpx.Client(base_url=url, timeout=30) as own:
+                queries = unit_vectors(50, seed=seed)
+                while not stop.is_set():
+                    for query in queries:
+                        start = time.perf_counter()
+                        response = own.post("/v1/collections/vecs/search", json={"vector": query.tolist(), "k": 10})
+                        latencies.append((start, time.perf_counter() - start))
+                        if response.status_code != 200 or len(response.json()["results"]) != 10:
+                            failures.append(response.text)
+
+        def write():
+            with httpx.Client(base_url=url, timeout=30) as own:
+                for batch in range(12):
+                    part = documents(extra[50 * batch: 50 * batch + 50], start=1000 + 50 * batch)
+                    response = own.post("/v1/collections/vecs/documents", json={"documents": part}, headers=AUTH)
+                    if response.status_code != 200:
+                        failures.append(response.text)
+                    else:
+                        acknowledged.extend(d["id"] for d in part)
+
+        readers = [threading.Thread(target=search, args=(seed,)) for seed in range(4)]
+        for thread in readers:
+            thread.start()
+        job = http.post("/v1/collections/vecs/jobs", json={"kind": "build", "recipe": "ivf8@d32:d64"},
+                        headers=AUTH).json()["job"]
+        building = time.perf_counter()
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join()
+        while http.get(f"/v1/jobs/{job}").json()["state"] != "done":
+            time.sleep(0.05)
+        built = time.perf_counter()
+        stop.set()
+        for thread in readers:
+            thread.join()
+        assert not failures, failures[:3]
+        during = [seconds for start, seconds in latencies if building < start < built - 0.5]
+        assert during and max(during) < 0.75, (len(during), max(during, default=None))  # nobody waited 1.5 s
+        assert len(acknowledged) == 600
+        with Collection.open(tmp_path / "root" / "vecs") as col:
+            assert len(col) == 1600 and len(col.get(acknowledged)) == 600
+            found = col.search(extra, k=1, plan="p8@d64:50>d64")  # in the index built meanwhile, too
+            assert [row[0] for row in found.ids] == acknowledged
