@@ -195,10 +195,10 @@ function drawFrontier() {
     figure.replaceChildren(el("p", { class: "note" }, "No frontier: this collection is not calibrated."));
     return;
   }
-  const byCost = frontier.every((p) => p.cost > 0);
-  const x = (p) => (byCost ? p.cost : p.ms);
+  // the frontier is Pareto in recall and time (calibration's ms per query), so it is drawn against time
+  const x = (p) => Math.max(p.ms, 1e-6);
   const points = [...frontier].sort((a, b) => x(a) - x(b));
-  const [width, height, left, right, top, bottom] = [340, 220, 46, 12, 10, 40];
+  const [width, height, left, right, top, bottom] = [340, 220, 46, 22, 10, 40];
   const [lo, hi] = [Math.log10(x(points[0])), Math.log10(x(points[points.length - 1]))];
   const span = hi - lo || 1;
   const minRecall = Math.min(0.8, Math.floor(Math.min(...points.map((p) => p.recall)) * 20) / 20);
@@ -216,18 +216,22 @@ function drawFrontier() {
       r.toFixed(2))),
     ...costTicks(lo, hi).map((power) => svgEl("text", {
       class: "tick", x: left + ((power - lo) / span) * (width - left - right), y: height - bottom + 14,
-      "text-anchor": "middle" }, compact.format(10 ** power))),
+      "text-anchor": "middle" }, formatMs(10 ** power))),
     svgEl("text", { class: "label", x: (left + width - right) / 2, y: height - 6, "text-anchor": "middle" },
-      byCost ? "multiply-adds per query (log)" : "ms per query (log)"),
+      "ms per query, one at a time (log)"),
     ...points.map((p) => svgEl("circle", {
       class: used.has(p.plan) ? "point used" : "point", cx: px(p), cy: py(p.recall), r: used.has(p.plan) ? 6 : 3.5 },
       svgEl("title", {}, `${p.plan}: recall ${p.recall.toFixed(3)}, ${compact.format(p.cost)} multiply-adds, `
         + `${Number(p.ms).toFixed(3)} ms`))));
   const usedPoint = points.find((p) => used.has(p.plan));
   const caption = el("figcaption", { id: "frontier-caption" },
-    `Calibrated plans: recall@k against ${byCost ? "cost" : "time"}; the dashed line is the recall target`
+    "Calibrated plans: recall@k against time per query; the dashed line is the recall target"
     + (usedPoint ? `, the large point the plan the last search ran (${usedPoint.plan}).` : "."));
   figure.replaceChildren(plot, caption);
+}
+
+function formatMs(ms) {
+  return ms >= 1 ? compact.format(ms) : String(Number(ms.toPrecision(2)));
 }
 
 function recallTicks(minRecall) {
@@ -246,7 +250,7 @@ function costTicks(lo, hi) {
       if (tick >= lo - 1e-9 && tick <= hi + 1e-9) ticks.push(tick);
     }
   }
-  return ticks.length ? ticks : [lo];
+  return ticks.length > 1 ? ticks : [lo, (lo + hi) / 2, hi];  // under a decade: the ends and the middle
 }
 
 function toggleText(event) {
