@@ -1,27 +1,24 @@
 """The retrieval tool for language-model agents: an MCP server over the collections under a folder.
 
 Tools: `list_collections`, `search` and `get`, each answering with passages (id, score, text, metadata) so that
-an agent can use a collection as its memory. Collections are opened read-only on first use and kept open; a
-reader sees what a writer elsewhere commits. `matsearch mcp ROOT` serves it over stdio.
+an agent can use a collection as its memory. Collections are named and opened as the HTTP service does (a
+read-only `Registry`: safe names, folders inside the root only, each opened once); a reader sees what a writer
+elsewhere commits. `matsearch mcp ROOT` serves it over stdio.
 """
 
 from __future__ import annotations
 
-import re
-import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
-from ..collection import Collection
-from ..errors import CollectionError, InvalidInputError, MatsearchError
+from ..errors import MatsearchError
+from .registry import MissingCollection, Registry
 
-NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_K = 100
 MAX_IDS = 100
 MAX_QUERY_CHARS = 2_000
@@ -58,57 +55,16 @@ class CollectionSummary(BaseModel):
     calibrated: bool = Field(description="Whether target_recall can be given.")
 
 
-class Shelf:
-    """The collections under `root`, by name: opened read-only on first use and kept open for later calls."""
-
-    def __init__(self, root):
-        self.root = Path(root).resolve()
-        if not self.root.is_dir():
-            raise CollectionError(f"no folder of collections at {root}")
-        self._open: dict[str, Collection] = {}
-        self._lock = threading.Lock()
-
-    def names(self) -> list[str]:
-        """Names of the collections under the root (folders with a manifest, inside the root)."""
-        return sorted(p.name for p in self.root.iterdir()
-                      if NAME.match(p.name) and self._inside(p) and (p / "manifest.json").is_file())
-
-    def collection(self, name: str) -> Collection:
-        """The open collection called `name`; an unsafe or unknown name is an error naming it."""
-        with self._lock:
-            if name not in self._open:
-                self._open[name] = Collection.open(self.path(name))
-            return self._open[name]
-
-    def path(self, name: str) -> Path:
-        """The folder of collection `name`, checked to be a collection inside the root."""
-        if not isinstance(name, str) or not NAME.match(name):
-            raise InvalidInputError(f"collection name {name!r} is not allowed: use 1-64 letters, digits, '-' or '_'")
-        path = self.root / name
-        if not self._inside(path) or not (path / "manifest.json").is_file():
-            raise InvalidInputError(f"no collection named {name!r}; collections: {', '.join(self.names()) or 'none'}")
-        return path
-
-    def _inside(self, path: Path) -> bool:
-        return path.resolve().parent == self.root
-
-    def close(self) -> None:
-        with self._lock:
-            for col in self._open.values():
-                col.close()
-            self._open.clear()
-
-
 def create_server(root) -> MCPServer:
     """An MCP server whose tools search and read the collections under `root`."""
-    shelf = Shelf(root)
+    collections = Registry(root, read_only=True)
     server = MCPServer("matsearch", instructions=INSTRUCTIONS)
 
     @server.tool()
     def list_collections() -> list[CollectionSummary]:
         """The collections that can be searched, with their sizes and whether they take a target_recall."""
         with _tool_errors():
-            return [_summary(name, shelf.collection(name)) for name in shelf.names()]
+            return [summary for name in collections.names() if (summary := _summary(collections, name))]
 
     @server.tool()
     def search(
@@ -122,8 +78,7 @@ def create_server(root) -> MCPServer:
             gt=0, le=1, description="Recall@k to reach against exact search (calibrated collections).")] = None,
     ) -> SearchAnswer:
         """The passages of a collection most relevant to a query, best first."""
-        with _tool_errors():
-            col = shelf.collection(collection)
+        with _tool_errors(), collections.reading(collection) as col:
             start = time.perf_counter()
             result = col.search(query, k=k, filter=filter, target_recall=target_recall)
             took_ms = (time.perf_counter() - start) * 1e3
@@ -139,8 +94,8 @@ def create_server(root) -> MCPServer:
             ids: Annotated[list[str], Field(min_length=1, max_length=MAX_IDS, description="Ids to read.")]
             ) -> list[Passage]:
         """Passages of a collection by id, in the order asked."""
-        with _tool_errors():
-            return [Passage(id=r.id, text=r.text, metadata=r.metadata) for r in shelf.collection(collection).get(ids)]
+        with _tool_errors(), collections.reading(collection) as col:
+            return [Passage(id=r.id, text=r.text, metadata=r.metadata) for r in col.get(ids)]
 
     return server
 
@@ -150,8 +105,13 @@ def serve(root) -> None:
     create_server(root).run("stdio")
 
 
-def _summary(name: str, col: Collection) -> CollectionSummary:
-    info = col.info()
+def _summary(collections: Registry, name: str) -> CollectionSummary | None:
+    """What list_collections says of collection `name` (None if it was dropped meanwhile)."""
+    try:
+        with collections.reading(name) as col:
+            info = col.info()
+    except MissingCollection:
+        return None
     calibration = info["calibration"]
     return CollectionSummary(name=name, count=info["count"], dim=info["dim"], model=info["model"],
                              calibrated=bool(calibration) and not calibration.get("stale")
