@@ -12,16 +12,20 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from . import errors
+from .auth import require_read, require_write
 from .jobs import Jobs
 from .limits import BodyLimit
 from .metrics import Metrics, MetricsMiddleware
 from .registry import Registry
 from .routes import collections, documents, jobs, search, system
 from .settings import Settings
+
+ROUTERS = (collections, documents, search, jobs, system)
 
 
 def create_app(root, *, api_key: str | None = None, read_only: bool = False, private: bool = False,
@@ -47,7 +51,7 @@ def create_app(root, *, api_key: str | None = None, read_only: bool = False, pri
     app.state.settings, app.state.registry, app.state.jobs = settings, registry, background
     app.state.metrics = Metrics(registry)
     errors.install(app, f"{registry.root}/")
-    for module in (collections, documents, search, jobs, system):
+    for module in ROUTERS:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=system.STATIC, check_dir=False), name="static")
     if settings.cors:
@@ -55,7 +59,30 @@ def create_app(root, *, api_key: str | None = None, read_only: bool = False, pri
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    _document_optional_key(app, settings, [route for module in ROUTERS for route in module.router.routes])
     return app
+
+
+def _document_optional_key(app: FastAPI, settings: Settings, routes: list[APIRoute]) -> None:
+    """Say in /openapi.json that the key may be left out where this service does not ask for it (reads unless
+    private, everything without a key)."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()
+            for route in routes:
+                needs = {d.dependency for d in route.dependencies}
+                if (require_write in needs and settings.api_key is not None) or \
+                        (require_read in needs and settings.private):
+                    continue
+                for method in route.methods:
+                    operation = schema["paths"].get(route.path_format, {}).get(method.lower(), {})
+                    if operation.get("security"):
+                        operation["security"] = [{}, *operation["security"]]
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 ENVIRONMENT = "MATSEARCH_SERVE"  # JSON settings for the worker processes of `matsearch serve --workers N`

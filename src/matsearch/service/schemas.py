@@ -78,6 +78,10 @@ class StoredDocument(BaseModel):
 
 
 class Search(Request):
+    model_config = ConfigDict(json_schema_extra={"anyOf": [  # a query, a vector, or both
+        {"required": ["query"], "properties": {"query": {"type": "string"}}},
+        {"required": ["vector"], "properties": {"vector": {"type": "array"}}}]})
+
     query: str | None = Field(None, min_length=1, max_length=MAX_QUERY_CHARS, description="Text to search for.")
     vector: Vector | None = Field(None, description="A query vector (with `query`: its embedding, for hybrid).")
     k: int = Field(10, ge=1, le=MAX_K)
