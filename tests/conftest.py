@@ -102,13 +102,16 @@ def index_file(collection: Path, name: str) -> Path:
     return collection / json.loads((collection / "manifest.json").read_text())["indexes"] / name
 
 
-def calibrated_cranfield(path: Path) -> Path:
-    """Cranfield's 1,400 abstracts as a collection at `path`: texts, MiniLM vectors, metadata (number, title), a
-    small IVF and a calibration on noise pseudo-queries (about 3 s on 2 cores; text queries load the encoder)."""
+@pytest.fixture(scope="session")
+def calibrated_cranfield(tmp_path_factory) -> Path:
+    """Cranfield's 1,400 abstracts as a collection: texts, MiniLM vectors, metadata (number, title), a small IVF and
+    a calibration on noise pseudo-queries (about 3 s on 2 cores; text queries load the encoder). Built once per
+    session: copy it (shutil.copytree) into a folder of your own before opening it."""
     import json
 
     from matsearch import Collection
 
+    path = tmp_path_factory.mktemp("calibrated") / "cranfield"
     folder = shared("cranfield")
     docs = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines()]
     with Collection.create(path) as col:

@@ -1,6 +1,7 @@
 """The MCP retrieval tool: its tools through the mcp library's own in-process client, and once over stdio."""
 
 import asyncio
+import shutil
 import subprocess
 import sys
 
@@ -8,7 +9,6 @@ import numpy as np
 import pytest
 from mcp import Client, StdioServerParameters
 
-from conftest import calibrated_cranfield
 from matsearch import Collection
 from matsearch.service.mcp import create_server
 
@@ -16,11 +16,11 @@ QUERY = "heat transfer in hypersonic boundary layers"
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
+def root(tmp_path_factory, calibrated_cranfield):
     """A folder holding Cranfield (texts, MiniLM vectors, metadata, calibrated), a vector-only
     collection, a folder that is no collection and a symlink to a collection outside the folder."""
     root = tmp_path_factory.mktemp("mcp")
-    calibrated_cranfield(root / "cranfield")
+    shutil.copytree(calibrated_cranfield, root / "cranfield")
     with Collection.create(root / "vectors-only", model=None, transform="none") as col:
         col.add(["a", "b"], vectors=np.eye(2, 8, dtype=np.float32))
     (root / "not-a-collection").mkdir()

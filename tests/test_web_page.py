@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import calibrated_cranfield, load_vectors, shared
+from conftest import load_vectors, shared
 from matsearch import Collection
 from matsearch.service.app import create_app
 
@@ -27,10 +27,10 @@ KEY = "page-test-key"
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
+def root(tmp_path_factory, calibrated_cranfield):
     """Calibrated Cranfield, and a small collection whose texts and metadata are HTML that must stay text."""
     root = tmp_path_factory.mktemp("web")
-    calibrated_cranfield(root / "cranfield")
+    shutil.copytree(calibrated_cranfield, root / "cranfield")
     with Collection.create(root / "hostile", transform="none") as col:
         col.add(["<i>a</i>", "b", "c"], texts=[HOSTILE, "plain heat", "nothing"],
                 vectors=load_vectors(shared("cranfield") / "corpus.minilm.f16.npy")[:3],
