@@ -78,6 +78,9 @@ async function selectCollection() {
   const name = $("collection").value;
   collectionInfo = null;
   lastAnswer = null;
+  showResults([], []);  // nothing from the collection shown before
+  $("run").replaceChildren();
+  $("stages").tBodies[0].replaceChildren();
   try {
     collectionInfo = await api(`/v1/collections/${encodeURIComponent(name)}`);
   } catch (error) {
