@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE := 1
 
 .PHONY: demo test test-avx2 test-all bench bench-indexes bench-adanns bench-elastic bench-finetune bench-compact bench-scale bench-batch bench-cold bench-api bench-planner bench-hybrid bench-filters clean
 
-$(BIN)/matsearch: pyproject.toml constraints.txt setup.py src/matsearch/_kernels.c src/matsearch/_fastscan.c src/matsearch/_rows.h
+$(BIN)/matsearch: pyproject.toml constraints.txt setup.py src/matsearch/_kernels.c src/matsearch/_fastscan.c src/matsearch/_direct.c src/matsearch/_rows.h
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0  # the CPU wheel; a bare 'torch' pulls CUDA

@@ -1,5 +1,5 @@
-"""The compiled kernels of the one-query search path (src/matsearch/_kernels.c, _fastscan.c); the rest is in
-pyproject.toml."""
+"""The compiled kernels of the one-query search path (src/matsearch/_kernels.c, _fastscan.c) and the store's
+direct-I/O reader (_direct.c); the rest is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -10,4 +10,5 @@ SHARED = ["src/matsearch/_rows.h"]
 
 setup(ext_modules=[Extension("matsearch._kernels", ["src/matsearch/_kernels.c"], depends=SHARED, extra_compile_args=FLAGS),
                    Extension("matsearch._fastscan", ["src/matsearch/_fastscan.c"], depends=SHARED,
-                             extra_compile_args=FLAGS)])
+                             extra_compile_args=FLAGS),
+                   Extension("matsearch._direct", ["src/matsearch/_direct.c"], extra_compile_args=["-O2"])])

@@ -65,14 +65,14 @@ def _emit_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
-def _dims(text: Optional[str]) -> Optional[list[int]]:
+def _dims(text: Optional[str], option: str = "--dims") -> Optional[list[int]]:
     """'16,32,64' → [16, 32, 64]."""
     if text is None:
         return None
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise InvalidInputError(f"--dims must be comma-separated integers such as 16,32,64, got {text!r}") from None
+        raise InvalidInputError(f"{option} must be comma-separated integers such as 16,32,64, got {text!r}") from None
 
 
 def _load_npy(path: Path, what: str) -> np.ndarray:
@@ -111,6 +111,10 @@ def index(
                                             "learned rotation: better short prefixes, slower to fit) or none; "
                                             "new collections only (fitted on the first batch)."),
     recipe: Optional[str] = typer.Option(None, help=f"Indexes to build after adding. {RECIPE_HELP}"),
+    nesting: Optional[str] = typer.Option(None, help="A new collection's prefix dims, comma-separated, the last "
+                                          "being the full dim (default: 32,64,128,256 and the dim)."),
+    on_disk: bool = typer.Option(False, "--on-disk", help="A new collection whose store need not fit in RAM: "
+                                 "re-ranks read their rows with direct I/O (use with --nesting 128,256,DIM)."),
     upsert: bool = typer.Option(False, "--upsert", help="Replace documents whose id is already in the collection "
                                 "(vector, text and metadata), instead of skipping them."),
     batch_size: int = typer.Option(10_000, help="Rows read, embedded and committed at a time."),
@@ -143,7 +147,8 @@ def index(
         raise InvalidInputError("--chunk-overlap needs --chunk-tokens")
     if (collection / "manifest.json").exists():
         col = Collection.open(collection, writable=True)
-        given = {"model": model, "metric": metric, "transform": transform}
+        given = {"model": model, "metric": metric, "transform": transform, "on_disk": on_disk or None,
+                 "nesting": _dims(nesting, "--nesting")}
         for name, value in given.items():
             if value is not None and value != getattr(col.manifest, name):
                 col.close()
@@ -152,7 +157,8 @@ def index(
                 )
     else:
         col = Collection.create(collection, model=model or DEFAULT_MODEL, metric=metric or "cosine",
-                                transform=transform or "pca")
+                                transform=transform or "pca",
+                                nesting=_dims(nesting, "--nesting"), on_disk=on_disk)
     with col:
         chunker = None if chunk_tokens is None else Chunker(encoder=col.encoder, tokens=chunk_tokens,
                                                             overlap=chunk_overlap)

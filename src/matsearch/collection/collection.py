@@ -82,10 +82,12 @@ class Collection:
     on one consistent state. Many threads may search one Collection at once.
     """
 
-    def __init__(self, path: Path, manifest: Manifest, *, writable: bool, new: bool = False):
+    def __init__(self, path: Path, manifest: Manifest, *, writable: bool, new: bool = False,
+                 on_disk: bool | None = None):
         self.path = Path(path)
         self.manifest = manifest
         self.writable = writable
+        self._on_disk = on_disk  # None: the manifest's setting
         self._docs = self._store = self._transform = self._encoder = self._ids = self._counter = None
         self._indexes, self._broken, self._saved_rows, self._plans = {}, {}, {}, {}
         self._calibrated: tuple[int, Calibration] | None = None  # (file mtime, calibration) read last
@@ -121,27 +123,33 @@ class Collection:
 
     @classmethod
     def create(cls, path, *, model: str | None = DEFAULT_MODEL, metric: str = "cosine", transform: str = "pca",
-               nesting: list[int] | None = None) -> "Collection":
+               nesting: list[int] | None = None, on_disk: bool = False) -> "Collection":
         """Make a new, empty collection folder (its dim is set by the first add). `model` embeds texts
         added and queries; with None the collection holds precomputed vectors and is searched by vector.
         `metric`: "cosine", "ip" (inner product) or "l2" (Euclidean: results nearest first, scored by minus the
-        squared distance on the plan's last prefix, −‖q − x‖²); every score is higher-is-better."""
+        squared distance on the plan's last prefix, −‖q − x‖²); every score is higher-is-better.
+        `on_disk`: a store that need not fit in RAM: re-ranks read their rows with direct I/O, a few sectors a
+        row, never through the page cache (direct_rows.py); give it a `nesting` whose first block is 128 dims
+        or more (e.g. [128, 256, 384]) so that a re-ranked row is one read."""
         path = Path(path)
         if (path / "manifest.json").exists():
             raise CollectionError(f"a collection already exists at {path}")
         manifest = Manifest(model=model, metric=metric, transform=transform,
-                            nesting=None if nesting is None else list(nesting)).check()
+                            nesting=None if nesting is None else list(nesting), on_disk=on_disk).check()
         path.mkdir(parents=True, exist_ok=True)
         manifest.save(path / "manifest.json")
         return cls(path, manifest, writable=True, new=True)
 
     @classmethod
-    def open(cls, path, *, writable: bool = False) -> "Collection":
-        """Open an existing collection; only one writer at a time."""
+    def open(cls, path, *, writable: bool = False, on_disk: bool | None = None) -> "Collection":
+        """Open an existing collection; only one writer at a time. `on_disk`: read re-ranked rows with
+        direct I/O (True) or through the page cache (False) this time; None: as the collection was created."""
         path = Path(path)
         if not path.is_dir():
             raise CollectionError(f"no collection at {path}: folder does not exist")
-        return cls(path, Manifest.load(path / "manifest.json"), writable=writable)
+        if on_disk not in (None, True, False):
+            raise InvalidInputError(f"on_disk must be true, false or None, got {on_disk!r}")
+        return cls(path, Manifest.load(path / "manifest.json"), writable=writable, on_disk=on_disk)
 
     # -- state ---------------------------------------------------------------
 
@@ -169,7 +177,8 @@ class Collection:
                                   "writable to finish a compaction that was cut short")
         self._tomb_seq = tomb_seq
         self._transform = Transform.load(self.path / "transform.npy", kind=m.transform, dim=m.dim)
-        self._store = BlockStore(self.path / "vectors", m.nesting, rows, writable=self.writable)
+        self._store = BlockStore(self.path / "vectors", m.nesting, rows, writable=self.writable,
+                                 on_disk=m.on_disk if self._on_disk is None else self._on_disk)
         if self.writable:
             self._store.truncate(rows)  # the tail of an add that crashed before its commit
         self._ids = self._open_ids(rows)
@@ -758,6 +767,7 @@ class Collection:
         }
         info["store_bytes_per_vector"] = (sum(p.stat().st_size for p in (self.path / "vectors").glob("*"))
                                           / stored if stored else 0.0)
+        info["store_reads"] = "direct I/O" if self._store is not None and self._store.direct else "memory map"
         info["recipe"] = m.recipe
         per_index = {str(part): self._indexes[part.kind].resident_bytes() / max(stored, 1)
                      for part in Recipe.parse(m.recipe).parts if part.kind in self._indexes}

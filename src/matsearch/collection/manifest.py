@@ -29,6 +29,7 @@ class Manifest:
     recipe: str = "flat"
     indexes: str = "indexes"  # the folder holding the recipe's index files
     epoch: int = 0  # bumped when the stored vectors are rewritten (elasticize, compact): readers reload all
+    on_disk: bool = False  # re-ranks read their rows from disk with direct I/O, not through the page cache
 
     def check(self) -> "Manifest":
         """Raise InvalidInputError unless the settings are usable; return self."""
@@ -42,6 +43,8 @@ class Manifest:
             check_nesting(self.nesting, self.dim or max(self.nesting, default=0))
         elif self.dim is not None:
             raise InvalidInputError(f"dim {self.dim} is set but the nesting is not")
+        if not isinstance(self.on_disk, bool):
+            raise InvalidInputError(f"on_disk must be true or false, got {self.on_disk!r}")
         Recipe.parse(self.recipe)
         return self
 

@@ -238,8 +238,9 @@ class IVFIndex:
     def _lane(self, store: BlockStore, plan, keeps: list[int], metric: str) -> "_Lane":
         """What `search_one` needs for this plan, k and store state, made once (stages None: it cannot run)."""
         state, first = (store, store.maps), plan.stages[0]
-        if self.codec == "f32" or not self.lists_.fused or first.dim != self.scan_dim or len(keeps) == 1:
-            return _Lane(*state)  # a plan that ends on the codes: the general path scales their scores
+        if self.codec == "f32" or not self.lists_.fused or first.dim != self.scan_dim or len(keeps) == 1 \
+                or store.direct is not None:  # a plan that ends on the codes, or rows read from disk: general path
+            return _Lane(*state)
         stages, lo, last = [], 0, len(keeps) - 1
         for n in range(1, len(keeps)):
             stage = plan.stages[n]
