@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter
 
 from ...encoder import model_dimension
@@ -12,6 +14,7 @@ from ..jobs import frontier
 from ..registry import MissingCollection, Registry
 from ..schemas import CollectionInfo, CollectionList, CreateCollection, Dropped
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=ERRORS)
 
 
@@ -24,6 +27,8 @@ def list_collections(collections: Collections) -> dict:
             found.append(describe(collections, name))
         except MissingCollection:
             continue  # dropped meanwhile
+        except CollectionError as exc:  # one damaged or busy collection does not hide the others
+            log.warning("collection %r left out of the list: %s", name, exc)
     return {"collections": found}
 
 
