@@ -15,9 +15,13 @@ are the rows each stage reads × (its new dims + one norm) × 4 bytes (a first s
 every row's prefix); the page floor counts, for each file a stage reads, the distinct 4 KiB pages its
 rows fall in (uniformly random rows), since the kernel reads no less than a page.
 `--label` names the code measured (run the old store with PYTHONPATH pointing at a copy of it).
+`--on-disk` measures a store made to live on disk instead: nesting 128,256,384 (a re-ranked row's
+128-dim prefix is one 512-byte sector) and re-ranks read with direct I/O (Collection.create(on_disk=True)),
+in its own folder (`N-disk`); no page cache is involved, so its warm and cold figures are both disk reads.
 Writes benchmarks/results/cold.json and .md.
 
     .venv/bin/python benchmarks/bench_cold.py --items 1000000 --folder /tmp/matsearch-scale --label after
+    .venv/bin/python benchmarks/bench_cold.py --items 1000000 --on-disk --label "direct I/O"
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from matsearch import Collection, Plan
 # plan: (queries for cold start and warm, queries each cold); the float funnel scans every item
 PLANS = {"h@b64:1000>d128:100>d384": (200, 50), "d32:2000>d64:300>d384": (20, 10)}
 _PAGE = 4096
+DISK = {"nesting": [128, 256, 384], "on_disk": True}  # --on-disk: the store's layout and reads
 
 
 def evict(folder: Path) -> None:
@@ -180,6 +185,7 @@ def main():
     parser.add_argument("--plans", nargs="+", default=list(PLANS))
     parser.add_argument("--label", default="after", help="names the code measured, e.g. before/after")
     parser.add_argument("--each-cold", type=int, help="queries for the each-query-cold pass (default per plan)")
+    parser.add_argument("--on-disk", action="store_true", help="a store made to live on disk (see above)")
     parser.add_argument("--search-only", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.search_only:
@@ -189,9 +195,9 @@ def main():
     out = ROOT / "benchmarks" / "results" / "cold.json"
     runs = json.loads(out.read_text()) if out.exists() else {}
     for items in args.items:
-        folder = args.folder / f"{items}"
+        folder = args.folder / (f"{items}-disk" if args.on_disk else f"{items}")
         if not (folder / "manifest.json").exists():
-            build(folder, items, args.recipe)
+            build(folder, items, args.recipe, **(DISK if args.on_disk else {}))
         for plan in args.plans:
             queries, each_cold = PLANS.get(plan, (20, 10))
             found = subprocess.run([sys.executable, __file__, "--search-only", str(folder), plan, str(queries),

@@ -31,11 +31,11 @@ _CHUNK = 250_000
 _NOISE = 0.02  # per dim; a MiniLM unit vector's dims have a spread of about 0.05
 
 
-def build(folder: Path, items: int, recipe: str) -> dict:
+def build(folder: Path, items: int, recipe: str, *, nesting: list[int] | None = None, on_disk: bool = False) -> dict:
     corpus, _ = load_vectors(PKGSUM)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
-    with Collection.create(folder) as col:
+    with Collection.create(folder, nesting=nesting, on_disk=on_disk) as col:
         for lo in tqdm(range(0, items, _CHUNK), desc=f"adding {items:,} items", unit="chunk"):
             hi = min(lo + _CHUNK, items)
             vectors = corpus[np.arange(lo, hi) % len(corpus)] + _NOISE * rng.standard_normal((hi - lo, corpus.shape[1]),
