@@ -263,9 +263,11 @@ static int take_lists(PyObject *const *args, Lists *in) {
     return 0;
 }
 
-/* The best `keep` items of the probed lists into `kept` (room for 2 · keep), best first; returns how many,
-   and the items scanned in `*scanned`. Runs without the GIL. -1: out of memory. */
-static Py_ssize_t scan_lists(const Lists *in, BlockSums sums_of, Py_ssize_t keep, Item *kept, long long *scanned) {
+/* The best `keep` items of the probed lists into `kept` (room for 2 · keep), best first if `sorted` (in no
+   order otherwise: a re-rank ranks them afresh); returns how many, and the items scanned in `*scanned`. Runs
+   without the GIL. -1: out of memory. */
+static Py_ssize_t scan_lists(const Lists *in, BlockSums sums_of, Py_ssize_t keep, int sorted, Item *kept,
+                             long long *scanned) {
     int padded = (int)(in->subs + (in->subs & 1));
     uint8_t *table = PyMem_RawMalloc((size_t)16 * padded + 64);
     Item *order = PyMem_RawMalloc((in->nprobe ? in->nprobe : 1) * sizeof(Item)); /* probed lists, nearest first */
@@ -283,7 +285,7 @@ static Py_ssize_t scan_lists(const Lists *in, BlockSums sums_of, Py_ssize_t keep
         int64_t list = in->lists[p];
         if (list >= 0 && in->sizes[list] > 0) order[n_order++] = (Item){dot(in->means + list * dims, query, dims) + bias, list};
     }
-    qsort(order, n_order, sizeof(Item), better_first);
+    sort_items(order, n_order);
     Item bar = {-INFINITY, INT64_MAX}; /* what an item must beat once `keep` are held */
     int16_t sums[BLOCK];
     for (Py_ssize_t p = 0; p < n_order; p++) {
@@ -313,7 +315,7 @@ static Py_ssize_t scan_lists(const Lists *in, BlockSums sums_of, Py_ssize_t keep
     }
     if (size > keep) keep_best(kept, size, keep);
     if (size > keep) size = keep;
-    qsort(kept, size, sizeof(Item), better_first);
+    if (sorted) sort_items(kept, size);
     PyMem_RawFree(table);
     PyMem_RawFree(order);
     return size;
@@ -349,7 +351,7 @@ static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     long long scanned = 0;
     if (kept) {
         Py_BEGIN_ALLOW_THREADS
-        size = scan_lists(&in, sums_of, keep, kept, &scanned);
+        size = scan_lists(&in, sums_of, keep, 1, kept, &scanned);
         for (Py_ssize_t i = 0; i < size; i++) {
             ((int64_t *)outs[0].view.buf)[i] = kept[i].row;
             ((float *)outs[1].view.buf)[i] = kept[i].score;
@@ -427,7 +429,7 @@ static PyObject *search(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t size;
     Py_BEGIN_ALLOW_THREADS
     double start = now();
-    size = scan_lists(&in, block_sums, keeps[0], kept, &scanned);
+    size = scan_lists(&in, block_sums, keeps[0], n_stages == 0, kept, &scanned); /* a re-rank ranks them afresh */
     seconds[0] = now() - start;
     for (Py_ssize_t s = 0; s < n_stages && size > 0; s++) {
         start += seconds[s];

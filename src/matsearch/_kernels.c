@@ -201,7 +201,7 @@ static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     }
     kept = nprobe;
     if (spread >= 0) {
-        qsort(heap, nprobe, sizeof(Item), better_first);
+        sort_items(heap, nprobe);
         float floor = heap[0].score - (float)(spread * sqrt(dot(query, query, dims)));
         for (kept = least; kept < nprobe && heap[kept].score >= floor; kept++) {
         }
