@@ -169,3 +169,18 @@ def test_the_grid_re_ranks_long_shortlists_on_a_middle_prefix_and_the_model_coun
              "d64:200>d384": [100_000, 200], "g48@d192:32>d384": [32, 32]}
     assert {p: _blocks_reread(Plan.parse(p), nesting, c) for p, c in reads.items()} == {
         "p48@d192:100>d384": 500, "p48@d192:100>d256:20>d384": 420, "d64:200>d384": 600, "g48@d192:32>d384": 160}
+
+
+def test_a_collection_of_one_prefix_is_calibrated_on_one_stage_plans(tmp_path):
+    """A nesting of the full dim alone has nothing shorter to shortlist on: every plan the grid tries is valid."""
+    from matsearch.tuning.grid import settings
+
+    for recipe in ("ivf16@d16:d16", "ivf16@d16:d16/pq8x4fs", "hnsw16@d16", "bin64"):
+        plans = settings(recipe, [16], 3000, 10)
+        assert "d16" in plans and not any(">d16" in p and not p.startswith("h") for p in plans), recipe
+    vectors = np.random.default_rng(0).standard_normal((3000, 16)).astype(np.float32)
+    with Collection.create(tmp_path / "col", model=None, transform="none") as col:
+        col.add([str(i) for i in range(len(vectors))], vectors=vectors)
+        col.build("ivf16@d16:d16,hnsw16@d16")
+        calibration = col.tune(sample=100, timed=5, pseudo="noise")
+    assert calibration.points and all(">" not in p.plan for p in calibration.points)

@@ -22,7 +22,8 @@ def settings(recipe: str, nesting: list[int], rows: int, k: int) -> list[str]:
     dim = nesting[-1]
     plans = [f"d{dim}"]
     short = next((d for d in nesting if d >= dim // 8), nesting[0])
-    plans += [f"d{short}:{keep}>d{dim}" for keep in _SHORTLISTS if k < keep < rows]
+    if short < dim:  # a nesting of one prefix has no shorter one to shortlist on
+        plans += [f"d{short}:{keep}>d{dim}" for keep in _SHORTLISTS if k < keep < rows]
     for part in Recipe.parse(recipe).parts:
         plans += _part_settings(part, nesting, rows, k)
     return list(dict.fromkeys(plans))
@@ -30,6 +31,9 @@ def settings(recipe: str, nesting: list[int], rows: int, k: int) -> list[str]:
 
 def _part_settings(part, nesting: list[int], rows: int, k: int) -> list[str]:
     dim = nesting[-1]
+    own_dim = getattr(part, "scan_dim", None) or getattr(part, "dim", None)
+    if own_dim == dim:  # the index searches the full dim: nothing longer to re-rank on, its effort knob only
+        return _full_dim_settings(part)
     keeps = [keep for keep in (50, 100, 200) if keep >= k] or [k]
     if isinstance(part, IVFPart):
         probes = [p for p in _PROBES if p <= part.lists]
@@ -57,3 +61,12 @@ def _part_settings(part, nesting: list[int], rows: int, k: int) -> list[str]:
         return [f"h{'' if p is None else p}@b{part.bits}:{keep}>d{dim}"
                 for p in probes for keep in _SHORTLISTS if k < keep < rows]
     return []
+
+
+def _full_dim_settings(part) -> list[str]:
+    """One-stage plans for an index over the full dim (a collection whose nesting is its dim alone)."""
+    if isinstance(part, IVFPart):
+        return [f"p{p}@d{part.scan_dim}" for p in _PROBES if p <= part.lists]
+    if isinstance(part, GraphPart):
+        return [f"g{beam}@d{part.dim}" for beam in _BEAMS]
+    return [f"q@d{part.dim}"] if isinstance(part, PQPart) else []
