@@ -21,7 +21,7 @@ from .collection.ingest import ingest
 from .collection.passages import Chunker
 from .data import load_beir, read_corpus_jsonl
 from .data.sources import Fields, open_source
-from .encoder import DEFAULT_MODEL
+from .encoder import DEFAULT_MODEL, RUNTIME_ENV, RUNTIMES, Encoder
 from .errors import InvalidInputError, MatsearchError
 from .eval import evaluate
 
@@ -35,6 +35,8 @@ PLAN_HELP = ("Plan, e.g. 'd32:400>d384', or with an index 'p16@d64:400>d384' (IV
              "(default: exact search at full dims).")
 MODE_HELP = ("dense (the plan over the vectors), lexical (BM25 over the texts) or hybrid (both, fused); "
              "default: hybrid when the collection holds text, else dense.")
+RUNTIME_HELP = (f"What runs the encoder on texts: {', '.join(RUNTIMES)} (default: ${RUNTIME_ENV}, else "
+                "onnx-int8 on a CPU with VNNI, else onnx; the ONNX ones are exported once and cached).")
 TARGET_HELP = ("Mean recall@k to reach (against exact search), instead of a plan: the cheapest calibrated plan "
                "reaching it serves (run 'matsearch tune' first).")
 FILTER_HELP = escape("Metadata filter, JSON: e.g. '{\"year\": {\"$gte\": 2020}, \"lang\": {\"$in\": [\"en\", \"de\"]}}' "
@@ -73,6 +75,12 @@ def _dims(text: Optional[str], option: str = "--dims") -> Optional[list[int]]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise InvalidInputError(f"{option} must be comma-separated integers such as 16,32,64, got {text!r}") from None
+
+
+def _use_runtime(col: Collection, runtime: Optional[str]) -> None:
+    """Run the collection's encoder in `runtime` (None: the default)."""
+    if runtime is not None:
+        col.encoder = Encoder(model=col.manifest.model, runtime=runtime)
 
 
 def _load_npy(path: Path, what: str) -> np.ndarray:
@@ -122,6 +130,7 @@ def index(
                                                "tokens of the model's tokenizer, stored as <id>#<n> with the "
                                                "parent id in their metadata."),
     chunk_overlap: int = typer.Option(0, help="Tokens consecutive passages share (with --chunk-tokens)."),
+    encoder_runtime: Optional[str] = typer.Option(None, help=RUNTIME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ):
     """Add every document of SOURCE to a collection, a batch at a time, embedding them unless vectors are given.
@@ -160,6 +169,7 @@ def index(
                                 transform=transform or "pca",
                                 nesting=_dims(nesting, "--nesting"), on_disk=on_disk)
     with col:
+        _use_runtime(col, encoder_runtime)
         chunker = None if chunk_tokens is None else Chunker(encoder=col.encoder, tokens=chunk_tokens,
                                                             overlap=chunk_overlap)
         report = ingest(col, docs, batch_size=batch_size, upsert=upsert, vectors=array, chunker=chunker,
@@ -259,12 +269,14 @@ def search(
     filter_: Optional[str] = typer.Option(None, "--filter", help=FILTER_HELP),
     parents: bool = typer.Option(False, "--parents", help="For a collection of passages (--chunk-tokens): each "
                                                           "document once, ranked by its best passage."),
+    encoder_runtime: Optional[str] = typer.Option(None, help=RUNTIME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ):
     """Search a collection with a text query."""
     if not query.strip():
         raise InvalidInputError("query text is empty")
     with Collection.open(collection) as col:
+        _use_runtime(col, encoder_runtime)
         result = col.search(query, k=k, plan=plan, mode=mode, fusion=fusion, target_recall=target_recall,
                             max_ms=max_ms, max_cost=max_cost, filter=filter_, parents=parents)
         shown = result.ids[0] if result.passages is None else result.passages[0]  # by parent: its best passage
@@ -305,11 +317,13 @@ def eval_(
     target_recall: Optional[float] = typer.Option(None, help=TARGET_HELP),
     filter_: Optional[str] = typer.Option(None, "--filter", help=FILTER_HELP + " Exact search is filtered too."),
     split: str = typer.Option("test", help="qrels split to score against."),
+    encoder_runtime: Optional[str] = typer.Option(None, help=RUNTIME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ):
     """Score a collection's rankings against BEIR relevance judgements; time the search."""
     dataset = load_beir(beir, split=split)
     with Collection.open(collection) as col:
+        _use_runtime(col, encoder_runtime)
         vectors = None if query_vectors is None else _load_npy(query_vectors, "query vectors")
         metrics = evaluate(col, dataset, plan=plan, query_vectors=vectors, mode=mode, fusion=fusion,
                            target_recall=target_recall, filter=filter_, progress=not as_json)

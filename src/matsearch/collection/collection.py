@@ -746,6 +746,14 @@ class Collection:
             self._encoder = Encoder(model=self.manifest.model)
         return self._encoder
 
+    @encoder.setter
+    def encoder(self, encoder: Encoder) -> None:
+        """Embed texts and queries with `encoder` from now on: the collection's model in another runtime."""
+        if not isinstance(encoder, Encoder) or encoder.model != self.manifest.model:
+            raise InvalidInputError(f"the encoder must be an Encoder of the collection's model "
+                                    f"{self.manifest.model!r}, got {encoder!r}")
+        self._encoder = encoder
+
     def info(self, plan: Plan | str | None = None) -> dict:
         """Counts, dims and bytes per vector: on disk (all files, and the memory-mapped vector store
         that re-ranking reads), held in RAM by each index, and resident for `plan`'s first stage;
