@@ -44,6 +44,18 @@ def test_fetch_reads_each_row_in_the_sectors_that_hold_it(tmp_path):
     assert len(first) == 1 and np.array_equal(first[0], a[rows[:2]])
 
 
+def test_threads_sharing_a_reader_from_its_first_read_get_their_own_rows(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, a = _file(tmp_path, 4000, 128)
+    reader = DirectRows([path], [128])
+    picks = [np.random.default_rng(seed).integers(0, 4000, 300) for seed in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda rows: reader.gather(rows, 1)[0], picks))
+    for rows, values in zip(picks, got):
+        np.testing.assert_array_equal(values, a[rows])
+
+
 def test_a_row_past_the_end_of_a_file_is_a_collection_error(tmp_path):
     path, _ = _file(tmp_path, 100, 128)
     reader = DirectRows([path], [128])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,8 @@ class DirectRows:
     def __init__(self, paths: list[Path], widths: list[int]):
         self.paths = [Path(p) for p in paths]
         self._widths = np.array([w * 4 for w in widths], dtype=np.int64)
-        self._files = None
+        self._files, self._direct_files = None, True
+        self._opening = threading.Lock()  # searches in threads share the files; the first read settles how
         self.sector = None  # found by the first read
         self.bytes_read = 0  # the sectors read, over this object's life
 
@@ -40,33 +42,46 @@ class DirectRows:
         outs = [np.empty((len(rows), w // 4), dtype=np.float32) for w in self._widths[:blocks]]
         if not len(rows):
             return outs
-        files = self._open()
-        fds = np.array([f.fileno() for f in files[:blocks]], dtype=np.int64)
-        for sector in _SECTORS if self.sector is None else (self.sector,):
-            try:
-                self.bytes_read += _direct.fetch(fds, self._widths[:blocks], rows, outs, sector)
-                self.sector = sector
-                return outs
-            except OSError as exc:
-                if exc.errno != errno.EINVAL or self.sector is not None:
-                    raise CollectionError(f"reading rows of {self.paths[0].parent}: {exc}") from None
-        log.warning("direct I/O is refused on %s; its rows are read through the page cache", self.paths[0].parent)
-        self._close()
-        self._files = self._opened(direct=False)
-        self.sector = _SECTORS[0]  # any alignment works through the page cache
-        return self.gather(rows, blocks)
+        if self.sector is None:
+            with self._opening:
+                if self.sector is None:
+                    self._settle(rows[:1], [out[:1] for out in outs])
+        fds = np.array([f.fileno() for f in self._files[:blocks]], dtype=np.int64)
+        try:
+            self.bytes_read += _direct.fetch(fds, self._widths[:blocks], rows, outs, self.sector)
+        except OSError as exc:
+            raise CollectionError(f"reading rows of {self.paths[0].parent}: {exc}") from None
+        return outs
 
-    def _open(self):
-        if self._files is None:
+    def _settle(self, row: np.ndarray, outs: list[np.ndarray]) -> None:
+        """Open the files and find the alignment their reads need (by reading `row`), or fall back to the
+        page cache where direct I/O is refused."""
+        self._files = self._open()
+        fds = np.array([f.fileno() for f in self._files[: len(outs)]], dtype=np.int64)
+        for sector in _SECTORS if self._direct_files else ():
             try:
-                self._files = self._opened(direct=True)
+                _direct.fetch(fds, self._widths[: len(outs)], row, outs, sector)
+                self.sector = sector
+                return
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
-                    raise CollectionError(f"opening {self.paths[0].parent} for direct reads: {exc}") from None
-                log.warning("direct I/O is refused on %s; its rows are read through the page cache",
-                            self.paths[0].parent)
-                self._files, self.sector = self._opened(direct=False), _SECTORS[0]
-        return self._files
+                    raise CollectionError(f"reading rows of {self.paths[0].parent}: {exc}") from None
+        if self._direct_files:
+            log.warning("direct I/O is refused on %s; its rows are read through the page cache",
+                        self.paths[0].parent)
+            self._close()
+            self._files, self._direct_files = self._opened(direct=False), False
+        self.sector = _SECTORS[0]  # any alignment works through the page cache
+
+    def _open(self):
+        try:
+            return self._opened(direct=True)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise CollectionError(f"opening {self.paths[0].parent} for direct reads: {exc}") from None
+            log.warning("direct I/O is refused on %s; its rows are read through the page cache", self.paths[0].parent)
+            self._direct_files = False
+            return self._opened(direct=False)
 
     def _opened(self, *, direct: bool):
         flags = getattr(os, "O_DIRECT", 0) if direct else 0
@@ -76,6 +91,3 @@ class DirectRows:
         for f in self._files or ():
             f.close()
         self._files = None
-
-    def close(self) -> None:
-        self._close()
