@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-avx2 test-all bench bench-indexes bench-adanns bench-elastic bench-finetune bench-compact bench-scale bench-batch bench-cold bench-api bench-planner bench-hybrid bench-filters clean
+.PHONY: demo test browser test-avx2 test-all bench bench-indexes bench-adanns bench-elastic bench-finetune bench-compact bench-scale bench-batch bench-cold bench-api bench-planner bench-hybrid bench-filters clean
 
 $(BIN)/matsearch: pyproject.toml constraints.txt setup.py src/matsearch/_kernels.c src/matsearch/_fastscan.c src/matsearch/_direct.c src/matsearch/_rows.h
 	python3 -m venv $(VENV)
@@ -22,17 +22,22 @@ demo: $(BIN)/matsearch
 	$(BIN)/matsearch info demo-collection --plan "d32:200>d384"
 
 ## The test suite CI runs (about a few minutes on 2 cores).
-test: $(BIN)/matsearch
+test: $(BIN)/matsearch browser
 	$(BIN)/pytest -q -m "not slow"
+
+## The browser the web page's test drives: Debian's chromium (playwright's own download is not available).
+browser:
+	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
 
 ## The CI suite as an AVX2-only x86-64 machine runs it: faiss (a runtime-dispatch build: FAISS_SIMD_LEVEL, not
 ## FAISS_OPT_LEVEL), numpy, OpenBLAS and torch held to their AVX2 kernels. Near-ties may round differently.
-test-avx2: $(BIN)/matsearch
+test-avx2: $(BIN)/matsearch browser
 	FAISS_SIMD_LEVEL=AVX2 OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" \
 		ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(BIN)/pytest -q -m "not slow"
 
 ## Everything, including the slow end-to-end encoder test on SciFact.
-test-all: $(BIN)/matsearch
+test-all: $(BIN)/matsearch browser
 	$(BIN)/pytest -q
 
 ## Funnel vs FAISS on ../shared/data/pkgsum (writes benchmarks/results/).
