@@ -111,12 +111,13 @@ class BlockStore:
             for j, c in cached.items()}
 
     def grow(self, count: int) -> None:
-        """See the first `count` rows, which another process has appended and committed since."""
+        """See the first `count` rows, appended since (by another process, or unseen by this one)."""
         self._check_files(count)
         self._map(count)
 
-    def append(self, vectors: np.ndarray) -> None:
-        """Write rows after the current ones, flush them to disk, and make them visible.
+    def append(self, vectors: np.ndarray, *, visible: bool = True) -> None:
+        """Write rows after the current ones, flush them to disk, and make them visible (or, with
+        `visible=False`, leave that to `grow`: the writer's slow part, beside the searches).
 
         Each append also records the CRC-32 of the bytes it wrote to every block file
         (`checksums.u32`), so `verify` can tell damaged rows from sound ones."""
@@ -128,7 +129,8 @@ class BlockStore:
         crcs = [zlib.crc32(p.tobytes()) for p in parts] + [zlib.crc32(norms.tobytes())]
         record = np.array([self.count, len(vectors), *crcs], dtype=np.uint64)
         _append_rows(self.folder / _CHECKSUMS, record[None], self._checksum_records(), dtype=np.uint64)
-        self._map(self.count + len(vectors))
+        if visible:
+            self._map(self.count + len(vectors))
 
     def truncate(self, count: int) -> None:
         """Drop rows past `count` (the tail of an append that was never committed)."""

@@ -324,28 +324,35 @@ class Collection:
                                     "(add(..., upsert=True), Collection.upsert, matsearch index --upsert)")
         if self.manifest.metric == "cosine":
             vectors = normalize(vectors)
-        with self._rw.writing():
+        with self._rw.staging():  # the rows written and flushed past what searches see, beside them
             first_add, nesting = self._store is None, self.manifest.nesting
             if first_add:
-                self._fix_dim(vectors, progress)
-            first_row = self._store.count
+                with self._rw.writing():
+                    self._fix_dim(vectors, progress)
+            first_row, committed = self._store.count, False
             try:
-                self._store.append(self._transform.apply(vectors))
-                self._ids.append(first_row, ids)
+                self._store.append(self._transform.apply(vectors), visible=False)
+                self._ids.append(first_row, ids, visible=False)
                 texts = texts or [None] * len(ids)
-                replaced = self._docs.upsert(first_row, ids, texts, metadata, passages_of) if upsert \
-                    else self._docs.insert(first_row, ids, texts, metadata)
+                with self._rw.writing():  # then shown and committed, searches held off
+                    self._store.grow(first_row + len(ids))
+                    self._ids.grow(first_row + len(ids))
+                    replaced = self._docs.upsert(first_row, ids, texts, metadata, passages_of) if upsert \
+                        else self._docs.insert(first_row, ids, texts, metadata)
+                    committed = True
+                    self._committed()
+                    self._mark_dead(replaced)
+                    for index in self._indexes.values():  # in memory; the files catch up on close (or on open)
+                        index.extend(self._store)
             except BaseException:
-                if first_add:
-                    self._undo_first_add(nesting)
-                else:
-                    self._store.truncate(first_row)
-                    self._ids.truncate(first_row)
+                if not committed:
+                    with self._rw.writing():
+                        if first_add:
+                            self._undo_first_add(nesting)
+                        else:
+                            self._store.truncate(first_row)
+                            self._ids.truncate(first_row)
                 raise
-            self._committed()
-            self._mark_dead(replaced)
-            for index in self._indexes.values():  # in memory; the files catch up on close (or, after a crash, on open)
-                index.extend(self._store)
         return len(ids)
 
     def upsert(self, ids, *, texts=None, vectors=None, metadata=None, progress: bool = False) -> int:
@@ -442,19 +449,19 @@ class Collection:
         """Rewrite the store, id table and indexes without the deleted rows (see `compact.py`); a crash
         leaves the collection as it was or compacted. Returns the rows removed and kept."""
         self._require_writable()
-        with self._rw.reading():  # searches go on meanwhile; this process's writes wait
+        with self._rw.staging():  # searches go on meanwhile; this process's writes wait
             count, before = self._store.count if self._store else 0, self.manifest
             if self._store is None or not self._n_dead:
                 return {"removed": 0, "count": count, "seconds": 0.0}
             start = time.perf_counter()
             live = np.flatnonzero(~self._dead[:count])
             staged = compaction.stage(self.path, self._store, self._ids, live, before, progress=progress)
-        with self._rw.writing():
-            self._docs.renumber(staged.epoch)  # the commit point
-            compaction.roll_forward(self.path, self._docs)
-            self.manifest = Manifest.load(self.path / "manifest.json")
-            self._committed()
-            self._load_state()
+            with self._rw.writing():
+                self._docs.renumber(staged.epoch)  # the commit point
+                compaction.roll_forward(self.path, self._docs)
+                self.manifest = Manifest.load(self.path / "manifest.json")
+                self._committed()
+                self._load_state()
         if before.indexes != "indexes":
             shutil.rmtree(self.path / before.indexes, ignore_errors=True)
         return {"removed": count - len(live), "count": len(live), "seconds": time.perf_counter() - start}

@@ -80,8 +80,9 @@ class IdTable:
                                       "their checksum")
         self._verified = count
 
-    def append(self, first_row: int, ids: list[str]) -> None:
-        """Write ids for rows first_row… (dropping any uncommitted tail first), flush, and map them."""
+    def append(self, first_row: int, ids: list[str], *, visible: bool = True) -> None:
+        """Write ids for rows first_row… (dropping any uncommitted tail first), flush, and map them (with
+        `visible=False`, leave that to `grow`)."""
         encoded = [i.encode() for i in ids]
         start = int(self._ends[first_row - 1]) if first_row else 0
         ends = start + np.cumsum([len(e) for e in encoded], dtype=np.uint64)
@@ -90,7 +91,12 @@ class IdTable:
         _write_at(self.folder / _ENDS, 8 * first_row, ends.tobytes())
         record = np.array([first_row, len(ids), zlib.crc32(ends.tobytes()), zlib.crc32(data)], dtype=np.uint64)
         _write_at(self.folder / _CRC, 32 * int(np.count_nonzero(self._records()[:, 0] < first_row)), record.tobytes())
-        self._map(first_row + len(ids))
+        if visible:
+            self._map(first_row + len(ids))
+
+    def grow(self, count: int) -> None:
+        """Map the first `count` rows (appended with `visible=False`)."""
+        self._map(count)
 
     def truncate(self, count: int) -> None:
         """Drop rows past `count` (an add that never committed)."""

@@ -8,7 +8,10 @@ import threading
 class ReadWriteLock:
     """Shared for searches (`with lock.reading():`), exclusive for refreshes and writes
     (`with lock.writing():`); a waiting writer holds off new readers. The writer may read
-    and write again while it holds the lock."""
+    and write again while it holds the lock.
+
+    `with lock.staging():` is a writer's slow part beside the searches — files written past what they
+    see — exclusive with other writers only; its `writing()` inside then publishes the change."""
 
     def __init__(self):
         self._mutex = threading.Lock()  # taken directly on the readers' fast path (a Condition's `with` is Python code)
@@ -17,13 +20,19 @@ class ReadWriteLock:
         self._writing = 0
         self._writers_waiting = 0
         self._owner: int | None = None
-        self._shared, self._exclusive = _Shared(self), _Exclusive(self)
+        self._slot = threading.RLock()  # one writer (staging or writing) at a time
+        self._stager: int | None = None  # the thread staging, `_staging` deep
+        self._staging = 0
+        self._shared, self._exclusive, self._staged = _Shared(self), _Exclusive(self), _Staging(self)
 
     def reading(self) -> "_Shared":
         return self._shared
 
     def writing(self) -> "_Exclusive":
         return self._exclusive
+
+    def staging(self) -> "_Staging":
+        return self._staged
 
 
 class _Shared:
@@ -38,8 +47,8 @@ class _Shared:
             lock._writing += 1  # nested inside this thread's write: count it as a write
             return self
         with lock._mutex:
-            while lock._writing or lock._writers_waiting:
-                lock._cond.wait()
+            while lock._writing or (lock._writers_waiting and lock._stager != threading.get_ident()):
+                lock._cond.wait()  # (a stager reads on: the writer waiting would wait for it)
             lock._readers += 1
         return self
 
@@ -63,6 +72,7 @@ class _Exclusive:
         if lock._owner == me:
             lock._writing += 1
             return self
+        lock._slot.acquire()
         with lock._cond:
             lock._writers_waiting += 1
             while lock._writing or lock._readers:
@@ -75,6 +85,27 @@ class _Exclusive:
         lock = self.lock
         with lock._cond:
             lock._writing -= 1
-            if not lock._writing:
-                lock._owner = None
-                lock._cond.notify_all()
+            if lock._writing:
+                return
+            lock._owner = None
+            lock._cond.notify_all()
+        lock._slot.release()
+
+
+class _Staging:
+    def __init__(self, lock: ReadWriteLock):
+        self.lock = lock
+
+    def __enter__(self):
+        lock = self.lock
+        lock._slot.acquire()
+        lock._staging += 1
+        lock._stager = threading.get_ident()
+        return self
+
+    def __exit__(self, *exc):
+        lock = self.lock
+        lock._staging -= 1
+        if not lock._staging:
+            lock._stager = None
+        lock._slot.release()
