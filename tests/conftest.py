@@ -1,8 +1,19 @@
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# the encoder's exported runtimes (encoder_cache.py) go to a folder of this session's, not the user's cache
+_CACHE = os.environ.setdefault("MATSEARCH_CACHE", tempfile.mkdtemp(prefix="matsearch-test-cache-"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if Path(_CACHE).name.startswith("matsearch-test-cache-"):
+        shutil.rmtree(_CACHE, ignore_errors=True)
+
 
 SHARED_DATA = Path(os.environ.get("MATSEARCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 BUNDLED = Path(__file__).resolve().parents[1] / "data"
