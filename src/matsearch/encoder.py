@@ -26,16 +26,9 @@ def default_runtime() -> str:
         if chosen not in RUNTIMES:
             raise InvalidInputError(f"{RUNTIME_ENV}={chosen!r} is not one of {RUNTIMES}")
         return chosen
-    return "onnx-int8" if _has_int8_dot_products() else "onnx"
+    from .encoder_onnx import has_int8_dot_products
 
-
-def _has_int8_dot_products() -> bool:
-    """False on an x86 Linux machine whose CPU flags name no VNNI; True elsewhere."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return True
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+    return "onnx-int8" if has_int8_dot_products() else "onnx"
 
 
 def resolve_model(name: str) -> str:
