@@ -1,4 +1,7 @@
-"""Who may call what: reads need the key only on a private service, writes whenever a key is set."""
+"""Who may call what: reads need the key only on a private service, writes whenever a key is set.
+
+The checks are coroutines: they never block, and a plain function would cost each request a trip to the
+thread pool."""
 
 from __future__ import annotations
 
@@ -20,13 +23,13 @@ def _check_key(settings: Settings, credentials: HTTPAuthorizationCredentials | N
         raise HTTPException(401, "the API key is wrong", headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_read(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+async def require_read(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
     settings: Settings = request.app.state.settings
     if settings.private:
         _check_key(settings, credentials, "reading from this private service")
 
 
-def require_write(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+async def require_write(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
     settings: Settings = request.app.state.settings
     if settings.api_key is not None:
         _check_key(settings, credentials, "a write")

@@ -1,4 +1,5 @@
-"""What a route is handed: the app's registry, jobs and settings, and the key checks as dependencies."""
+"""What a route is handed: the app's registry, jobs and settings, and the key checks as dependencies
+(coroutines, as they never block: a plain function costs a request a trip to the thread pool)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,15 @@ from .schemas import NAME_PATTERN, Error
 from .settings import Settings
 
 
-def _registry(request: Request) -> Registry:
+async def _registry(request: Request) -> Registry:
     return request.app.state.registry
 
 
-def _jobs(request: Request) -> Jobs:
+async def _jobs(request: Request) -> Jobs:
     return request.app.state.jobs
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
