@@ -443,6 +443,21 @@ def elasticize(
                   + (f" and {summary['pairs']:,} pairs" if summary["pairs"] else "")
                   + f" for prefixes {summary['dims']}, recipe {summary['recipe']} rebuilt, "
                   f"in {summary['seconds']:.1f}s")
+        if "validation" in summary:
+            _print_validation(summary["validation"])
+
+
+def _print_validation(validation: dict) -> None:
+    """The adapter's held-back check: per dim, PCA against the adapter, and what was kept."""
+    out.print(f"validated on {validation['held_back']:,} held-back documents, {validation['criterion']}:")
+    out.print("  dim     PCA  learned     kept")
+    for d, pca, learned, kept in zip(validation["dims"], validation["pca"], validation["adapter"], validation["kept"]):
+        out.print(f"  {d:>3}  {pca:6.3f}   {learned:6.3f}   {kept:6.3f} ({100 * (kept - pca):+.1f})")
+    if validation["fell_back"]:
+        out.print("the adapter did not beat PCA on held-back documents: the transform stays PCA")
+    else:
+        out.print(f"kept the adapter at strength {validation['strength']} (1 = as learned, 0 = PCA); improved dims "
+                  + ", ".join(f"{d} (+{100 * g:.1f})" for d, g in validation["improved"].items()))
 
 
 @app.command()

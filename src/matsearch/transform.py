@@ -5,7 +5,9 @@ its covariance, largest variance first). The rotation is orthogonal and applied
 without centring, so full-dim inner products and cosines are unchanged while
 short prefixes keep as much of the spread as a linear map can. `adapter` starts
 from that rotation and learns a better one (see `adapter`): prefixes that rank
-neighbours as the full vectors do, full-dim cosines still unchanged.
+neighbours as the full vectors do, full-dim cosines still unchanged. Unsupervised,
+it is validated on held-back documents and shrunk toward PCA, or replaced by it,
+where it does not generalise (see `train.validation`).
 """
 
 from __future__ import annotations
@@ -29,12 +31,19 @@ class Transform:
             raise InvalidInputError(f"transform {kind!r} is not one of {TRANSFORMS}")
         self.kind = kind
         self.matrix_: np.ndarray | None = None
+        self.validation_: dict | None = None  # the unsupervised adapter's held-back check
+
+    @property
+    def fitted_kind(self) -> str:
+        """`pca` where the adapter fell back to it on validation, else the kind asked for."""
+        return "pca" if self.validation_ and self.validation_["fell_back"] else self.kind
 
     def fit(self, vectors: np.ndarray, *, nesting: list[int] | None = None,
             pairs: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0, progress: bool = False) -> "Transform":
         """Learn the map from (a sample of up to 200,000 of) `vectors`; the adapter
         makes the prefixes at each dim of `nesting` good (default: powers of two from 16),
-        supervised by (query, relevant document) vector `pairs` when given."""
+        supervised by (query, relevant document) vector `pairs` when given; unsupervised, it is
+        validated on held-back vectors (`validation_`) and falls back to PCA where it loses."""
         dim = vectors.shape[1]
         if pairs is not None and self.kind != "adapter":
             raise InvalidInputError(f"training pairs supervise the adapter only, not transform {self.kind!r}")
@@ -52,9 +61,14 @@ class Transform:
         self.matrix_ = np.ascontiguousarray(matrix, dtype=np.float32)
         if self.kind == "adapter":
             from .train.adapter import fit_adapter  # torch loads only for training, not in a search process
+            from .train.validation import fit_validated_adapter
 
             nesting = nesting or default_dims(dim)
-            self.matrix_ = fit_adapter(vectors, self.matrix_, nesting, pairs=pairs, seed=seed, progress=progress)
+            if pairs is None:
+                self.matrix_, self.validation_ = fit_validated_adapter(vectors, self.matrix_, nesting, seed=seed,
+                                                                       progress=progress)
+            else:
+                self.matrix_ = fit_adapter(vectors, self.matrix_, nesting, pairs=pairs, seed=seed, progress=progress)
         return self
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:

@@ -501,18 +501,22 @@ class Collection:
         """Re-fit the collection's transform (`pca` or `adapter`) on its stored vectors so the
         prefixes in `dims` (default: 16, 32, 64, … below the full dim) are good, optionally
         supervised by (query text, relevant document text) `pairs`; re-rotate the store and
-        rebuild the indexes to match. A crash leaves either the old collection or the new one."""
+        rebuild the indexes to match. A crash leaves either the old collection or the new one.
+        The unsupervised adapter's summary holds its `validation` on held-back documents: per dim,
+        recall for PCA and the adapter, the dims it improved and whether it fell back to PCA
+        (then the transform is `pca`)."""
         self._require_writable()
         store = self._searchable()
         if method not in ("pca", "adapter"):
             raise InvalidInputError(f"elasticize method {method!r} is not one of ('pca', 'adapter')")
         dims = default_dims(store.dim) if dims is None else check_dims(dims, store.dim)
-        manifest = replace(self.manifest, transform=method, indexes="indexes", epoch=self.manifest.epoch + 1)
         live = np.flatnonzero(~self._dead[: store.count])
         if len(live) > FIT_SAMPLE:
             live = np.sort(np.random.default_rng(seed).choice(live, FIT_SAMPLE, replace=False))
         transform = Transform(kind=method).fit(self._transform.restore(store.rows(live)), nesting=dims,
                                                pairs=self._pair_vectors(pairs), seed=seed, progress=progress)
+        manifest = replace(self.manifest, transform=transform.fitted_kind, indexes="indexes",
+                           epoch=self.manifest.epoch + 1)
         stage(self.path, store, self._transform, transform, manifest, progress=progress)
         with self._rw.writing():
             roll_forward(self.path)
@@ -521,8 +525,9 @@ class Collection:
             self._docs.bump()
             self._committed()
             self._load_state()
-        return {"transform": method, "dims": dims, "fitted_on": len(live), "pairs": len(pairs or []),
-                "recipe": self.manifest.recipe}
+        summary = {"transform": transform.fitted_kind, "dims": dims, "fitted_on": len(live),
+                   "pairs": len(pairs or []), "recipe": self.manifest.recipe}
+        return summary if transform.validation_ is None else {**summary, "validation": transform.validation_}
 
     def _pair_vectors(self, pairs) -> tuple[np.ndarray, np.ndarray] | None:
         """(query, relevant document) texts embedded by the collection's encoder, raw (untransformed)."""
