@@ -8,9 +8,9 @@ import scipy.linalg
 from conftest import shared
 
 import matsearch.train.adapter
-from matsearch import Collection
+from matsearch import Collection, InvalidInputError
 from matsearch.train.adapter import fit_adapter
-from matsearch.train.validation import fit_validated_adapter, held_back_split, shrink
+from matsearch.train.validation import STRENGTHS, fit_validated_adapter, held_back_split, shrink
 from matsearch.transform import Transform
 
 DIMS = [16, 32, 64]
@@ -35,6 +35,11 @@ def test_held_back_documents_are_a_share_of_at_least_256_and_never_seen_by_the_f
         fit, back = held_back_split(count, seed=0)
         assert len(back) == held and len(fit) + len(back) == count and not np.intersect1d(fit, back).size
     np.testing.assert_array_equal(held_back_split(5183, 3)[1], held_back_split(5183, 3)[1])
+
+
+def test_too_few_vectors_to_hold_some_back_are_named(docs, pca):
+    with pytest.raises(InvalidInputError, match=r"needs at least 136 vectors \(a quarter may be held back"):
+        fit_validated_adapter(docs[:100], pca, DIMS)
 
 
 def test_shrinking_walks_from_pca_to_the_learned_rotation(pca):
@@ -64,15 +69,15 @@ def test_an_untrained_adapter_is_no_better_than_pca_so_pca_is_kept(docs, pca, mo
 
 
 def test_the_report_names_every_dim_and_the_same_seed_gives_the_same_result(docs, monkeypatch):
-    monkeypatch.setattr(matsearch.train.adapter, "fit_adapter", functools.partial(fit_adapter, steps=25))
-    first = Transform(kind="adapter").fit(docs[:800], nesting=DIMS, seed=4)
+    monkeypatch.setattr(matsearch.train.adapter, "fit_adapter", functools.partial(fit_adapter, steps=15))
+    first = Transform(kind="adapter").fit(docs[:600], nesting=DIMS, seed=4)
     report = first.validation_
-    assert report["held_back"] == 200 and report["dims"] == DIMS and report["criterion"].startswith("recall@10")
+    assert report["held_back"] == 150 and report["dims"] == DIMS and report["criterion"].startswith("recall@10")
     for key in ("pca", "adapter", "kept"):
         assert len(report[key]) == len(DIMS) and all(0 <= r <= 1 for r in report[key])
-    assert set(report["improved"]) <= set(DIMS) and report["strength"] in (0.0, 0.25, 0.5, 1.0)
+    assert set(report["improved"]) <= set(DIMS) and report["strength"] in (0.0, *STRENGTHS)
     assert first.fitted_kind == ("pca" if report["fell_back"] else "adapter")
-    again = Transform(kind="adapter").fit(docs[:800], nesting=DIMS, seed=4)
+    again = Transform(kind="adapter").fit(docs[:600], nesting=DIMS, seed=4)
     np.testing.assert_array_equal(first.matrix_, again.matrix_)
     assert again.validation_ == report
 

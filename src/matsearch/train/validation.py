@@ -15,13 +15,14 @@ import faiss
 import numpy as np
 import scipy.linalg
 
+from ..errors import InvalidInputError
 from ..matryoshka import normalize
-from . import adapter
+from . import adapter, neighbours
 
 HELD_BACK_SHARE = 0.15  # of the documents, kept from fitting to validate on
 HELD_BACK_MIN = 256
 HELD_BACK_MAX = 2_000
-STRENGTHS = (1.0, 0.5, 0.25)  # how far along the learned rotation from PCA each candidate goes
+STRENGTHS = (1.0, 0.75, 0.5, 0.25)  # how far along the learned rotation from PCA each candidate goes
 MARGIN = 0.005  # recall a candidate may lose to PCA at any dim and still be kept
 _K = 10
 
@@ -30,6 +31,9 @@ def fit_validated_adapter(vectors: np.ndarray, pca: np.ndarray, nesting: list[in
                           progress: bool = False) -> tuple[np.ndarray, dict]:
     """The adapter fitted on all but the held-back documents, shrunk toward `pca` or replaced
     by it as validation on the held-back ones says, and the validation report."""
+    if len(vectors) < 4 * (neighbours.NEIGHBOURS + 2):
+        raise InvalidInputError(f"the adapter needs at least {4 * (neighbours.NEIGHBOURS + 2)} vectors "
+                                f"(a quarter may be held back to validate it), got {len(vectors)}")
     fit_rows, held_rows = held_back_split(len(vectors), seed)
     learned = adapter.fit_adapter(vectors[fit_rows], pca, nesting, seed=seed, progress=progress)
     dims = [d for d in nesting if d < vectors.shape[1]]
