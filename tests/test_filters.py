@@ -300,6 +300,8 @@ def test_adds_deletes_updates_and_compaction_are_followed(tiny):
     ({"lang": {"$nin": ["en", False]}}, r"filter field 'lang' holds strings, so \$nin false \(a boolean\)"),
     ({"yeer": 2020}, r"filter field 'yeer': no item's metadata has this field"),
     ({"nested": 1}, r"filter field 'nested' holds no strings, numbers or booleans, so \$eq 1"),
+    ({"year\ud800": 1}, r"filter .* is not JSON text: 'utf-8' codec can't encode character '\\ud800'"),
+    ({"lang": "e\udc00"}, r"filter .* is not JSON text: 'utf-8' codec can't encode character '\\udc00'"),
 ])
 def test_bad_filters_are_named(tiny, flt, message):
     with Collection.open(tiny) as col:

@@ -135,3 +135,41 @@ def test_matsearch_mcp_refuses_a_missing_root(tmp_path):
     run = subprocess.run([sys.executable, "-m", "matsearch", "mcp", str(tmp_path / "nowhere")],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and "no folder of collections" in run.stderr
+
+
+def test_a_damaged_collection_does_not_hide_the_others(tmp_path):
+    """Found by review: one unreadable manifest failed the whole list (and named the server's path)."""
+    with Collection.create(tmp_path / "good", model=None, transform="none") as col:
+        col.add(["a", "b"], vectors=np.eye(2, 8, dtype=np.float32))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.json").write_text("{not json")
+
+    async def listed():
+        async with Client(create_server(tmp_path)) as client:
+            return await client.call_tool("list_collections", {})
+
+    result = asyncio.run(listed())
+    assert not result.is_error and [c["name"] for c in result.structured_content["result"]] == ["good"]
+
+
+def test_a_hit_deleted_after_the_search_is_left_out(tmp_path, calibrated_cranfield, monkeypatch):
+    shutil.copytree(calibrated_cranfield, tmp_path / "c")
+    real_get, deleted = Collection.get, []
+
+    def delete_then_get(self, ids):  # the first read of the hits' texts finds one deleted meanwhile
+        if not deleted:
+            with Collection.open(tmp_path / "c", writable=True) as writer:
+                writer.delete(ids[:1])
+            deleted.append(ids[0])
+        return real_get(self, ids)
+
+    monkeypatch.setattr(Collection, "get", delete_then_get)
+
+    async def searched():
+        async with Client(create_server(tmp_path)) as client:
+            return await client.call_tool("search", {"collection": "c", "query": "boundary layer", "k": 3})
+
+    result = asyncio.run(searched())
+    assert not result.is_error and deleted
+    passages = [p["id"] for p in result.structured_content["passages"]]
+    assert len(passages) == 2 and deleted[0] not in passages

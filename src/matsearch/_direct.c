@@ -22,6 +22,7 @@ read-around. */
 
 #define WAVE 256     /* reads in flight together */
 #define MAX_BLOCKS 64
+#define MAX_WIDTH (1 << 24) /* a row's bytes in one file: WAVE reads of it stay far from overflow */
 
 typedef struct {
     int fd;
@@ -114,7 +115,8 @@ static PyObject *fetch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     seq = PySequence_Fast(args[3], "fetch: outs must be a sequence");
     if (!seq) goto done;
     if (fds.itemsize != 8 || widths.itemsize != 8 || rows.itemsize != 8 || widths.len != fds.len ||
-        PySequence_Fast_GET_SIZE(seq) != n_files || n_files > MAX_BLOCKS || sector < 1 || (sector & (sector - 1))) {
+        PySequence_Fast_GET_SIZE(seq) != n_files || n_files > MAX_BLOCKS || sector < 1 || sector > (1 << 20) ||
+        (sector & (sector - 1))) {
         PyErr_SetString(PyExc_ValueError, "fetch: fds, widths and outs must match (int64, at most 64 files) and "
                                           "sector be a power of 2");
         goto done;
@@ -125,8 +127,10 @@ static PyObject *fetch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, b), &outs[b], PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0)
             goto done;
         n_outs++;
-        if (width_of[b] < 1 || outs[b].len < n * width_of[b]) {
-            PyErr_Format(PyExc_ValueError, "fetch: out %zd is shorter than rows x width", b);
+        if (width_of[b] < 1 || width_of[b] > MAX_WIDTH || n > PY_SSIZE_T_MAX / width_of[b] ||
+            outs[b].len < n * width_of[b]) {
+            PyErr_Format(PyExc_ValueError, "fetch: out %zd is shorter than rows x width (or the width is not "
+                                           "in 1..%d bytes)", b, MAX_WIDTH);
             goto done;
         }
         int64_t span = (width_of[b] + 2 * sector - 2) / sector * sector; /* the most sectors a row can straddle */

@@ -329,31 +329,37 @@ class Collection:
             if first_add:
                 with self._rw.writing():
                     self._fix_dim(vectors, progress)
-            first_row, committed = self._store.count, False
+            first_row = self._store.count
             try:
                 self._store.append(self._transform.apply(vectors), visible=False)
                 self._ids.append(first_row, ids, visible=False)
-                texts = texts or [None] * len(ids)
-                with self._rw.writing():  # then shown and committed, searches held off
+            except BaseException:
+                with self._rw.writing():
+                    self._roll_back_add(first_add, nesting, first_row)
+                raise
+            texts = texts or [None] * len(ids)
+            with self._rw.writing():  # then shown and committed (or dropped), searches held off throughout
+                try:
                     self._store.grow(first_row + len(ids))
                     self._ids.grow(first_row + len(ids))
                     replaced = self._docs.upsert(first_row, ids, texts, metadata, passages_of) if upsert \
                         else self._docs.insert(first_row, ids, texts, metadata)
-                    committed = True
-                    self._committed()
-                    self._mark_dead(replaced)
-                    for index in self._indexes.values():  # in memory; the files catch up on close (or on open)
-                        index.extend(self._store)
-            except BaseException:
-                if not committed:
-                    with self._rw.writing():
-                        if first_add:
-                            self._undo_first_add(nesting)
-                        else:
-                            self._store.truncate(first_row)
-                            self._ids.truncate(first_row)
-                raise
+                except BaseException:
+                    self._roll_back_add(first_add, nesting, first_row)
+                    raise
+                self._committed()
+                self._mark_dead(replaced)
+                for index in self._indexes.values():  # in memory; the files catch up on close (or on open)
+                    index.extend(self._store)
         return len(ids)
+
+    def _roll_back_add(self, first_add: bool, nesting: list[int] | None, first_row: int) -> None:
+        """Drop the rows of an add that never committed (for the first add, the dim it set too)."""
+        if first_add:
+            self._undo_first_add(nesting)
+        else:
+            self._store.truncate(first_row)
+            self._ids.truncate(first_row)
 
     def upsert(self, ids, *, texts=None, vectors=None, metadata=None, progress: bool = False) -> int:
         """Add items, replacing whole any whose id is already in the collection: `add(..., upsert=True)`."""

@@ -107,8 +107,9 @@ class Filter:
         root = _parse_object(spec, "filter")
         try:
             key = json.dumps(spec, sort_keys=True, allow_nan=False)
-        except ValueError as exc:
-            raise InvalidInputError(f"filter {_excerpt(spec)} is not JSON: {exc}") from None
+            json.dumps(spec, ensure_ascii=False).encode()  # text SQLite can take: no lone surrogates
+        except ValueError as exc:  # (UnicodeEncodeError is one)
+            raise InvalidInputError(f"filter {_excerpt(spec)} is not JSON text: {exc}") from None
         return cls(root, key)
 
     @cached_property

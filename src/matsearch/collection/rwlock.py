@@ -21,8 +21,6 @@ class ReadWriteLock:
         self._writers_waiting = 0
         self._owner: int | None = None
         self._slot = threading.RLock()  # one writer (staging or writing) at a time
-        self._stager: int | None = None  # the thread staging, `_staging` deep
-        self._staging = 0
         self._shared, self._exclusive, self._staged = _Shared(self), _Exclusive(self), _Staging(self)
 
     def reading(self) -> "_Shared":
@@ -47,8 +45,8 @@ class _Shared:
             lock._writing += 1  # nested inside this thread's write: count it as a write
             return self
         with lock._mutex:
-            while lock._writing or (lock._writers_waiting and lock._stager != threading.get_ident()):
-                lock._cond.wait()  # (a stager reads on: the writer waiting would wait for it)
+            while lock._writing or lock._writers_waiting:  # (no writer waits while a stager holds the slot)
+                lock._cond.wait()
             lock._readers += 1
         return self
 
@@ -97,15 +95,8 @@ class _Staging:
         self.lock = lock
 
     def __enter__(self):
-        lock = self.lock
-        lock._slot.acquire()
-        lock._staging += 1
-        lock._stager = threading.get_ident()
+        self.lock._slot.acquire()
         return self
 
     def __exit__(self, *exc):
-        lock = self.lock
-        lock._staging -= 1
-        if not lock._staging:
-            lock._stager = None
-        lock._slot.release()
+        self.lock._slot.release()

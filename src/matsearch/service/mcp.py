@@ -8,6 +8,7 @@ elsewhere commits. `matsearch mcp ROOT` serves it over stdio.
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -16,8 +17,11 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
-from ..errors import MatsearchError
+from ..errors import CollectionError, MatsearchError
 from .registry import MissingCollection, Registry
+from .routes.search import records_of
+
+log = logging.getLogger(__name__)
 
 MAX_K = 100
 MAX_IDS = 100
@@ -83,8 +87,9 @@ def create_server(root) -> MCPServer:
             result = col.search(query, k=k, filter=filter, target_recall=target_recall)
             took_ms = (time.perf_counter() - start) * 1e3
             hits = [(i, float(s)) for i, s in zip(result.ids[0].tolist(), result.scores[0].tolist()) if i is not None]
-            records = col.get([i for i, _ in hits]) if hits else []
-            passages = [Passage(id=r.id, score=s, text=r.text, metadata=r.metadata) for r, (_, s) in zip(records, hits)]
+            records = records_of(col, [i for i, _ in hits])  # a hit deleted since the search is left out
+            passages = [Passage(id=i, score=s, text=records[i].text, metadata=records[i].metadata)
+                        for i, s in hits if i in records]
             plan = result.plan if result.target is None else f"{result.plan} ({result.target})"
             return SearchAnswer(passages=passages, plan=plan, mode=result.mode, cost=result.cost.per_query(),
                                 took_ms=took_ms)
@@ -111,6 +116,9 @@ def _summary(collections: Registry, name: str) -> CollectionSummary | None:
         with collections.reading(name) as col:
             info = col.info()
     except MissingCollection:
+        return None
+    except CollectionError as exc:  # one damaged or busy collection does not hide the others
+        log.warning("collection %r left out of the list: %s", name, exc)
         return None
     calibration = info["calibration"]
     return CollectionSummary(name=name, count=info["count"], dim=info["dim"], model=info["model"],

@@ -47,7 +47,7 @@ def _hits(col: Collection, result: SearchResult) -> list[dict]:
     ranked = [(i, float(s), n) for n, (i, s) in enumerate(zip(result.ids[0], result.scores[0])) if i is not None]
     passages = None if result.passages is None else result.passages[0]
     looked_up = [str(passages[n]) if passages is not None else str(i) for i, _, n in ranked]
-    records = _records(col, looked_up)
+    records = records_of(col, looked_up)
     hits = []
     for (i, score, n), key in zip(ranked, looked_up):
         record = records.get(key)
@@ -60,7 +60,8 @@ def _hits(col: Collection, result: SearchResult) -> list[dict]:
     return hits
 
 
-def _records(col: Collection, ids: list[str]) -> dict:
+def records_of(col: Collection, ids: list[str]) -> dict:
+    """The stored records of the hits `ids` by id, leaving out any deleted since the search."""
     if not ids:
         return {}
     try:
