@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -79,12 +80,17 @@ class Encoder:
         self.runtime = runtime or default_runtime()
         self.threads = threads
         self._model = self._onnx = None
+        self._loading = threading.Lock()  # searches in threads share an encoder: it is loaded (or exported) once
 
     def __repr__(self) -> str:
         return f"Encoder(model={self.model!r}, runtime={self.runtime!r})"
 
     def _load(self):
         """The sentence-transformers model (for the torch runtime, and for its tokenizer)."""
+        with self._loading:
+            return self._loaded_model()
+
+    def _loaded_model(self):
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
@@ -118,6 +124,10 @@ class Encoder:
         return np.asarray(vectors, dtype=np.float32)
 
     def _load_onnx(self):
+        with self._loading:
+            return self._loaded_onnx()
+
+    def _loaded_onnx(self):
         if self._onnx is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # an export loads the model from its files only
             from .encoder_onnx import OnnxEncoder, onnx_folder
