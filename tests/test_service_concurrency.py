@@ -65,3 +65,34 @@ def test_searches_go_on_during_writes_and_a_long_build(tmp_path, monkeypatch):
             assert len(col) == 1600 and len(col.get(acknowledged)) == 600
             found = col.search(extra, k=1, plan="p8@d64:50>d64")  # in the index built meanwhile, too
             assert [row[0] for row in found.ids] == acknowledged
+
+
+def test_writes_queued_behind_a_long_job_never_starve_searches(tmp_path, monkeypatch):
+    """Found by review: 40-odd writes waiting on a build took every thread of the pool searches run on."""
+    (tmp_path / "root").mkdir()
+    build = Collection.build
+    monkeypatch.setattr(Collection, "build", lambda self, *a, **kw: (time.sleep(2.0), build(self, *a, **kw))[1])
+    with live_server(tmp_path / "root", api_key=KEY) as url, httpx.Client(base_url=url, timeout=30) as http:
+        http.post("/v1/collections", json={"name": "vecs", "model": None, "transform": "none"}, headers=AUTH)
+        http.post("/v1/collections/vecs/documents", json={"documents": documents(unit_vectors(300))}, headers=AUTH)
+        job = http.post("/v1/collections/vecs/jobs", json={"kind": "build", "recipe": "flat"}, headers=AUTH).json()
+        extra, statuses = unit_vectors(60, seed=5), []
+
+        def write(n):
+            with httpx.Client(base_url=url, timeout=30) as own:
+                part = documents(extra[n : n + 1], start=1000 + n)
+                statuses.append(own.post("/v1/collections/vecs/documents", json={"documents": part},
+                                         headers=AUTH).status_code)
+
+        writers = [threading.Thread(target=write, args=(n,)) for n in range(60)]
+        for thread in writers:
+            thread.start()
+        time.sleep(0.5)  # every write is in, waiting on the build
+        start = time.perf_counter()
+        found = http.post("/v1/collections/vecs/search", json={"vector": unit_vectors(1)[0].tolist(), "k": 5})
+        waited = time.perf_counter() - start
+        running = http.get(f"/v1/jobs/{job['job']}").json()["state"]
+        for thread in writers:
+            thread.join()
+        assert found.status_code == 200 and running == "running" and waited < 1.0, (found.status_code, running, waited)
+        assert statuses == [200] * 60

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 
 import numpy as np
-from fastapi import APIRouter, HTTPException
+from anyio import CapacityLimiter, to_thread
+from fastapi import APIRouter, HTTPException, Request
 
 from ...errors import InvalidInputError
 from ..deps import ERRORS, READ, WRITE, CollectionName, Collections, Config
@@ -13,12 +15,25 @@ from ..errors import NotFound
 from ..schemas import AddDocuments, Added, Deleted, Ids, StoredDocument
 
 router = APIRouter(prefix="/v1/collections", tags=["documents"], responses=ERRORS)
+WRITE_THREADS = 4  # writes run on threads of their own: however many wait (on each other, or on a long job),
+# they hold at most these, never the thread pool the searches run on
+
+
+async def _on_write_threads(request: Request, work):
+    if not hasattr(request.app.state, "write_threads"):  # made inside the event loop, as anyio needs
+        request.app.state.write_threads = CapacityLimiter(WRITE_THREADS)
+    return await to_thread.run_sync(work, limiter=request.app.state.write_threads)
 
 
 @router.post("/{name}/documents", response_model=Added, dependencies=WRITE)
-def add_documents(name: CollectionName, body: AddDocuments, collections: Collections, settings: Config) -> dict:
+async def add_documents(request: Request, name: CollectionName, body: AddDocuments, collections: Collections,
+                        settings: Config) -> dict:
     """Add (or with `upsert`, replace) documents: each with a vector, or each with a text to embed. All or none
     are written, and the answer comes after they are committed."""
+    return await _on_write_threads(request, partial(_add, name, body, collections, settings))
+
+
+def _add(name: str, body: AddDocuments, collections, settings) -> dict:
     docs = body.documents
     if len(docs) > settings.max_batch:
         raise HTTPException(413, f"a batch of {len(docs)} documents is over this service's limit of "
@@ -49,10 +64,14 @@ def get_document(name: CollectionName, doc_id: str, collections: Collections) ->
 
 
 @router.post("/{name}/delete", response_model=Deleted, dependencies=WRITE)
-def delete_documents(name: CollectionName, body: Ids, collections: Collections) -> dict:
+async def delete_documents(request: Request, name: CollectionName, body: Ids, collections: Collections) -> dict:
     """Delete documents by id, all or none (an id not there is a 404 and nothing is deleted)."""
+    return await _on_write_threads(request, partial(_delete, name, body.ids, collections))
+
+
+def _delete(name: str, ids: list[str], collections) -> dict:
     with collections.writing(name) as col, absent_ids_are_404(name):
-        return {"deleted": col.delete(body.ids)}
+        return {"deleted": col.delete(ids)}
 
 
 @contextmanager
