@@ -96,3 +96,33 @@ def test_writes_queued_behind_a_long_job_never_starve_searches(tmp_path, monkeyp
             thread.join()
         assert found.status_code == 200 and running == "running" and waited < 1.0, (found.status_code, running, waited)
         assert statuses == [200] * 60
+
+
+def test_a_slow_first_open_holds_up_only_its_own_collection(tmp_path, monkeypatch):
+    from matsearch.service.registry import Registry
+
+    for name in ("slow", "quick"):
+        with Collection.create(tmp_path / name, model=None, transform="none") as col:
+            col.add(["a", "b"], vectors=unit_vectors(2))
+    registry, opens = Registry(tmp_path), []
+    opened = registry._open_collection
+    monkeypatch.setattr(registry, "_open_collection",
+                        lambda path: (opens.append(path.name), time.sleep(1.5 if path.name == "slow" else 0),
+                                      opened(path))[-1])
+
+    def read_slow():
+        with registry.reading("slow") as col:
+            assert len(col) == 2
+
+    slow = [threading.Thread(target=read_slow) for _ in range(2)]  # the second waits for the first's open
+    for thread in slow:
+        thread.start()
+    time.sleep(0.2)
+    start = time.perf_counter()
+    with registry.reading("quick") as col:
+        assert len(col) == 2
+    assert time.perf_counter() - start < 1.0  # not behind the other collection's open
+    for thread in slow:
+        thread.join()
+    assert sorted(opens) == ["quick", "slow"]  # each opened once
+    registry.close()

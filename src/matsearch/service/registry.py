@@ -54,6 +54,7 @@ class Registry:
         self._cond = threading.Condition()
         self._open: dict[str, _Entry] = {}
         self._dropping: set[str] = set()
+        self._opening: set[str] = set()  # names a call is opening now, outside the lock
 
     def path(self, name) -> Path:
         """The folder of collection `name` inside the root; an unsafe name or a link out is an error."""
@@ -131,14 +132,30 @@ class Registry:
             entry.collection.close()
 
     def _acquire(self, name: str) -> _Entry:
+        """The entry of collection `name`, counted as in use; opened on first use outside the registry's lock,
+        so a slow first open holds up only the calls to that collection."""
         with self._cond:
             path = self.path(name)
-            entry = self._open.get(name)
-            if entry is None:
-                if name in self._dropping or not (path / "manifest.json").is_file():
-                    raise MissingCollection(f"no collection named {name!r}")
-                entry = self._open[name] = _Entry(self._open_collection(path))
+            while (entry := self._open.get(name)) is None and name in self._opening:
+                self._cond.wait()  # another call is opening it
+            if entry is not None:
+                entry.users += 1
+                return entry
+            if name in self._dropping or not (path / "manifest.json").is_file():
+                raise MissingCollection(f"no collection named {name!r}")
+            self._opening.add(name)
+        try:
+            collection = self._open_collection(path)
+        except BaseException:
+            with self._cond:
+                self._opening.discard(name)
+                self._cond.notify_all()
+            raise
+        with self._cond:  # shown and no longer opening in one step, so no other call opens it a second time
+            self._opening.discard(name)
+            entry = self._open[name] = _Entry(collection)
             entry.users += 1
+            self._cond.notify_all()
             return entry
 
     def _release(self, entry: _Entry) -> None:
