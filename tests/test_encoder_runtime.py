@@ -1,6 +1,8 @@
 """The encoder's ONNX runtimes: agreement with PyTorch, quality in int8, and the export cache."""
 
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from conftest import shared
 from matsearch import Encoder, InvalidInputError
 from matsearch.data import load_beir
 from matsearch.encoder import RUNTIME_ENV
-from matsearch.encoder_cache import CACHE_ENV, cached_folder, damage
+from matsearch.encoder_cache import CACHE_ENV, STALE_SECONDS, cached_folder, damage
 from matsearch.eval.metrics import ndcg_at_k
 
 
@@ -101,6 +103,12 @@ def test_cache_entries_are_whole_or_rebuilt(tmp_path, monkeypatch):
     cached_folder("kind", "key", build)
     assert len(builds) == 3 and (entry / "weights.bin").read_bytes() == b"w" * 1000
     assert [p.name for p in (tmp_path / "kind").iterdir()] == ["key"]  # no staging folder left behind
+    dead, live = tmp_path / "kind" / ".key.dead", tmp_path / "kind" / ".key.building"
+    dead.mkdir(), live.mkdir()
+    os.utime(dead, (time.time() - 2 * STALE_SECONDS,) * 2)  # a build killed long ago; another one under way
+    (entry / "manifest.json").unlink()
+    cached_folder("kind", "key", build)
+    assert not dead.exists() and live.exists()
 
 
 def test_concurrent_builders_all_get_a_whole_entry(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +22,7 @@ from .errors import MatsearchError
 
 CACHE_ENV = "MATSEARCH_CACHE"
 MANIFEST = "manifest.json"
+STALE_SECONDS = 3600  # a staging folder this old is a build that died (an export takes seconds)
 log = logging.getLogger(__name__)
 
 
@@ -53,6 +55,7 @@ def cached_folder(kind: str, key: str, build: Callable[[Path], None]) -> Path:
         _remove(entry)
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_builds(entry)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=entry.parent))
     except OSError as exc:
         raise MatsearchError(f"cannot write the cache folder {entry.parent}: {exc}; set {CACHE_ENV} to a "
@@ -100,6 +103,16 @@ def _write_manifest(folder: Path) -> None:
 def _sha256(path: Path) -> str:
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _remove_dead_builds(entry: Path) -> None:
+    """Delete the staging folders of builds of `entry` that died (killed processes) long ago."""
+    for staging in entry.parent.glob(f".{entry.name}.*"):
+        try:
+            if time.time() - staging.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(staging, ignore_errors=True)
+        except FileNotFoundError:
+            pass  # another process removed it first
 
 
 def _remove(entry: Path) -> None:
