@@ -93,3 +93,16 @@ def test_elasticize_reports_a_fallback_and_stores_pca(tmp_path, docs, pca, monke
         assert same_axes.min() > 0.999
     with Collection.open(tmp_path / "col") as col:
         assert col.manifest.transform == "pca"
+
+
+def test_the_cli_prints_the_validation_per_dim_and_the_fallback(capsys):
+    from matsearch.cli import _print_validation
+
+    report = {"criterion": "recall@10 of held-back documents' full-dim neighbours", "held_back": 256,
+              "dims": [16, 32], "pca": [0.5, 0.6], "adapter": [0.45, 0.58], "kept": [0.5, 0.6], "strength": 0.0,
+              "improved": {}, "fell_back": True}
+    _print_validation(report)
+    _print_validation({**report, "kept": [0.53, 0.6], "strength": 0.5, "improved": {16: 0.03}, "fell_back": False})
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "16 0.500 0.450 0.500 (+0.0)" in printed and "the transform stays PCA" in printed
+    assert "kept the adapter at strength 0.5" in printed and "improved dims 16 (+3.0)" in printed
