@@ -248,10 +248,7 @@ class BlockStore:
         if self.direct is not None and len(rows) * _DENSE < self.count:
             return self._rerank_direct(query, rows, hi, keep, metric, scale)
         layout, norms, stride = self.read_plan(lo, hi, metric, len(rows))
-        out_rows, scores, dots = np.empty(keep, dtype=np.int64), np.empty(keep, np.float32), np.empty(keep, np.float32)
-        _kernels.rerank(query, rows, layout, partial, norms, stride, -1.0 if scale is None else scale, keep,
-                        out_rows, scores, dots, metric == "l2")
-        return out_rows, scores, dots
+        return _reranked(query, rows, layout, partial, norms, stride, scale, keep, metric)
 
     def _rerank_direct(self, query: np.ndarray, rows: np.ndarray, hi: int, keep: int, metric: str, scale):
         """`rerank` of scattered rows read from disk (direct_rows.py): every block up to `hi`, so the
@@ -260,11 +257,8 @@ class BlockStore:
         rows = np.sort(rows)  # ties go to the lower row, as the kernel breaks them by position here
         parts = self.direct.gather(rows, self.nesting.index(hi) + 1)
         norms = np.ascontiguousarray(_prefix_norms(parts)[:, -1]) if metric != "ip" else None
-        at = np.empty(keep, dtype=np.int64)
-        scores, dots = np.empty(keep, np.float32), np.empty(keep, np.float32)
-        _kernels.rerank(query, np.arange(len(rows), dtype=np.int64), _layout(parts, self.bounds), None,
-                        0 if norms is None else norms.ctypes.data, 1, -1.0 if scale is None else scale, keep, at,
-                        scores, dots, metric == "l2")
+        at, scores, dots = _reranked(query, np.arange(len(rows), dtype=np.int64), _layout(parts, self.bounds), None,
+                                     0 if norms is None else norms.ctypes.data, 1, scale, keep, metric)
         return rows[at], scores, dots
 
     def read_plan(self, lo: int, hi: int, metric: str, rows: int):
@@ -346,6 +340,14 @@ class BlockStore:
         dim = self.dim if dim is None else dim
         return np.hstack([block[rows, : min(hi, dim) - lo] if hi > dim else block[rows]
                           for (lo, hi), block in zip(self.bounds, self._maps_for(rows)[0]) if lo < dim])
+
+
+def _reranked(query, rows, layout, partial, norms_at: int, stride: int, scale, keep: int, metric: str):
+    """The compiled re-rank of `rows` over `layout`: (best `keep` rows, their scores, their products)."""
+    out_rows, scores, dots = np.empty(keep, dtype=np.int64), np.empty(keep, np.float32), np.empty(keep, np.float32)
+    _kernels.rerank(query, rows, layout, partial, norms_at, stride, -1.0 if scale is None else scale, keep,
+                    out_rows, scores, dots, metric == "l2")
+    return out_rows, scores, dots
 
 
 def _layout(blocks: list[np.ndarray], bounds) -> np.ndarray:
