@@ -88,22 +88,19 @@ class Encoder:
     def _load(self):
         """The sentence-transformers model (for the torch runtime, and for its tokenizer)."""
         with self._loading:
-            return self._loaded_model()
+            if self._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
 
-    def _loaded_model(self):
-        if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as hf_logging
+                hf_logging.disable_progress_bar()
 
-            hf_logging.disable_progress_bar()
-
-            log.info("loading encoder %s", self.model)
-            try:
-                self._model = SentenceTransformer(resolve_model(self.model), device="cpu")
-            except (OSError, ValueError) as exc:
-                raise InvalidInputError(f"cannot load encoder model {self.model!r}: {exc}") from None
-        return self._model
+                log.info("loading encoder %s", self.model)
+                try:
+                    self._model = SentenceTransformer(resolve_model(self.model), device="cpu")
+                except (OSError, ValueError) as exc:
+                    raise InvalidInputError(f"cannot load encoder model {self.model!r}: {exc}") from None
+            return self._model
 
     def encode(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
         """One unit-length vector per text."""
@@ -124,14 +121,12 @@ class Encoder:
         return np.asarray(vectors, dtype=np.float32)
 
     def _load_onnx(self):
+        """The exported model in onnxruntime, exported and cached at first use."""
         with self._loading:
-            return self._loaded_onnx()
+            if self._onnx is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")  # an export loads the model from its files only
+                from .encoder_onnx import OnnxEncoder, onnx_folder
 
-    def _loaded_onnx(self):
-        if self._onnx is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # an export loads the model from its files only
-            from .encoder_onnx import OnnxEncoder, onnx_folder
-
-            folder = onnx_folder(resolve_model(self.model), int8=self.runtime == "onnx-int8")
-            self._onnx = OnnxEncoder(folder, threads=self.threads)
-        return self._onnx
+                folder = onnx_folder(resolve_model(self.model), int8=self.runtime == "onnx-int8")
+                self._onnx = OnnxEncoder(folder, threads=self.threads)
+            return self._onnx
