@@ -31,7 +31,7 @@ class DirectRows:
     def __init__(self, paths: list[Path], widths: list[int]):
         self.paths = [Path(p) for p in paths]
         self._widths = np.array([w * 4 for w in widths], dtype=np.int64)
-        self._files, self._direct_files = None, True
+        self._files = None
         self._opening = threading.Lock()  # searches in threads share the files; the first read settles how
         self.sector = None  # found by the first read
         self.bytes_read = 0  # the sectors read, over this object's life
@@ -55,33 +55,25 @@ class DirectRows:
 
     def _settle(self, row: np.ndarray, outs: list[np.ndarray]) -> None:
         """Open the files and find the alignment their reads need (by reading `row`), or fall back to the
-        page cache where direct I/O is refused."""
-        self._files = self._open()
-        fds = np.array([f.fileno() for f in self._files[: len(outs)]], dtype=np.int64)
-        for sector in _SECTORS if self._direct_files else ():
-            try:
-                _direct.fetch(fds, self._widths[: len(outs)], row, outs, sector)
-                self.sector = sector
-                return
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise CollectionError(f"reading rows of {self.paths[0].parent}: {exc}") from None
-        if self._direct_files:
-            log.warning("direct I/O is refused on %s; its rows are read through the page cache",
-                        self.paths[0].parent)
-            self._close()
-            self._files, self._direct_files = self._opened(direct=False), False
-        self.sector = _SECTORS[0]  # any alignment works through the page cache
-
-    def _open(self):
+        page cache where direct I/O is refused, at open or at the first read."""
         try:
-            return self._opened(direct=True)
+            self._files = self._opened(direct=True)
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise CollectionError(f"opening {self.paths[0].parent} for direct reads: {exc}") from None
-            log.warning("direct I/O is refused on %s; its rows are read through the page cache", self.paths[0].parent)
-            self._direct_files = False
-            return self._opened(direct=False)
+        else:
+            fds = np.array([f.fileno() for f in self._files[: len(outs)]], dtype=np.int64)
+            for sector in _SECTORS:
+                try:
+                    _direct.fetch(fds, self._widths[: len(outs)], row, outs, sector)
+                    self.sector = sector
+                    return
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise CollectionError(f"reading rows of {self.paths[0].parent}: {exc}") from None
+            self._close()
+        log.warning("direct I/O is refused on %s; its rows are read through the page cache", self.paths[0].parent)
+        self._files, self.sector = self._opened(direct=False), _SECTORS[0]  # any alignment works through the cache
 
     def _opened(self, *, direct: bool):
         flags = getattr(os, "O_DIRECT", 0) if direct else 0
