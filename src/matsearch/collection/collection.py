@@ -88,6 +88,7 @@ class Collection:
         self.manifest = manifest
         self.writable = writable
         self._on_disk = on_disk  # None: the manifest's setting
+        self._fitted: Transform | None = None  # a transform given to `create`, saved by the first add
         self._docs = self._store = self._transform = self._encoder = self._ids = self._counter = None
         self._indexes, self._broken, self._saved_rows, self._plans = {}, {}, {}, {}
         self._calibrated: tuple[int, Calibration] | None = None  # (file mtime, calibration) read last
@@ -122,23 +123,29 @@ class Collection:
             raise
 
     @classmethod
-    def create(cls, path, *, model: str | None = DEFAULT_MODEL, metric: str = "cosine", transform: str = "pca",
-               nesting: list[int] | None = None, on_disk: bool = False) -> "Collection":
+    def create(cls, path, *, model: str | None = DEFAULT_MODEL, metric: str = "cosine",
+               transform: "str | Transform" = "pca", nesting: list[int] | None = None,
+               on_disk: bool = False) -> "Collection":
         """Make a new, empty collection folder (its dim is set by the first add). `model` embeds texts
         added and queries; with None the collection holds precomputed vectors and is searched by vector.
         `metric`: "cosine", "ip" (inner product) or "l2" (Euclidean: results nearest first, scored by minus the
         squared distance on the plan's last prefix, −‖q − x‖²); every score is higher-is-better.
         `on_disk`: a store that need not fit in RAM: re-ranks read their rows with direct I/O, a few sectors a
         row, never through the page cache (direct_rows.py); give it a `nesting` whose first block is 128 dims
-        or more (e.g. [128, 256, 384]) so that a re-ranked row is one read."""
+        or more (e.g. [128, 256, 384]) so that a re-ranked row is one read.
+        `transform`: "pca", "adapter" or "none", fitted on the first add; or a fitted `Transform`, used as it is
+        (the shards of one sharded collection share one: see matsearch.distributed)."""
         path = Path(path)
         if (path / "manifest.json").exists():
             raise CollectionError(f"a collection already exists at {path}")
-        manifest = Manifest(model=model, metric=metric, transform=transform,
+        fitted = transform if isinstance(transform, Transform) else None
+        manifest = Manifest(model=model, metric=metric, transform=transform if fitted is None else fitted.fitted_kind,
                             nesting=None if nesting is None else list(nesting), on_disk=on_disk).check()
         path.mkdir(parents=True, exist_ok=True)
         manifest.save(path / "manifest.json")
-        return cls(path, manifest, writable=True, new=True)
+        collection = cls(path, manifest, writable=True, new=True)
+        collection._fitted = fitted
+        return collection
 
     @classmethod
     def open(cls, path, *, writable: bool = False, on_disk: bool | None = None) -> "Collection":
@@ -398,12 +405,17 @@ class Collection:
                                     f"{width} dims, so text queries could not be searched; give {width}-dim vectors, "
                                     "or create the collection with the model that made them (or model=None)")
         nesting = check_nesting(m.nesting or default_nesting(dim), dim)
-        if m.transform == "pca" and len(vectors) < dim:
+        fitted = self._fitted
+        if fitted is not None and fitted.matrix_ is not None and fitted.matrix_.shape != (dim, dim):
+            raise InvalidInputError(f"the transform given to create maps {fitted.matrix_.shape[0]} dims, the vectors "
+                                    f"have {dim}")
+        if fitted is None and m.transform == "pca" and len(vectors) < dim:
             raise InvalidInputError(
                 f"the PCA transform is fitted on the first add, which needs at least {dim} vectors (got "
                 f"{len(vectors)}); add more at once, or create the collection with transform='none'"
             )
-        Transform(kind=m.transform).fit(vectors, nesting=nesting, progress=progress).save(self.path / "transform.npy")
+        fitted = fitted or Transform(kind=m.transform).fit(vectors, nesting=nesting, progress=progress)
+        fitted.save(self.path / "transform.npy")
         BlockStore.create(self.path / "vectors", nesting)
         IdTable.write(self.path / "ids", [])
         m.dim, m.nesting = dim, nesting
@@ -418,8 +430,13 @@ class Collection:
         shutil.rmtree(self.path / "ids", ignore_errors=True)
         self._store = self._transform = self._ids = None
 
-    def build(self, recipe: "Recipe | str", *, progress: bool = False) -> "Recipe":
+    def build(self, recipe: "Recipe | str", *, trained: Path | None = None, progress: bool = False) -> "Recipe":
         """Build the recipe's indexes over the stored vectors and save them, replacing earlier ones.
+
+        `trained`: a folder of the recipe's index files trained elsewhere, on vectors in this collection's
+        space, and holding no rows (see matsearch.distributed.trained); their centroids, codebooks and
+        projections are used as they are and only this collection's rows are assigned and coded (a graph,
+        which learns nothing but its links, is built here). The shards of one collection share them so.
 
         The new index files are written into a folder of their own; the manifest naming
         that folder is the commit point, so a crash leaves the old indexes or the new ones.
@@ -435,7 +452,11 @@ class Collection:
         staging.mkdir()
         built = {}
         for part in recipe.parts:
-            index = part.make(self.manifest.metric).build(store, progress=progress)
+            index = part.make(self.manifest.metric)
+            if trained is None or part.kind == "g":
+                index.build(store, progress=progress)
+            else:
+                index.load(Path(trained) / part.file, store).extend(store)
             index.save(staging / part.file)
             built[part.kind] = index
         fsync_tree(staging)
@@ -581,6 +602,24 @@ class Collection:
             self._seen = None
             self._sync()
         raise CollectionError(f"collection {self.path}: rows of {ids[:5]} are committed but could not be read in")
+
+    def existing(self, ids) -> list[str]:
+        """The ids among `ids` that the collection holds."""
+        ids = _check_ids(ids)
+        with self._rw.reading():
+            return self._docs.existing(ids)
+
+    def sample(self, count: int, *, seed: int = 0) -> np.ndarray:
+        """Stored vectors (as stored: after the transform) of up to `count` live items drawn at random, in row
+        order: what indexes trained elsewhere are fitted on (see matsearch.distributed)."""
+        self._sync()
+        with self._rw.reading():
+            if self._store is None:
+                return np.zeros((0, 0), dtype=np.float32)
+            live = np.flatnonzero(~self._dead[: self._store.count])
+            if len(live) > count:
+                live = np.sort(np.random.default_rng(seed).choice(live, count, replace=False))
+            return self._store.rows(live)
 
     def search(self, queries, *, k: int = 10, plan: Plan | str | None = None, mode: str | None = None,
                fusion=None, query_vectors=None, target_recall: float | None = None, max_ms: float | None = None,

@@ -1,0 +1,130 @@
+"""The Ray actors of a sharded collection: R replicas per shard, calls routed, failures named, the dead replaced.
+
+Each replica is a Ray actor that Ray restarts when its process dies (it reopens the shard from its folder);
+one that Ray gives up on (killed for good, its node lost) is replaced here by a new actor on the same
+folder when a call meets it. A read goes to one replica of each shard, in turn, and to the next replica
+when that one fails, so with two or more replicas a single dead actor costs no error. A shard none of
+whose replicas answered is named in a `ShardUnavailableError` — or, for a search that allows partial
+results, left out of a result that says so (merge.py). Writes go to replica 0, the shard's writer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
+
+from ..errors import CollectionError
+from .actor import ShardActor
+from .layout import shard_folder
+
+log = logging.getLogger(__name__)
+_ACTOR = ray.remote(ShardActor)
+_OPTIONS = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": 0, "max_concurrency": 4}
+_LOST = (RayActorError, ActorUnavailableError, GetTimeoutError)  # a replica that did not answer
+
+
+class ShardUnavailableError(CollectionError):
+    """Shards none of whose replicas answered; `shards` lists them."""
+
+    def __init__(self, message: str, shards: list[int]):
+        super().__init__(message)
+        self.shards = shards
+
+
+class ShardPool:
+    """Actors for `shards` × `replicas` shard folders under `root`; `create`: the settings a writer makes a new
+    shard with (None: the shards exist). A read-only pool opens every replica read-only."""
+
+    def __init__(self, root: Path, shards: int, replicas: int, *, writable: bool, create: dict | None = None):
+        self.root, self.shards, self.replicas, self.writable = Path(root), shards, replicas, writable
+        self.create = create
+        self._turn = itertools.count()
+        self._actors = [[self._start(s, r) for r in range(replicas)] for s in range(shards)]
+
+    def _start(self, shard: int, replica: int):
+        writer = self.writable and replica == 0
+        return _ACTOR.options(**_OPTIONS).remote(str(shard_folder(self.root, shard)), writable=writer,
+                                                 create=self.create if writer else None)
+
+    def actor(self, shard: int, replica: int = 0):
+        """The Ray actor handle of one replica of one shard."""
+        return self._actors[shard][replica]
+
+    def ready(self) -> None:
+        """Wait until every actor has opened its shard (the writers first: they make new shards)."""
+        self.gather({s: "ping" for s in range(self.shards)}, writers=True)
+        if self.replicas > 1:
+            ray.get([a.ping.remote() for row in self._actors for a in row[1:]])
+
+    def gather(self, calls: dict, *, writers: bool = False, partial: bool = False,
+               timeout: float | None = None) -> dict:
+        """Run `calls` ({shard: method name, or (method name, args…)}) on one replica of each shard, in
+        parallel: {shard: answer}. `writers`: on replica 0 only; else a replica that does not answer is
+        replaced by the next one. With `partial`, shards none of whose replicas answered are left out;
+        without, they raise ShardUnavailableError naming them. An error the shard itself raised (bad input,
+        a missing id) is raised as it is."""
+        calls = {s: (c,) if isinstance(c, str) else tuple(c) for s, c in calls.items()}
+        turn = next(self._turn)
+        tries = {s: 0 for s in calls}
+        pending = {s: self._submit(s, 0 if writers else (turn + s) % self.replicas, call) for s, call in calls.items()}
+        answers, failed = {}, {}
+        while pending:
+            shard, (replica, ref) = next(iter(pending.items()))
+            del pending[shard]
+            try:
+                answers[shard] = ray.get(ref, timeout=timeout)
+            except RayTaskError as exc:
+                raise exc.cause if isinstance(exc.cause, Exception) else exc
+            except _LOST as exc:
+                self._lost(shard, replica, exc)
+                tries[shard] += 1
+                if writers or tries[shard] >= self.replicas:
+                    failed[shard] = exc
+                else:
+                    pending[shard] = self._submit(shard, (replica + 1) % self.replicas, calls[shard])
+        if failed and not partial:
+            raise self._unavailable(failed)
+        return answers
+
+    def _submit(self, shard: int, replica: int, call: tuple):
+        method, *args = call
+        return replica, getattr(self._actors[shard][replica], method).remote(*args)
+
+    def _lost(self, shard: int, replica: int, exc: Exception) -> None:
+        """A replica did not answer: Ray restarts a crashed one itself; one it gave up on is replaced now."""
+        log.warning("shard %d replica %d did not answer: %s", shard, replica, _reason(exc))
+        if isinstance(exc, ActorDiedError):
+            self._actors[shard][replica] = self._start(shard, replica)
+
+    def _unavailable(self, failed: dict) -> ShardUnavailableError:
+        shards = sorted(failed)
+        named = "; ".join(f"shard {s} ({shard_folder(self.root, s)}): {_reason(failed[s])}" for s in shards)
+        return ShardUnavailableError(
+            f"{len(shards)} of {self.shards} shards did not answer — {named}. A dead shard actor is restarted "
+            "from its folder: call again in a moment, or search with partial=True for the other shards' results, "
+            "flagged partial", shards)
+
+    def close(self) -> None:
+        """Close every shard (a writer saves what it holds in memory), then end the actors."""
+        refs = [a.close.remote() for row in self._actors for a in row]
+        try:
+            ray.get(refs, timeout=60)
+        except (*_LOST, RayTaskError) as exc:
+            log.warning("closing shards: %s", _reason(exc))
+        for row in self._actors:
+            for a in row:
+                ray.kill(a, no_restart=True)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ActorDiedError):
+        return "its actor died"
+    if isinstance(exc, ActorUnavailableError):
+        return "its actor is unavailable (restarting)"
+    if isinstance(exc, GetTimeoutError):
+        return "it did not answer in time"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"

@@ -1,0 +1,158 @@
+"""Sharded collections on a local Ray instance: results equal to one collection's, writes routed, faults named."""
+
+import os
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="ray is a dependency of matsearch; install it (pip install -e .)")
+
+from matsearch import Collection, InvalidInputError  # noqa: E402
+from matsearch.distributed import ShardedCollection, ShardUnavailableError  # noqa: E402
+from matsearch.distributed.layout import shard_folder  # noqa: E402
+
+NESTING = [16, 32, 64]
+RECIPE = "ivf16@d16:d64,bin32/itq+ivf8@d16"
+EXHAUSTIVE = {"ivf": "p16@d64:4000>d64", "binary": "h8@b32:4000>d64"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(30, 64))
+    docs = (centres[rng.integers(0, 30, 3000)] + 0.6 * rng.normal(size=(3000, 64))) * np.linspace(2.0, 0.3, 64)
+    queries = docs[rng.integers(0, 3000, 40)] + 0.3 * rng.normal(size=(40, 64))
+    return [f"doc-{i}" for i in range(len(docs))], docs.astype(np.float32), queries.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def single(data, tmp_path_factory):
+    ids, docs, _ = data
+    col = Collection.create(tmp_path_factory.mktemp("single") / "col", model=None, nesting=NESTING)
+    col.add(ids, vectors=docs)
+    yield col
+    col.close()
+
+
+@pytest.fixture(scope="module")
+def sharded(data, tmp_path_factory):
+    ids, docs, _ = data
+    col = ShardedCollection.create(tmp_path_factory.mktemp("sharded") / "col", shards=3, model=None, nesting=NESTING)
+    col.add(ids, vectors=docs)
+    col.build(RECIPE)
+    yield col
+    col.close()
+
+
+def test_exact_search_equals_a_single_collection(data, single, sharded):
+    queries = data[2]
+    for plan in (None, "d64", "d16:400>d32:50>d64"):
+        ours, theirs = sharded.search(queries, k=10, plan=plan), single.search(queries, k=10, plan=plan)
+        if plan != "d16:400>d32:50>d64":  # a funnel keeps 400 per shard, more than one collection's 400 in all
+            np.testing.assert_array_equal(ours.ids, theirs.ids)
+            np.testing.assert_allclose(ours.scores, theirs.scores, rtol=1e-5, atol=1e-6)
+        assert ours.shards == 3 and not ours.partial and ours.cost.queries == len(queries)
+    one = sharded.search(queries[0], k=5)
+    np.testing.assert_array_equal(one.ids, single.search(queries[0], k=5).ids)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "binary"])
+def test_indexes_at_exhaustive_settings_equal_exact_search(data, single, sharded, kind):
+    queries = data[2]
+    ours = sharded.search(queries, k=10, plan=EXHAUSTIVE[kind])
+    np.testing.assert_array_equal(ours.ids, single.search(queries, k=10).ids)
+    assert ours.cost.items_scanned == len(queries) * 3000  # every shard scanned all of its items
+
+
+def test_every_shard_shares_the_transform_and_trained_parts(sharded):
+    folders = [shard_folder(sharded.path, s) for s in range(3)]
+    transforms = [np.load(f / "transform.npy") for f in folders]
+    assert all(np.array_equal(transforms[0], t) for t in transforms[1:])
+    np.testing.assert_array_equal(transforms[0], sharded.transform.matrix_)
+    ivf = [np.load(f / Collection.open(f).manifest.indexes / "ivf.npz") for f in folders]
+    codes = [np.load(f / Collection.open(f).manifest.indexes / "codes.npz") for f in folders]
+    for name in ("centroids_16",):
+        assert all(np.array_equal(ivf[0][name], other[name]) for other in ivf[1:])
+    for name in ("mean", "projection", "centroids"):
+        assert all(np.array_equal(codes[0][name], other[name]) for other in codes[1:])
+    info = sharded.info()
+    assert info["count"] == 3000 and [s["count"] for s in info["per_shard"]] == [
+        len(Collection.open(f)) for f in folders]
+    assert info["recipe"] == RECIPE and sum(s["count"] for s in info["per_shard"]) == 3000
+
+
+def test_writes_go_to_the_shard_the_id_hashes_to(data, tmp_path):
+    ids, docs, _ = data
+    with ShardedCollection.create(tmp_path / "col", shards=4, model=None, transform="none") as col:
+        col.add(ids[:400], vectors=docs[:400], metadata=[{"n": n} for n in range(400)])
+        owners = col.shard_of(ids[:400])
+        for shard in range(4):
+            held = Collection.open(shard_folder(col.path, shard)).existing(ids[:400])
+            assert sorted(held) == sorted(i for i, s in zip(ids[:400], owners) if s == shard)
+        col.upsert(ids[:2], vectors=docs[500:502], metadata=[{"new": True}] * 2)
+        assert len(col) == 400
+        got = col.get(ids[:2])
+        assert [r.metadata for r in got] == [{"new": True}] * 2
+        np.testing.assert_allclose(got[0].vector, docs[500] / np.linalg.norm(docs[500]), rtol=1e-5, atol=1e-6)
+        col.delete(ids[2:5])
+        assert len(col) == 397 and col.existing(ids[:6]) == [ids[0], ids[1], ids[5]]
+        col.update_metadata(ids[5], {"seen": 1}, merge=True)
+        assert col.get(ids[5])[0].metadata == {"n": 5, "seen": 1}
+        with pytest.raises(InvalidInputError, match=r"ids already in the collection: \['doc-0'\]"):
+            col.add([ids[0], "fresh"], vectors=docs[:2])
+        with pytest.raises(InvalidInputError, match=r"ids not in the collection: \['doc-3'\]"):
+            col.delete([ids[6], ids[3]])
+        assert col.existing([ids[6]]) == [ids[6]]  # nothing deleted
+        with pytest.raises(InvalidInputError, match="searches in mode 'dense' only"):
+            col.search(docs[0], mode="lexical")
+        assert col.search(docs[5], k=1).ids[0].tolist() == [ids[5]]
+        assert ids[2] not in col.search(docs[2], k=5).ids[0]  # deleted
+
+
+def test_a_killed_shard_is_named_or_left_out_flagged_then_restarted(data, single, tmp_path):
+    ids, docs, queries = data
+    with ShardedCollection.create(tmp_path / "col", shards=3, model=None, nesting=NESTING) as col:
+        col.add(ids, vectors=docs)
+        expected = single.search(queries, k=10)
+        ray.kill(col.actor(1), no_restart=True)
+        with pytest.raises(ShardUnavailableError, match=r"1 of 3 shards did not answer — shard 1 \(.*shard-001\): "
+                                                        r"its actor died.*partial=True") as failure:
+            col.search(queries, k=10)
+        assert failure.value.shards == [1]
+        np.testing.assert_array_equal(col.search(queries, k=10).ids, expected.ids)  # restarted from its folder
+        ray.kill(col.actor(2), no_restart=True)
+        result = col.search(queries, k=10, partial=True)
+        assert result.partial and result.missing == (2,)
+        held = set(Collection.open(shard_folder(col.path, 2)).existing(ids))
+        assert not held & set(result.ids.ravel())
+        survivors = [[i for i in row if i not in held][:10] for row in single.search(queries, k=40).ids]
+        assert result.ids.tolist() == survivors
+        assert not col.search(queries, k=10, partial=True).partial
+        ray.kill(col.actor(0), no_restart=True)  # the writer: writes wait for it too
+        with pytest.raises(ShardUnavailableError, match="shard 0"):
+            col.upsert([i for i in ids if col.shard_of([i]) == [0]][:1], vectors=docs[:1])
+        col.upsert([i for i in ids if col.shard_of([i]) == [0]][:1], vectors=docs[:1])
+
+
+def test_with_replicas_a_dead_actor_costs_no_error(data, single, tmp_path):
+    ids, docs, queries = data
+    expected = single.search(queries, k=10).ids
+    with ShardedCollection.create(tmp_path / "col", shards=2, replicas=2, model=None, nesting=NESTING) as col:
+        col.add(ids, vectors=docs)
+        ray.kill(col.actor(0, 0), no_restart=True)
+        ray.kill(col.actor(1, 1), no_restart=True)
+        for _ in range(4):  # each shard's replicas in turn
+            np.testing.assert_array_equal(col.search(queries, k=10).ids, expected)
+        pid = ray.get(col.actor(1, 0).__ray_call__.remote(lambda actor: os.getpid()))
+        os.kill(pid, 9)  # a crash: Ray restarts the actor, the other replica answers meanwhile
+        for _ in range(4):
+            np.testing.assert_array_equal(col.search(queries, k=10).ids, expected)
+        col.delete(ids[:1])  # the writer is back: writes go through
+        assert ids[0] not in set(col.search(queries, k=10).ids.ravel())
