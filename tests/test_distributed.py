@@ -1,5 +1,6 @@
 """Sharded collections on a local Ray instance: results equal to one collection's, writes routed, faults named."""
 
+import json
 import os
 
 import numpy as np
@@ -156,3 +157,52 @@ def test_with_replicas_a_dead_actor_costs_no_error(data, single, tmp_path):
             np.testing.assert_array_equal(col.search(queries, k=10).ids, expected)
         col.delete(ids[:1])  # the writer is back: writes go through
         assert ids[0] not in set(col.search(queries, k=10).ids.ravel())
+
+
+def test_ingest_writes_shards_in_parallel_and_resumes_after_a_bad_row(data, single, tmp_path):
+    from matsearch.data.sources import Fields, open_source
+    from matsearch.distributed.ingest import ingest
+
+    ids, docs, queries = data
+    source = tmp_path / "docs.jsonl"
+
+    def write(bad_line: int | None) -> None:
+        rows = [{"_id": i, "text": f"text {i}", "year": n % 7,
+                 "vector": (v[:10] if n + 1 == bad_line else v).tolist()} for n, (i, v) in enumerate(zip(ids, docs))]
+        source.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+    write(bad_line=2100)
+    fields = Fields(vector="vector")
+    with ShardedCollection.create(tmp_path / "col", shards=3, model=None, nesting=NESTING) as col:
+        with pytest.raises(InvalidInputError, match=r"line 2100.*running the same ingest again resumes"):
+            ingest(col, open_source(source, fields), batch_size=500)
+        assert len(col) == 2000  # the four batches before the bad row's
+        write(bad_line=None)
+        report = ingest(col, open_source(source, fields), batch_size=500)
+        assert (report.added, report.skipped, report.rows, len(col)) == (1000, 2000, 3000, 3000)
+        np.testing.assert_array_equal(col.search(queries, k=10).ids, single.search(queries, k=10).ids)
+        assert (col.get(["doc-7"])[0].text, col.get(["doc-7"])[0].metadata) == ("text doc-7", {"year": 0})
+
+
+def test_cli_indexes_searches_and_describes_a_sharded_collection(tmp_path):
+    from typer.testing import CliRunner
+
+    from conftest import BUNDLED, shared
+    from matsearch.cli import app
+
+    runner, vectors = CliRunner(), shared("cranfield") / "corpus.minilm.f16.npy"
+    plain, sharded = tmp_path / "plain", tmp_path / "sharded"
+    for path, extra in ((plain, []), (sharded, ["--shards", "2", "--ray", "auto"])):
+        done = runner.invoke(app, ["index", str(BUNDLED / "cranfield"), "-c", str(path), "--vectors", str(vectors),
+                                   "--recipe", "ivf8@d32:d128", "--batch-size", "500", "--json", *extra])
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.output)["count"] == 1400
+    query = ["heat transfer in hypersonic boundary layers", "-k", "5", "--json", "--mode", "dense"]
+    found = [json.loads(runner.invoke(app, ["search", str(path), *query]).output) for path in (plain, sharded)]
+    assert [h["id"] for h in found[0]["results"]] == [h["id"] for h in found[1]["results"]]
+    assert found[1]["shards"] == 2 and found[1]["missing_shards"] == [] and found[1]["overhead_ms"] >= 0
+    info = json.loads(runner.invoke(app, ["info", str(sharded), "--json"]).output)
+    assert info["shards"] == 2 and [s["shard"] for s in info["per_shard"]] == [0, 1]
+    assert sum(s["count"] for s in info["per_shard"]) == info["count"] == 1400
+    refused = runner.invoke(app, ["search", str(plain), "heat", "--partial"])
+    assert refused.exit_code == 1 and "--partial is for sharded collections" in refused.output

@@ -97,6 +97,26 @@ def _number(value) -> str:
     return str(value)
 
 
+RAY_HELP = ("Serve a sharded collection on Ray: auto (the Ray instance running here, else a new local one), local "
+            "(a new local one) or a cluster's address. Default: auto for a sharded collection.")
+
+
+def _is_sharded(collection: Path, ray_address: Optional[str]) -> bool:
+    """Whether the collection goes through matsearch.distributed: --ray was given, or its folder holds a sharded
+    collection's manifest (checked by name, so that plain collections never import Ray)."""
+    return ray_address is not None or (collection / "sharded.json").is_file()
+
+
+def _open(collection: Path, ray_address: Optional[str], *, writable: bool = False):
+    """The collection at `collection`: a sharded one, its shards served by Ray actors, or a plain one."""
+    if not _is_sharded(collection, ray_address):
+        return Collection.open(collection, writable=writable)
+    from .distributed import ShardedCollection, connect
+
+    connect(ray_address or "auto")
+    return ShardedCollection.open(collection, writable=writable)
+
+
 @app.command()
 @_cli_errors
 def index(
@@ -131,6 +151,12 @@ def index(
                                                "parent id in their metadata."),
     chunk_overlap: int = typer.Option(0, help="Tokens consecutive passages share (with --chunk-tokens)."),
     encoder_runtime: Optional[str] = typer.Option(None, help=RUNTIME_HELP),
+    shards: Optional[int] = typer.Option(None, help="A new sharded collection of this many shards (by id hash), "
+                                         "each served by a Ray actor; the batches are written to the shards in "
+                                         "parallel and texts embedded by Ray Data."),
+    replicas: Optional[int] = typer.Option(None, help="Actors serving each shard of a sharded collection (default: "
+                                           "1 for a new one, else as it was made)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray", help=RAY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ):
     """Add every document of SOURCE to a collection, a batch at a time, embedding them unless vectors are given.
@@ -154,10 +180,35 @@ def index(
                                     "documents")
     if chunk_tokens is None and chunk_overlap:
         raise InvalidInputError("--chunk-overlap needs --chunk-tokens")
+    if shards is not None or _is_sharded(collection, ray_address):
+        report, summary = _index_sharded(collection, docs, array, shards=shards, replicas=replicas,
+                                         ray_address=ray_address, model=model, metric=metric, transform=transform,
+                                         nesting=_dims(nesting, "--nesting"), on_disk=on_disk, upsert=upsert,
+                                         batch_size=batch_size, recipe=recipe, as_json=as_json,
+                                         unsupported={"--chunk-tokens": chunk_tokens,
+                                                      "--encoder-runtime": encoder_runtime})
+    else:
+        report, summary = _index_one(collection, docs, array, model=model, metric=metric, transform=transform,
+                                     nesting=_dims(nesting, "--nesting"), on_disk=on_disk, upsert=upsert,
+                                     batch_size=batch_size, recipe=recipe, as_json=as_json, chunk_tokens=chunk_tokens,
+                                     chunk_overlap=chunk_overlap, encoder_runtime=encoder_runtime)
+    summary["seconds"] = time.perf_counter() - start
+    if as_json:
+        _emit_json(summary)
+    else:
+        skipped = f"{report.skipped} already there, " if report.skipped else ""
+        out.print(f"indexed {report.added} items from {report.rows} documents into {collection} "
+                  f"({skipped}{f'{report.replaced} replaced, ' if report.replaced else ''}{summary['count']} in "
+                  f"all, {summary['dim']} dims) in {summary['seconds']:.1f}s")
+
+
+def _index_one(collection: Path, docs, array, *, model, metric, transform, nesting, on_disk, upsert, batch_size,
+               recipe, as_json, chunk_tokens, chunk_overlap, encoder_runtime):
+    """`index` into a plain collection: (the ingest's report, the summary)."""
     if (collection / "manifest.json").exists():
         col = Collection.open(collection, writable=True)
         given = {"model": model, "metric": metric, "transform": transform, "on_disk": on_disk or None,
-                 "nesting": _dims(nesting, "--nesting")}
+                 "nesting": nesting}
         for name, value in given.items():
             if value is not None and value != getattr(col.manifest, name):
                 col.close()
@@ -166,8 +217,7 @@ def index(
                 )
     else:
         col = Collection.create(collection, model=model or DEFAULT_MODEL, metric=metric or "cosine",
-                                transform=transform or "pca",
-                                nesting=_dims(nesting, "--nesting"), on_disk=on_disk)
+                                transform=transform or "pca", nesting=nesting, on_disk=on_disk)
     with col:
         _use_runtime(col, encoder_runtime)
         chunker = None if chunk_tokens is None else Chunker(encoder=col.encoder, tokens=chunk_tokens,
@@ -176,16 +226,46 @@ def index(
                         progress=not as_json)
         if recipe is not None:
             col.build(recipe, progress=not as_json)
-        summary = {"collection": str(collection), "added": report.added, "replaced": report.replaced,
-                   "skipped": report.skipped, "rows": report.rows, "count": len(col), "dim": col.dim,
-                   "recipe": col.manifest.recipe, "seconds": time.perf_counter() - start}
-    if as_json:
-        _emit_json(summary)
+        return report, _index_summary(collection, col, report)
+
+
+def _index_sharded(collection: Path, docs, array, *, shards, replicas, ray_address, model, metric, transform,
+                   nesting, on_disk, upsert, batch_size, recipe, as_json, unsupported):
+    """`index` into a sharded collection on Ray (made with `shards` shards when new): (the report, the summary)."""
+    from .distributed import ShardedCollection, connect
+    from .distributed.ingest import ingest as ingest_sharded
+
+    given = [option for option, value in unsupported.items() if value is not None]
+    if given:
+        raise InvalidInputError(f"{', '.join(given)} cannot be used with a sharded collection")
+    connect(ray_address or "auto")
+    if (collection / "sharded.json").exists():
+        col = ShardedCollection.open(collection, writable=True, replicas=replicas)
+        settings = {"shards": shards, "model": model, "metric": metric, "transform": transform,
+                    "on_disk": on_disk or None, "nesting": nesting}
+        for name, value in settings.items():
+            if value is not None and value != getattr(col.manifest, name):
+                col.close()
+                raise InvalidInputError(f"collection {collection} has {name} {getattr(col.manifest, name)!r}, "
+                                        f"not {value!r}")
+    elif shards is None:
+        raise InvalidInputError(f"no sharded collection at {collection}: give --shards to make one")
     else:
-        skipped = f"{report.skipped} already there, " if report.skipped else ""
-        out.print(f"indexed {report.added} items from {report.rows} documents into {collection} "
-                  f"({skipped}{f'{report.replaced} replaced, ' if report.replaced else ''}{summary['count']} in "
-                  f"all, {summary['dim']} dims) in {summary['seconds']:.1f}s")
+        col = ShardedCollection.create(collection, shards=shards, replicas=replicas or 1, model=model or DEFAULT_MODEL,
+                                       metric=metric or "cosine", transform=transform or "pca", nesting=nesting,
+                                       on_disk=on_disk)
+    with col:
+        report = ingest_sharded(col, docs, batch_size=batch_size, upsert=upsert, vectors=array,
+                                progress=not as_json)
+        if recipe is not None:
+            col.build(recipe, progress=not as_json)
+        return report, {**_index_summary(collection, col, report), "shards": col.shards}
+
+
+def _index_summary(collection: Path, col, report) -> dict:
+    return {"collection": str(collection), "added": report.added, "replaced": report.replaced,
+            "skipped": report.skipped, "rows": report.rows, "count": len(col), "dim": col.dim,
+            "recipe": col.manifest.recipe}
 
 
 @app.command()
@@ -270,15 +350,24 @@ def search(
     parents: bool = typer.Option(False, "--parents", help="For a collection of passages (--chunk-tokens): each "
                                                           "document once, ranked by its best passage."),
     encoder_runtime: Optional[str] = typer.Option(None, help=RUNTIME_HELP),
+    ray_address: Optional[str] = typer.Option(None, "--ray", help=RAY_HELP),
+    partial: bool = typer.Option(False, "--partial", help="A sharded collection: if a shard does not answer, show "
+                                 "the other shards' results, flagged partial, instead of an error naming it."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ):
     """Search a collection with a text query."""
     if not query.strip():
         raise InvalidInputError("query text is empty")
-    with Collection.open(collection) as col:
+    sharded = _is_sharded(collection, ray_address)
+    if sharded and (fusion is not None or parents):
+        raise InvalidInputError("a sharded collection searches dense only: --fusion and --parents do not apply")
+    if partial and not sharded:
+        raise InvalidInputError("--partial is for sharded collections, whose shards may fail to answer")
+    with _open(collection, ray_address) as col:
         _use_runtime(col, encoder_runtime)
-        result = col.search(query, k=k, plan=plan, mode=mode, fusion=fusion, target_recall=target_recall,
-                            max_ms=max_ms, max_cost=max_cost, filter=filter_, parents=parents)
+        extra = {"partial": partial} if sharded else {"fusion": fusion, "parents": parents}
+        result = col.search(query, k=k, plan=plan, mode=mode, target_recall=target_recall, max_ms=max_ms,
+                            max_cost=max_cost, filter=filter_, **extra)
         shown = result.ids[0] if result.passages is None else result.passages[0]  # by parent: its best passage
         ids = [i for i in shown if i is not None]  # a lexical search may match fewer than k
         records = col.get(ids) if ids else []
@@ -287,10 +376,12 @@ def search(
         | ({} if result.passages is None else {"id": parent, "passage": r.id})
         for n, (r, s, parent) in enumerate(zip(records, result.scores[0], result.ids[0]), start=1)
     ]
+    shards = {"shards": result.shards, "missing_shards": list(result.missing),
+              "overhead_ms": result.overhead_seconds * 1e3} if sharded else {}
     if as_json:
         _emit_json({"query": query, "mode": result.mode, "plan": result.plan, "target": result.target, "k": k,
                     "results": hits,
-                    "cost": result.cost.per_query()})
+                    "cost": result.cost.per_query(), **shards})
         return
     table = Table(title=escape(f"{query!r}  {result.mode}, plan {result.plan}"))
     for column in ("rank", "id", "score", "text"):
@@ -303,6 +394,10 @@ def search(
     probed = f"{c.lists_probed:,} lists probed, " if c.lists_probed else ""
     out.print(f"{c.multiply_adds:,} multiply-adds, {c.bytes_read:,} bytes, {probed}{c.items_scanned:,} items scanned, "
               f"candidates {c.candidates}, {c.seconds * 1e3:.2f} ms")
+    if sharded:
+        missing = f"; PARTIAL: shards {', '.join(map(str, result.missing))} did not answer" if result.missing else ""
+        out.print(f"over {result.shards} shards, {shards['overhead_ms']:.2f} ms of it Ray's calls and the merge"
+                  + missing)
 
 
 @app.command(name="eval")
@@ -387,20 +482,34 @@ def tune(
 def info(
     collection: Path = typer.Argument(..., help="Collection folder."),
     plan: Optional[str] = typer.Option(None, help="Plan whose resident bytes to report. " + PLAN_HELP),
+    ray_address: Optional[str] = typer.Option(None, "--ray", help=RAY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ):
-    """Counts, dims, and bytes per vector on disk and resident in memory."""
-    with Collection.open(collection) as col:
+    """Counts, dims, and bytes per vector on disk and resident in memory (for a sharded collection: per shard too)."""
+    with _open(collection, ray_address) as col:
         data = col.info(plan)
     if as_json:
         _emit_json(data)
         return
+    per_shard = data.pop("per_shard", None)
     table = Table(title=str(collection))
     table.add_column("field")
     table.add_column("value", justify="right")
     for key, value in data.items():
         for name, item in (value.items() if isinstance(value, dict) else [(None, value)]):
             table.add_row(key if name is None else f"{key}: {name}", _number(item))
+    out.print(table)
+    if per_shard:
+        _print_shards(per_shard)
+
+
+def _print_shards(per_shard: list[dict]) -> None:
+    table = Table(title="shards")
+    columns = ("shard", "count", "deleted", "on_disk_bytes", "index_bytes_per_vector", "resident_bytes_per_vector")
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    for shard in per_shard:
+        table.add_row(*(_number(shard.get(column, "")) for column in columns))
     out.print(table)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -33,6 +34,15 @@ class ShardUnavailableError(CollectionError):
     def __init__(self, message: str, shards: list[int]):
         super().__init__(message)
         self.shards = shards
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Calls started on the shards: each shard's call, and the replica and Ray reference answering it."""
+
+    calls: dict
+    refs: dict
+    writers: bool
 
 
 class ShardPool:
@@ -67,14 +77,22 @@ class ShardPool:
         replaced by the next one. With `partial`, shards none of whose replicas answered are left out;
         without, they raise ShardUnavailableError naming them. An error the shard itself raised (bad input,
         a missing id) is raised as it is."""
+        return self.collect(self.submit(calls, writers=writers), partial=partial, timeout=timeout)
+
+    def submit(self, calls: dict, *, writers: bool = False) -> "Pending":
+        """Start `calls` (as `gather` takes them) and return at once; `collect` waits for the answers."""
         calls = {s: (c,) if isinstance(c, str) else tuple(c) for s, c in calls.items()}
         turn = next(self._turn)
-        tries = {s: 0 for s in calls}
-        pending = {s: self._submit(s, 0 if writers else (turn + s) % self.replicas, call) for s, call in calls.items()}
-        answers, failed = {}, {}
-        while pending:
-            shard, (replica, ref) = next(iter(pending.items()))
-            del pending[shard]
+        refs = {s: self._submit(s, 0 if writers else (turn + s) % self.replicas, call) for s, call in calls.items()}
+        return Pending(calls, refs, writers)
+
+    def collect(self, pending: "Pending", *, partial: bool = False, timeout: float | None = None) -> dict:
+        """The answers to calls `submit` started: see `gather`."""
+        tries = {s: 0 for s in pending.calls}
+        refs, answers, failed = dict(pending.refs), {}, {}
+        while refs:
+            shard, (replica, ref) = next(iter(refs.items()))
+            del refs[shard]
             try:
                 answers[shard] = ray.get(ref, timeout=timeout)
             except RayTaskError as exc:
@@ -82,10 +100,10 @@ class ShardPool:
             except _LOST as exc:
                 self._lost(shard, replica, exc)
                 tries[shard] += 1
-                if writers or tries[shard] >= self.replicas:
+                if pending.writers or tries[shard] >= self.replicas:
                     failed[shard] = exc
                 else:
-                    pending[shard] = self._submit(shard, (replica + 1) % self.replicas, calls[shard])
+                    refs[shard] = self._submit(shard, (replica + 1) % self.replicas, pending.calls[shard])
         if failed and not partial:
             raise self._unavailable(failed)
         return answers

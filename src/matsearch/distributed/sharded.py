@@ -101,6 +101,14 @@ class ShardedCollection:
             self._encoder = Encoder(model=self.manifest.model)
         return self._encoder
 
+    @encoder.setter
+    def encoder(self, encoder: Encoder) -> None:
+        """Embed texts and queries with `encoder` from now on: the collection's model in another runtime."""
+        if not isinstance(encoder, Encoder) or encoder.model != self.manifest.model:
+            raise InvalidInputError(f"the encoder must be an Encoder of the collection's model "
+                                    f"{self.manifest.model!r}, got {encoder!r}")
+        self._encoder = encoder
+
     def shard_of(self, ids) -> list[int]:
         """The shard each id is routed to."""
         return shard_of(_check_ids(ids), self.shards).tolist()
@@ -142,23 +150,35 @@ class ShardedCollection:
         if len(vectors) != len(ids):
             raise InvalidInputError(f"got {len(vectors)} vectors for {len(ids)} ids")
         if self._pool is None:
-            self._first_add(vectors)
+            self.fit_transform(vectors)
         if not upsert:
             taken = self.existing(ids)
             if taken:
                 raise InvalidInputError(f"ids already in the collection: {taken[:5]}; an upsert replaces them "
                                         "(add(..., upsert=True), ShardedCollection.upsert)")
+        return self.committed(self.submit_add(ids, vectors, texts, metadata, upsert))
+
+    def submit_add(self, ids: list[str], vectors: np.ndarray, texts, metadata, upsert: bool):
+        """Start each shard's part of an add of checked items and return at once (ingest.py keeps the shards
+        writing while it reads on); `committed` waits for the shards' commits."""
         calls = {s: ("add", [ids[i] for i in rows], vectors[rows], _pick(texts, rows), _pick(metadata, rows), upsert)
                  for s, rows in split(ids, self.shards).items()}
-        return sum(self._pool.gather(calls, writers=True).values())
+        return self._pool.submit(calls, writers=True)
+
+    def committed(self, pending) -> int:
+        """Wait for the adds `submit_add` started: the items the shards committed."""
+        return sum(self._pool.collect(pending).values())
 
     def upsert(self, ids, *, texts=None, vectors=None, metadata=None, progress: bool = False) -> int:
         """Add items, replacing whole any whose id is already in the collection: `add(..., upsert=True)`."""
         return self.add(ids, texts=texts, vectors=vectors, metadata=metadata, upsert=True, progress=progress)
 
-    def _first_add(self, vectors: np.ndarray) -> None:
-        """Fix the dim and nesting, fit the shared transform on these vectors, and start the shards."""
+    def fit_transform(self, vectors: np.ndarray, *, progress: bool = False) -> Transform:
+        """Fit the shared transform on `vectors` (raw: a sample of what will be added), save it and start the
+        shards: the first add does, on its vectors (ingest.py: on its first batch)."""
         m, dim = self.manifest, vectors.shape[1]
+        if m.dim is not None:
+            raise InvalidInputError(f"collection {self.path} already has its transform")
         width = None if m.model is None else model_dimension(m.model)
         if width is not None and width != dim:
             raise InvalidInputError(f"the vectors are {dim} wide but the collection's model {m.model!r} embeds "
@@ -169,16 +189,6 @@ class ShardedCollection:
                                     f"vectors (got {len(vectors)}); add more at once, or create the collection "
                                     "with transform='none'")
         nesting = check_nesting(m.nesting or default_nesting(dim), dim)
-        self.fit_transform(vectors, nesting=nesting)
-
-    def fit_transform(self, vectors: np.ndarray, *, nesting: list[int] | None = None,
-                      progress: bool = False) -> Transform:
-        """Fit the shared transform on `vectors` (raw: a sample of what will be added), save it and start the
-        shards; only before the first add (ingest.py fits it on a sample of its source)."""
-        m = self.manifest
-        if m.dim is not None:
-            raise InvalidInputError(f"collection {self.path} already has its transform")
-        nesting = check_nesting(nesting or m.nesting or default_nesting(vectors.shape[1]), vectors.shape[1])
         fitted = Transform(kind=m.transform).fit(normalize(vectors) if m.metric == "cosine" else vectors,
                                                  nesting=nesting, progress=progress)
         fitted.save(self.path / TRANSFORM)
