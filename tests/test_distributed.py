@@ -206,3 +206,28 @@ def test_cli_indexes_searches_and_describes_a_sharded_collection(tmp_path):
     assert sum(s["count"] for s in info["per_shard"]) == info["count"] == 1400
     refused = runner.invoke(app, ["search", str(plain), "heat", "--partial"])
     assert refused.exit_code == 1 and "--partial is for sharded collections" in refused.output
+
+
+def test_the_server_serves_a_sharded_collection(data, single, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from matsearch.service.app import create_app
+
+    ids, docs, queries = data
+    with ShardedCollection.create(tmp_path / "big", shards=2, model=None, nesting=NESTING) as col:
+        col.add(ids, vectors=docs)
+    auth = {"Authorization": "Bearer key-4d2a"}
+    with TestClient(create_app(tmp_path, api_key="key-4d2a")) as client:
+        listed = client.get("/v1/collections").json()["collections"]
+        assert [(c["name"], c["count"], c["shards"]) for c in listed] == [("big", 3000, 2)]
+        found = client.post("/v1/collections/big/search", json={"vector": queries[0].tolist(), "k": 5}).json()
+        assert [h["id"] for h in found["results"]] == single.search(queries[0], k=5).ids[0].tolist()
+        added = client.post("/v1/collections/big/documents", headers=auth,
+                            json={"documents": [{"id": "new-1", "vector": queries[1].tolist(), "metadata": {"a": 1}}]})
+        assert added.json() == {"added": 1}, added.text
+        assert client.get("/v1/collections/big/documents/new-1").json()["metadata"] == {"a": 1}
+        top = client.post("/v1/collections/big/search", json={"vector": queries[1].tolist(), "k": 1}).json()
+        assert top["results"][0]["id"] == "new-1"
+        refused = client.post("/v1/collections/big/search", json={"vector": queries[1].tolist(), "mode": "lexical"})
+        assert refused.status_code == 400 and "searches in mode 'dense' only" in refused.json()["detail"]
+        assert "/" not in json.dumps(client.get("/v1/collections/big").json()["per_shard"])  # no server paths

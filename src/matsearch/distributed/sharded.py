@@ -282,22 +282,27 @@ class ShardedCollection:
 
     def search(self, queries, *, k: int = 10, plan: str | None = None, target_recall: float | None = None,
                max_ms: float | None = None, max_cost: float | None = None, filter=None, mode: str | None = None,
-               partial: bool = False, timeout: float | None = None) -> ShardedResult:
+               fusion=None, query_vectors=None, parents: bool = False, partial: bool = False,
+               timeout: float | None = None) -> ShardedResult:
         """Top-k ids per query over every shard: each shard runs the same plan or target (and filter) on the
         queries — text, a list of texts (embedded here, once) or vectors, 1-D or 2-D — and the shards' top-k
         are merged. A shard none of whose replicas answers is an error naming it; with `partial=True` the
         result holds the other shards' top-k, `partial` and naming the `missing` shards. `timeout`: seconds a
-        shard may take. Dense only: BM25 scores are not comparable across shards."""
+        shard may take. Dense only — BM25 scores depend on each shard's own texts and do not compare across
+        shards — so `fusion` and `parents` (a search by parent document) are refused; `query_vectors`: the text
+        queries' vectors, already embedded."""
         start = time.perf_counter()
-        if mode not in (None, "dense"):
-            raise InvalidInputError(f"a sharded collection searches in mode 'dense' only, not {mode!r}: lexical "
+        if mode not in (None, "dense") or fusion is not None or parents:
+            asked = f"mode {mode!r}" if mode not in (None, "dense") else "fusion" if fusion is not None else "parents"
+            raise InvalidInputError(f"a sharded collection searches in mode 'dense' only, not {asked}: lexical "
                                     "scores (BM25) depend on each shard's own texts and do not compare across shards")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidInputError(f"k={k!r} is out of range: give a positive whole number")
         if self._pool is None:
             raise InvalidInputError(f"collection {self.path} is empty: nothing to search")
         if isinstance(queries, str) or (isinstance(queries, (list, tuple)) and queries and isinstance(queries[0], str)):
-            queries = self.encoder.encode([queries] if isinstance(queries, str) else list(queries))
+            queries = query_vectors if query_vectors is not None else \
+                self.encoder.encode([queries] if isinstance(queries, str) else list(queries))
         raw = check_vectors(queries, self.manifest.dim, what="queries")
         given = dict(zip(_SEARCH_OPTIONS, (plan, target_recall, max_ms, max_cost, filter)))
         options = {name: value for name, value in given.items() if value is not None}
@@ -340,9 +345,13 @@ class ShardedCollection:
                               "index_bytes_per_vector": i["index_bytes_per_vector"],
                               **({"resident_bytes_per_vector": i["resident_bytes_per_vector"]}
                                  if "resident_bytes_per_vector" in i else {}),
-                              "unusable_indexes": i["unusable_indexes"], "path": i["path"]}
+                              "unusable_indexes": i["unusable_indexes"]}
                              for s, i in enumerate(per_shard)]
         return info
+
+    def calibration(self) -> None:
+        """None: each shard is calibrated on its own (`tune`), so there is no one frontier to show."""
+        return None
 
     def _require_writable(self) -> None:
         if not self.writable:

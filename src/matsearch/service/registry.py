@@ -2,7 +2,9 @@
 
 Request threads share one open `Collection` per name (it serves many searching threads while one writes);
 writes to a collection are serialised by its own lock, so a long build holds up that collection's other writes
-but never a search. A collection another process holds the writer lock of is served read-only.
+but never a search. A collection another process holds the writer lock of is served read-only. A sharded
+collection (matsearch.distributed) is served by its Ray actors, through a `ShardedCollection` with the same
+methods; Ray is imported only when the root holds one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from ..errors import CollectionError, InvalidInputError
 
 log = logging.getLogger(__name__)
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MANIFESTS = ("manifest.json", "sharded.json")  # a collection's, a sharded collection's (distributed/layout.py)
+
+
+def _is_collection(path: Path) -> bool:
+    return any((path / manifest).is_file() for manifest in MANIFESTS)
 
 
 class MissingCollection(CollectionError):
@@ -69,7 +76,7 @@ class Registry:
     def names(self) -> list[str]:
         """Names of the collections under the root: folders (not links) with a manifest and a safe name."""
         return sorted(p.name for p in self.root.iterdir()
-                      if NAME.match(p.name) and not p.is_symlink() and (p / "manifest.json").is_file()
+                      if NAME.match(p.name) and not p.is_symlink() and _is_collection(p)
                       and p.name not in self._dropping)
 
     def create(self, name: str, **settings) -> None:
@@ -141,7 +148,7 @@ class Registry:
             if entry is not None:
                 entry.users += 1
                 return entry
-            if name in self._dropping or not (path / "manifest.json").is_file():
+            if name in self._dropping or not _is_collection(path):
                 raise MissingCollection(f"no collection named {name!r}")
             self._opening.add(name)
         try:
@@ -165,12 +172,17 @@ class Registry:
                 self._cond.notify_all()
 
     def _open_collection(self, path: Path) -> Collection:
+        kind = Collection
+        if (path / MANIFESTS[1]).is_file():
+            from ..distributed import ShardedCollection
+
+            kind = ShardedCollection
         if self.read_only:
-            return Collection.open(path)
+            return kind.open(path)
         try:
-            return Collection.open(path, writable=True)
+            return kind.open(path, writable=True)
         except CollectionError as exc:
             if "locked by a writer" not in str(exc):
                 raise
             log.info("%s: serving it read-only", exc)
-            return Collection.open(path)
+            return kind.open(path)
