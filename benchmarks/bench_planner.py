@@ -29,7 +29,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from common import PKGSUM, ROOT, load_vectors
-from matsearch import Collection, InvalidInputError
+from matsearch import Collection, InvalidInputError, Plan
 from matsearch.tuning.calibration import recall_at_k, tail
 from matsearch.tuning.plot import plot_effort, plot_frontier
 from matsearch.tuning.pseudo import noisy, spans
@@ -133,7 +133,7 @@ def pkgsum_run(tmp: Path) -> dict:
         found = hnsw.search(unit, 10)[1]
         theirs.append((ef, float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth_rows)]))))
     fixed_recalls = {p.plan: recall_at_k(col.search(queries, plan=p.plan).ids, truth)
-                     for p in calibration.frontier() if "~" not in p.plan and p.plan.startswith("p")}
+                     for p in calibration.frontier() if not Plan.parse(p.plan).adaptive and p.plan.startswith("p")}
     fixed = [(plan, float(r.mean())) for plan, r in fixed_recalls.items()]
 
     def faiss_ms(ef):

@@ -40,12 +40,12 @@ def coded(request, elastic_scifact):
     return store, index, queries
 
 
-def _scan(index, query, lists, keep, kernel=None):
+def _scan(index, query, lists, keep, kernel=None, stop=None):
     coded = index.lists_
     rows, scores = np.empty(keep, np.int64), np.empty(keep, np.float32)
     args = (query, coded._centroids, coded.means_, lists, coded._codes_at, coded._rows_at, coded._sizes, keep,
-            rows, scores) + (() if kernel is None else (kernel,))
-    kept, scanned = _fastscan.scan(*args)
+            rows, scores) + (() if kernel is None and stop is None else (kernel, stop))
+    kept, scanned, _ = _fastscan.scan(*args)
     return rows[:kept], scores[:kept], scanned
 
 
@@ -102,9 +102,35 @@ def test_bad_arguments_are_refused_by_name(coded):
         _scan(index, queries[0], lists[:1], 10, "neon")
     with pytest.raises(TypeError, match="lists must hold 8-byte items"):
         _scan(index, queries[0], lists.astype(np.int32), 10)
+    with pytest.raises(ValueError, match="a stopping rule opens at least one list"):
+        _scan(index, queries[0], lists[:1], 10, stop=(0, 0.3, 0.25, 0.03))
+    with pytest.raises(TypeError, match="stop must be None or a tuple"):
+        _scan(index, queries[0], lists[:1], 10, stop=0.3)
 
 
-@pytest.mark.parametrize("plan", ["p8@d{scan}:100>d384", "p8@d{scan}:100>d256:30>d384", "p2-16~0.3@d{scan}:60>d384"])
+def test_a_stopping_margin_opens_lists_nearest_first_until_the_shortlist_clears_the_next(coded):
+    store, index, queries = coded
+    scan, exact = index.scan_dim, run_plan(store, queries[:40], Plan.exact(384), 10)
+    fixed = run_plan(store, queries[:40], Plan.parse(f"p16@d{scan}:60>d384"), 10, index=index)
+    never = run_plan(store, queries[:40], Plan.parse(f"p2-16^1.99@d{scan}:60>d384"), 10, index=index)
+    np.testing.assert_array_equal(never.ids, fixed.ids)  # a margin no query clears: every probed list opened
+    opened, recalls = [], []
+    for margin in (-0.5, 0.1, 0.2, 0.3, 0.5):
+        plan = Plan.parse(f"p2-16^{margin}@d{scan}:60>d384")
+        one = [run_plan(store, queries[i : i + 1], plan, 10, index=index) for i in range(40)]
+        lists = np.array([r.cost.lists_probed for r in one])
+        assert lists.min() >= 2 and lists.max() <= 16
+        batch = run_plan(store, queries[:40], plan, 10, index=index)
+        np.testing.assert_array_equal(batch.ids, np.vstack([r.ids for r in one]))
+        assert batch.cost.lists_probed == lists.sum()
+        opened.append(lists.mean())
+        recalls.append(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(batch.ids, exact.ids)]))
+    assert opened[0] == 2 and opened == sorted(opened) and opened[-1] > opened[1]  # a wider margin opens more lists
+    assert recalls == sorted(recalls) and recalls[-1] > recalls[0]
+
+
+@pytest.mark.parametrize("plan", ["p8@d{scan}:100>d384", "p8@d{scan}:100>d256:30>d384", "p2-16~0.3@d{scan}:60>d384",
+                                  "p2-16^0.3@d{scan}:60>d384", "p2-16^0.2@d{scan}:100>d256:30>d384"])
 def test_the_compiled_funnel_gives_and_counts_what_the_general_path_does(coded, plan, monkeypatch):
     store, index, queries = coded
     plan = Plan.parse(plan.format(scan=index.scan_dim))

@@ -219,3 +219,5 @@ def test_adaptive_probes_need_coded_lists(elastic):
     store, index, queries = elastic
     with pytest.raises(InvalidInputError, match=r"adaptive probing \(p4-16~0.2@d128:100\) needs coded lists"):
         run_plan(store, queries[:1], Plan.parse("p4-16~0.2@d128:100>d384"), 10, index=index)
+    with pytest.raises(InvalidInputError, match=r"a stopping margin \(p4-16\^0.2@d128:100\) needs 4-bit fast-scan lists"):
+        run_plan(store, queries[:1], Plan.parse("p4-16^0.2@d128:100>d384"), 10, index=index)

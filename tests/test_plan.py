@@ -68,6 +68,15 @@ def test_adaptive_ivf_probes_round_trip_and_check_their_bounds():
     assert str(plan) == "p8-64~0.3c32@d192:100>d384" and Plan.parse(str(plan)) == plan
     assert (plan.stages[0].least, plan.stages[0].effort, plan.stages[0].spread) == (8, 64, 0.3)
     for bad in ("p8-64@d192:100>d384", "g8-64~0.3@d192:100>d384", "p65-64~0.3@d192:100>d384",
-                "p8-64~2.5@d192:100>d384"):
+                "p8^0.2@d192:100>d384", "p65-64^0.2@d192:100>d384", "g8-64^0.2@d192:100>d384"):
         with pytest.raises(InvalidInputError, match="an adaptive probe is 'p<least>-<most>~<spread>"):
             Plan.parse(bad)
+    with pytest.raises(InvalidInputError, match="spread is a cosine gap in \\(0, 2\\), got 2.5"):
+        Plan.parse("p8-64~2.5@d192:100>d384")
+    with pytest.raises(InvalidInputError, match="stopping margin is a score gap in \\(-2, 2\\), got 3.0"):
+        Plan.parse("p8-64^3.0@d192:100>d384")
+    with pytest.raises(InvalidInputError, match="is not 'd<dims>:<keep>'"):  # one adaptive rule per stage
+        Plan.parse("p8-64~0.3^0.2@d192:100>d384")
+    stop = Plan.parse("p8-128^-.05@d192:100>d256:20>d384")
+    assert str(stop) == "p8-128^-0.05@d192:100>d256:20>d384" and Plan.parse(str(stop)) == stop
+    assert (stop.stages[0].least, stop.stages[0].effort, stop.stages[0].margin) == (8, 128, -0.05)

@@ -162,7 +162,10 @@ def test_the_grid_re_ranks_long_shortlists_on_a_middle_prefix_and_the_model_coun
 
     nesting = [32, 64, 128, 256, 384]
     plans = settings("ivf256@d64:d192/pq96x4fs", nesting, 100_000, 10)
-    assert {"p48@d192:100>d384", "p48@d192:100>d256:20>d384", "p8-128~0.3@d192:100>d256:20>d384"} <= set(plans)
+    assert {"p48@d192:100>d384", "p48@d192:100>d256:20>d384", "p8-128^0.3@d192:100>d256:20>d384"} <= set(plans)
+    assert not any("~" in p for p in plans)  # our fast scan stops by the margin instead of a probe's spread
+    assert "p8-128~0.3@d192:100>d384" in settings("ivf256@d64:d192/int8", nesting, 100_000, 10)
+    assert not any("^" in p for p in settings("ivf256@d64:d192/pq96x4fs", nesting, 100_000, 10, "l2"))
     assert "p48@d192:50>d256:20>d384" not in plans  # a short shortlist goes straight to the full dims
     assert not any(">d256:" in p for p in settings("ivf64@d64:d384/pq96x4fs", nesting, 100_000, 10))
     reads = {"p48@d192:100>d384": [100, 100], "p48@d192:100>d256:20>d384": [100, 100, 20],

@@ -263,11 +263,35 @@ static int take_lists(PyObject *const *args, Lists *in) {
     return 0;
 }
 
+/* Restores the heap order below `at` of h[0, n) whose root is the best item (sort_items' order). */
+static void sift_best(Item *h, Py_ssize_t n, Py_ssize_t at) {
+    for (;;) {
+        Py_ssize_t child = 2 * at + 1;
+        if (child >= n) return;
+        if (child + 1 < n && worse(&h[child], &h[child + 1])) child++;
+        if (!worse(&h[at], &h[child])) return;
+        Item t = h[at];
+        h[at] = h[child];
+        h[child] = t;
+        at = child;
+    }
+}
+
+/* A per-query stopping rule: before opening its `least`+1-th list (and each after), the scan stops when
+   bar − c + depth · (c₁ − c) + spent · ln(lists opened) > margin, where bar is the score the kept items must
+   beat, c the next list's coarse term and c₁ the nearest list's: the shortlist already clears what the next
+   list's items are likely to score. `least` 0: no rule (every probed list is opened). */
+typedef struct {
+    Py_ssize_t least;
+    float margin, depth, spent;
+} Stop;
+
 /* The best `keep` items of the probed lists into `kept` (room for 2 · keep), best first if `sorted` (in no
-   order otherwise: a re-rank ranks them afresh); returns how many, and the items scanned in `*scanned`. Runs
-   without the GIL. -1: out of memory. */
-static Py_ssize_t scan_lists(const Lists *in, BlockSums sums_of, Py_ssize_t keep, int sorted, Item *kept,
-                             long long *scanned) {
+   order otherwise: a re-rank ranks them afresh); returns how many, the items scanned in `*scanned` and the
+   lists opened in `*opened` (fewer than probed where `stop` ends the scan early). Runs without the GIL.
+   -1: out of memory. */
+static Py_ssize_t scan_lists(const Lists *in, BlockSums sums_of, Py_ssize_t keep, int sorted, const Stop *stop,
+                             Item *kept, long long *scanned, Py_ssize_t *opened) {
     int padded = (int)(in->subs + (in->subs & 1));
     uint8_t *table = PyMem_RawMalloc((size_t)16 * padded + 64);
     Item *order = PyMem_RawMalloc((in->nprobe ? in->nprobe : 1) * sizeof(Item)); /* probed lists, nearest first */
@@ -285,14 +309,31 @@ static Py_ssize_t scan_lists(const Lists *in, BlockSums sums_of, Py_ssize_t keep
         int64_t list = in->lists[p];
         if (list >= 0 && in->sizes[list] > 0) order[n_order++] = (Item){dot(in->means + list * dims, query, dims) + bias, list};
     }
-    sort_items(order, n_order);
+    /* nearest first: sorted, or, where a stopping rule may leave most of many lists unopened, a heap of
+       the best popped one at a time */
+    int lazy = stop->least && n_order > 64;
+    if (lazy)
+        for (Py_ssize_t at = n_order / 2 - 1; at >= 0; at--) sift_best(order, n_order, at);
+    else
+        sort_items(order, n_order);
     Item bar = {-INFINITY, INT64_MAX}; /* what an item must beat once `keep` are held */
     int16_t sums[BLOCK];
-    for (Py_ssize_t p = 0; p < n_order; p++) {
-        int64_t list = order[p].row, count = in->sizes[list];
+    float nearest = n_order ? order[0].score : 0.0f;
+    Py_ssize_t p = 0; /* an order[].score holds the tables' bias: the coarse term alone is order[].score − bias */
+    for (; p < n_order; p++) {
+        Item next = lazy ? order[0] : order[p];
+        if (stop->least && p >= stop->least && bar.score > -INFINITY &&
+            bar.score - (next.score - bias) + stop->depth * (nearest - next.score) + stop->spent * logf((float)p) >
+                stop->margin)
+            break;
+        if (lazy) {
+            order[0] = order[n_order - 1 - p];
+            sift_best(order, n_order - 1 - p, 0);
+        }
+        int64_t list = next.row, count = in->sizes[list];
         const uint8_t *codes = (const uint8_t *)(intptr_t)in->codes_at[list];
         const int64_t *rows = (const int64_t *)(intptr_t)in->ids_at[list];
-        float base = order[p].score;
+        float base = next.score;
         *scanned += count;
         int16_t thr = threshold(bar.score, base, scale);
         for (int64_t start = 0; start < count; start += BLOCK, codes += 16 * padded) {
@@ -316,25 +357,45 @@ static Py_ssize_t scan_lists(const Lists *in, BlockSums sums_of, Py_ssize_t keep
     if (size > keep) keep_best(kept, size, keep);
     if (size > keep) size = keep;
     if (sorted) sort_items(kept, size);
+    *opened = p;
     PyMem_RawFree(table);
     PyMem_RawFree(order);
     return size;
 }
 
-/* scan(query, centroids, means, lists, codes_at, ids_at, sizes, keep, out_rows, out_scores[, kernel]) -> (kept, scanned)
+/* `stop` from Python: None (no rule) or (least, margin, depth, spent); 0 with ValueError/TypeError otherwise. */
+static int take_stop(PyObject *arg, Stop *stop) {
+    memset(stop, 0, sizeof *stop);
+    if (arg == Py_None) return 1;
+    if (!PyTuple_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "scan: stop must be None or a tuple (least, margin, depth, spent)");
+        return 0;
+    }
+    if (!PyArg_ParseTuple(arg, "nfff", &stop->least, &stop->margin, &stop->depth, &stop->spent)) return 0;
+    if (stop->least < 1) {
+        PyErr_SetString(PyExc_ValueError, "scan: a stopping rule opens at least one list");
+        return 0;
+    }
+    return 1;
+}
+
+/* scan(query, centroids, means, lists, codes_at, ids_at, sizes, keep, out_rows, out_scores[, kernel[, stop]])
+   -> (kept, scanned, opened)
    query: float32 (at least the scan dim); centroids: float32 (sub-quantisers × 16 × sub-dim); means: float32
    (lists × scan dim), each list's mean (the coarse term is the query's product with it); lists: int64 (the
    probed ones; negative entries are skipped); codes_at, ids_at, sizes: int64 per list, the addresses of its
    packed codes and its rows, and its item count; out_*: at least `keep` items, best first; kernel: "portable",
-   "avx2" or "avx512" (tests compare them), the fastest this CPU runs by default. */
+   "avx2" or "avx512" (tests compare them), the fastest this CPU runs by default (None); stop: None or
+   (least, margin, depth, spent), the stopping rule of `Stop`. opened: the non-empty lists scanned. */
 static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 10 && nargs != 11) {
-        PyErr_SetString(PyExc_TypeError, "scan takes 10 or 11 arguments");
+    if (nargs < 10 || nargs > 12) {
+        PyErr_SetString(PyExc_TypeError, "scan takes 10 to 12 arguments");
         return NULL;
     }
-    BlockSums sums_of = kernel_named(nargs == 11 ? args[10] : Py_None);
+    BlockSums sums_of = kernel_named(nargs >= 11 ? args[10] : Py_None);
+    Stop stop;
     Lists in;
-    if (!sums_of || take_lists(args, &in) < 0) return NULL;
+    if (!sums_of || !take_stop(nargs == 12 ? args[11] : Py_None, &stop) || take_lists(args, &in) < 0) return NULL;
     Buf outs[2];
     memset(outs, 0, sizeof outs);
     Py_ssize_t keep = PyLong_AsSsize_t(args[7]);
@@ -349,9 +410,10 @@ static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Item *kept = PyMem_Malloc(2 * keep * sizeof(Item));
     Py_ssize_t size = -1;
     long long scanned = 0;
+    Py_ssize_t opened = 0;
     if (kept) {
         Py_BEGIN_ALLOW_THREADS
-        size = scan_lists(&in, sums_of, keep, 1, kept, &scanned);
+        size = scan_lists(&in, sums_of, keep, 1, &stop, kept, &scanned, &opened);
         for (Py_ssize_t i = 0; i < size; i++) {
             ((int64_t *)outs[0].view.buf)[i] = kept[i].row;
             ((float *)outs[1].view.buf)[i] = kept[i].score;
@@ -362,7 +424,7 @@ static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     release(outs, 2);
     release(in.bufs, 7);
     if (size < 0) return PyErr_NoMemory();
-    return Py_BuildValue("(nL)", size, scanned);
+    return Py_BuildValue("(nLn)", size, scanned, opened);
 }
 
 static double now(void) {
@@ -373,19 +435,20 @@ static double now(void) {
 
 #define MAX_STAGES 8
 
-/* search(query, centroids, means, lists, codes_at, ids_at, sizes, keep, stages, out_rows, out_scores)
-   -> (kept, scanned, seconds per stage)
+/* search(query, centroids, means, lists, codes_at, ids_at, sizes, keep, stages, out_rows, out_scores[, stop])
+   -> (kept, scanned, opened, seconds per stage)
    One query's whole funnel after the probe: the scan of the probed lists (as `scan`) keeps `keep`, then
    each stage (layout, norms_at, stride, keep, scale) re-ranks the rows the last one kept as `rerank` does
    (layout: int64 blocks × 3 from where the stage before stopped; scale < 0: the final scores), carrying
    the products from stage to stage. out_*: at least the last stage's keep, best first. */
 static PyObject *search(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 11) {
-        PyErr_SetString(PyExc_TypeError, "search takes 11 arguments");
+    if (nargs != 11 && nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "search takes 11 or 12 arguments");
         return NULL;
     }
+    Stop stop;
     Lists in;
-    if (take_lists(args, &in) < 0) return NULL;
+    if (!take_stop(nargs == 12 ? args[11] : Py_None, &stop) || take_lists(args, &in) < 0) return NULL;
     Buf bufs[MAX_STAGES + 2];
     memset(bufs, 0, sizeof bufs);
     long long norms_at[MAX_STAGES];
@@ -426,10 +489,10 @@ static PyObject *search(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     double seconds[MAX_STAGES + 1];
     long long scanned = 0;
-    Py_ssize_t size;
+    Py_ssize_t size, opened = 0;
     Py_BEGIN_ALLOW_THREADS
     double start = now();
-    size = scan_lists(&in, block_sums, keeps[0], n_stages == 0, kept, &scanned); /* a re-rank ranks them afresh */
+    size = scan_lists(&in, block_sums, keeps[0], n_stages == 0, &stop, kept, &scanned, &opened); /* a re-rank ranks them afresh */
     seconds[0] = now() - start;
     for (Py_ssize_t s = 0; s < n_stages && size > 0; s++) {
         start += seconds[s];
@@ -454,7 +517,7 @@ static PyObject *search(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (!value) Py_CLEAR(times);
         else PyTuple_SET_ITEM(times, s, value);
     }
-    return times ? Py_BuildValue("(nLN)", size, scanned, times) : NULL;
+    return times ? Py_BuildValue("(nLnN)", size, scanned, opened, times) : NULL;
 }
 
 static PyMethodDef methods[] = {

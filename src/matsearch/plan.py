@@ -11,7 +11,10 @@ The first stage may ask an index for candidates instead of scanning everything:
 nearest the query, on their 64-dim prefix, keeps 400 and ranks them on 384 dims
 (``p16c32@d64:400>d384`` picks those lists with the index's 32-dim centroid set;
 ``p8-64~0.3@d192:100>d384`` probes, per query, the lists whose centroid is within a cosine of
-0.3 of the nearest one's, at least 8 and at most 64: fewer for a query close to one list);
+0.3 of the nearest one's, at least 8 and at most 64: fewer for a query close to one list;
+``p8-128^0.25@d192:100>d384`` opens fast-scan lists nearest first, at least 8 and at most 128, and stops
+when its shortlist already clears the next list by the margin 0.25 (see `IVFIndex`: fewer lists for a query
+whose neighbours are found early);
 ``g64@d96:100>d384`` walks a graph built on the 96-dim prefix with a search
 beam (efSearch) of 64, keeps its 100 nearest and ranks them on 384 dims;
 ``q@d128:200>d384`` ranks every item by its PQ code of the 128-dim prefix;
@@ -32,7 +35,7 @@ from .errors import InvalidInputError
 
 INDEX_KINDS = {"p": "an IVF index", "g": "a graph index", "q": "PQ codes", "h": "binary codes"}
 _STAGE = re.compile(r"(?:(?P<index>[pgqh])(?:(?P<least>[1-9][0-9]*)-)?(?P<effort>[1-9][0-9]*)?"
-                    r"(?:~(?P<spread>[0-9]*\.[0-9]+))?(?:c(?P<probe_dim>[1-9][0-9]*))?@)?"
+                    r"(?:~(?P<spread>[0-9]*\.[0-9]+)|\^(?P<margin>-?[0-9]*\.[0-9]+))?(?:c(?P<probe_dim>[1-9][0-9]*))?@)?"
                     r"(?P<unit>[db])(?P<dim>[1-9][0-9]*)(?:/(?P<codec>int8|f16))?(?::(?P<keep>[1-9][0-9]*))?")
 COPY_CODECS = ("int8", "f16")
 
@@ -56,6 +59,7 @@ class Stage:
     codec: str | None = None
     spread: float | None = None  # IVF, per query: only lists within this cosine of the nearest one…
     least: int | None = None  # …but at least this many (and at most `effort`)
+    margin: float | None = None  # IVF fast scan, per query: stop opening lists past `least` by this margin
 
     def __post_init__(self):
         for name, value in (("dim", self.dim), ("keep", self.keep), ("effort", self.effort),
@@ -73,15 +77,23 @@ class Stage:
                                     f"got {self.codec!r}")
         if self.probe_dim is not None and self.index != "p":
             raise InvalidInputError(f"only an IVF stage ('p') probes with a centroid dim, got {self.index!r}")
-        if (self.spread is None) != (self.least is None) or (self.spread is not None and (
-                self.index != "p" or not 0 < self.spread < 2 or not 1 <= self.least <= self.effort)):
-            raise InvalidInputError(f"an adaptive probe is 'p<least>-<most>~<spread>@…' on an IVF stage with "
-                                    f"1 <= least <= most and 0 < spread < 2, got least {self.least!r}, most "
-                                    f"{self.effort!r}, spread {self.spread!r}")
+        if self.spread is not None and self.margin is not None:
+            raise InvalidInputError(f"an IVF stage probes by a spread or stops by a margin, not both; got spread "
+                                    f"{self.spread!r} and margin {self.margin!r}")
+        if (self.spread is None and self.margin is None) != (self.least is None) or (self.least is not None and (
+                self.index != "p" or not 1 <= self.least <= self.effort)):
+            raise InvalidInputError(f"an adaptive probe is 'p<least>-<most>~<spread>@…' or 'p<least>-<most>^<margin>@…' "
+                                    f"on an IVF stage with 1 <= least <= most, got least {self.least!r}, most "
+                                    f"{self.effort!r}")
+        if self.spread is not None and not 0 < self.spread < 2:
+            raise InvalidInputError(f"an adaptive probe's spread is a cosine gap in (0, 2), got {self.spread!r}")
+        if self.margin is not None and not -2 < self.margin < 2:
+            raise InvalidInputError(f"an adaptive probe's stopping margin is a score gap in (-2, 2), got {self.margin!r}")
 
     def __str__(self) -> str:
         probe = "" if self.probe_dim is None else f"c{self.probe_dim}"
         adaptive = "" if self.spread is None else f"~{self.spread:g}"
+        adaptive += "" if self.margin is None else f"^{self.margin:g}"
         least = "" if self.least is None else f"{self.least}-"
         via = "" if self.index is None else f"{self.index}{least}{self.effort or ''}{adaptive}{probe}@"
         size = f"{via}{'b' if self.index == 'h' else 'd'}{self.dim}" + (f"/{self.codec}" if self.codec else "")
@@ -142,9 +154,9 @@ class Plan:
                                         "code stage ('h@b<bits>'), every other stage takes 'd<dims>'")
             keep, effort, probe_dim, least = (None if match[g] is None else int(match[g])
                                               for g in ("keep", "effort", "probe_dim", "least"))
-            spread = None if match["spread"] is None else float(match["spread"])
+            spread, margin = (None if match[g] is None else float(match[g]) for g in ("spread", "margin"))
             stages.append(Stage(int(match["dim"]), keep, match["index"], effort, probe_dim, match["codec"], spread,
-                                least))
+                                least, margin))
         return cls(tuple(stages))
 
     @classmethod
@@ -161,6 +173,11 @@ class Plan:
     def keeps(self, k: int, n: int) -> list[int]:
         """Candidates each stage keeps for a query asking k of n items."""
         return [min(max(s.keep or k, k), n) for s in self.stages]
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the work varies by query (an adaptive IVF probe or stopping rule)."""
+        return self.stages[0].least is not None
 
     @cached_property
     def text(self) -> str:

@@ -52,7 +52,7 @@ def calibrate(col, queries=None, *, sample: int = 1000, k: int = 10, timed: int 
     k = min(k, len(live))
     exact = col.search(queries, k=max(k, min(2, len(live))), plan=f"d{store.dim}")
     truth = exact.ids[:, :k]
-    plans = settings(col.manifest.recipe, store.nesting, len(live), k)
+    plans = settings(col.manifest.recipe, store.nesting, len(live), k, col.manifest.metric)
     measured, drivers = [], []
     for plan in tqdm(plans, desc="calibrating", disable=not progress):
         result = col.search(queries, k=k, plan=plan)

@@ -243,36 +243,40 @@ class CodedLists:
         if self._fast:
             self._locate_lists()
 
-    def scan(self, query: np.ndarray, lists: np.ndarray, keep: int):
-        """(rows, approximate scores) of the best `keep` items in the probed lists. `query`: float32,
-        contiguous, at least scan_dim wide; `lists`: int64, contiguous."""
+    def scan(self, query: np.ndarray, lists: np.ndarray, keep: int, stop: tuple | None = None):
+        """(rows, approximate scores) of the best `keep` items in the probed lists, the lists opened and the
+        items scanned. `query`: float32, contiguous, at least scan_dim wide; `lists`: int64, contiguous;
+        `stop`: the fast scan's stopping rule (`fused` lists only)."""
+        scanned = int(self._sizes[lists[lists >= 0]].sum())
         if self.metric == "l2":  # faiss's scan, given each list's distance to the query
             rows, scores = self._search(query[None, : self.scan_dim], lists[None], keep)
             valid = rows[0] >= 0
-            return rows[0][valid], scores[0][valid]
+            return rows[0][valid], scores[0][valid], len(lists), scanned
         rows, scores = np.empty(keep, dtype=np.int64), np.empty(keep, dtype=np.float32)
         if self._fast:
-            kept, _ = _fastscan.scan(query, self._centroids, self.means_, lists, self._codes_at, self._rows_at,
-                                     self._sizes, keep, rows, scores)
-            return rows[:kept], scores[:kept]
+            kept, scanned, opened = _fastscan.scan(query, self._centroids, self.means_, lists, self._codes_at,
+                                                   self._rows_at, self._sizes, keep, rows, scores, None, stop)
+            return rows[:kept], scores[:kept], opened, scanned
         coarse = self._no_coarse(len(lists))
         self.codes.search_preassigned_c(1, swig_ptr(query), keep, swig_ptr(lists), swig_ptr(coarse), swig_ptr(scores),
                                         swig_ptr(rows), False, self._probe_params(len(lists)), None)
         if len(rows) and rows[-1] < 0:
             valid = rows >= 0
             rows, scores = rows[valid], scores[valid]
-        return rows, scores
+        return rows, scores, len(lists), scanned
 
     @property
     def fused(self) -> bool:
         """Whether `search` runs: fast-scan lists scored by inner product (our kernel)."""
         return self._fast and self.metric == "ip"
 
-    def search(self, query: np.ndarray, lists: np.ndarray, keep: int, stages, rows: np.ndarray, scores: np.ndarray):
+    def search(self, query: np.ndarray, lists: np.ndarray, keep: int, stages, rows: np.ndarray, scores: np.ndarray,
+               stop: tuple | None = None):
         """`scan`, then the store re-rank `stages` ((layout, norms address, stride, keep, scale) each) in the
-        same compiled call: (rows kept, items scanned, seconds per stage), the rows and scores written best first."""
+        same compiled call: (rows kept, items scanned, lists opened, seconds per stage), the rows and scores
+        written best first."""
         return _fastscan.search(query, self._centroids, self.means_, lists, self._codes_at, self._rows_at,
-                                self._sizes, keep, stages, rows, scores)
+                                self._sizes, keep, stages, rows, scores, stop)
 
     def _no_coarse(self, n: int) -> np.ndarray:
         """Coarse terms for scanners that compute their own (IVF-PQ and the scalar quantisers read, then ignore them)."""
@@ -280,21 +284,25 @@ class CodedLists:
             self._zeros = np.zeros(n, dtype=np.float32)
         return self._zeros
 
-    def scan_batch(self, queries: np.ndarray, lists: np.ndarray, keep: int):
+    def scan_batch(self, queries: np.ndarray, lists: np.ndarray, keep: int, stop: tuple | None = None):
         """`scan` for many queries: (queries × keep) rows (-1 past the items found) and approximate scores,
-        and how many items each query scanned. Fast-scan lists our kernel scores go through it query by query,
-        so a batch ranks exactly as its queries one at a time; the rest in one faiss call."""
+        and per query the items scanned and the lists opened. Fast-scan lists our kernel scores go through it
+        query by query (with `stop`, its stopping rule), so a batch ranks exactly as its queries one at a time;
+        the rest in one faiss call."""
         lists = np.ascontiguousarray(lists, dtype=np.int64)
+        scanned = np.where(lists >= 0, self._sizes[lists], 0).sum(axis=1)  # -1: no list (adaptive)
+        opened = np.count_nonzero(lists >= 0, axis=1)
         if self.fused:
             queries = np.ascontiguousarray(queries, dtype=np.float32)
             rows = np.full((len(queries), keep), -1, dtype=np.int64)
             scores = np.full((len(queries), keep), -np.inf, dtype=np.float32)
-            for query, probed, query_rows, query_scores in zip(queries, lists, rows, scores):
-                _fastscan.scan(query, self._centroids, self.means_, probed, self._codes_at, self._rows_at,
-                               self._sizes, keep, query_rows, query_scores)
+            for n, (query, probed, query_rows, query_scores) in enumerate(zip(queries, lists, rows, scores)):
+                _, scanned[n], opened[n] = _fastscan.scan(query, self._centroids, self.means_, probed, self._codes_at,
+                                                          self._rows_at, self._sizes, keep, query_rows, query_scores,
+                                                          None, stop)
         else:
             rows, scores = self._search(np.ascontiguousarray(queries[:, : self.scan_dim]), lists, keep)
-        return rows, scores, np.where(lists >= 0, self._sizes[lists], 0).sum(axis=1)  # -1: no list (adaptive)
+        return rows, scores, scanned, opened
 
     def _search(self, queries: np.ndarray, lists: np.ndarray, keep: int):
         """faiss's scan of the given lists: (rows, scores). Fast scan takes each list's coarse term

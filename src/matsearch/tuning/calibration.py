@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CollectionError, InvalidInputError
+from ..plan import Plan
 
 STALE_SHARE = 0.2  # rows added or deleted since calibration, as a share of the rows calibrated, that make it stale
 DEFAULT_TARGET = 0.95  # the recall a calibrated collection serves when a search names neither plan nor target
@@ -138,7 +139,7 @@ class Calibration:
         cost = "ms_p95" if name == "max_ms" else "multiply_adds"
         # a latency budget holds per query, so it takes plans whose work does not vary by query: an adaptive
         # probe spends more on hard queries, and real queries are harder than pseudo-queries more often than not
-        pool = [p for p in self.points if name != "max_ms" or "~" not in p.plan]
+        pool = [p for p in self.points if name != "max_ms" or not Plan.parse(p.plan).adaptive]
         within = [p for p in _pareto(pool, cost) if getattr(p, cost) <= value]
         if not within:
             cheapest = min(self.points, key=lambda p: getattr(p, cost))

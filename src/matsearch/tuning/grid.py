@@ -14,22 +14,24 @@ _PROBES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 
 _BEAMS = (16, 24, 32, 40, 48, 56, 64, 80, 96, 128, 192, 256)
 _SHORTLISTS = (100, 200, 500, 1000, 2000, 5000)
 _SPREADS = (0.2, 0.25, 0.3, 0.35, 0.4)  # adaptive IVF probes: the cosine gap to the nearest list's centroid
+# adaptive fast scans: the stopping rule's margin (ivf.py); on pkgsum 0.25 stops at ~0.82 recall@10, 0.4 at ~0.96
+_MARGINS = (0.15, 0.2, 0.25, 0.275, 0.3, 0.325, 0.35, 0.375, 0.4, 0.425, 0.45, 0.5, 0.55, 0.6, 0.7)
 _MID_KEEP, _MID_FROM = 20, 100  # a re-rank on a middle prefix keeps 20 (at least 2k) of shortlists of 100 or more
 
 
-def settings(recipe: str, nesting: list[int], rows: int, k: int) -> list[str]:
-    """Plan strings worth measuring for a collection of `rows` items with this recipe and nesting."""
+def settings(recipe: str, nesting: list[int], rows: int, k: int, metric: str = "cosine") -> list[str]:
+    """Plan strings worth measuring for a collection of `rows` items with this recipe, nesting and metric."""
     dim = nesting[-1]
     plans = [f"d{dim}"]
     short = next((d for d in nesting if d >= dim // 8), nesting[0])
     if short < dim:  # a nesting of one prefix has no shorter one to shortlist on
         plans += [f"d{short}:{keep}>d{dim}" for keep in _SHORTLISTS if k < keep < rows]
     for part in Recipe.parse(recipe).parts:
-        plans += _part_settings(part, nesting, rows, k)
+        plans += _part_settings(part, nesting, rows, k, metric)
     return list(dict.fromkeys(plans))
 
 
-def _part_settings(part, nesting: list[int], rows: int, k: int) -> list[str]:
+def _part_settings(part, nesting: list[int], rows: int, k: int, metric: str) -> list[str]:
     dim = nesting[-1]
     own_dim = getattr(part, "scan_dim", None) or getattr(part, "dim", None)
     if own_dim == dim:  # the index searches the full dim: nothing longer to re-rank on, its effort knob only
@@ -45,11 +47,16 @@ def _part_settings(part, nesting: list[int], rows: int, k: int) -> list[str]:
         ends = [f">d{dim}"] + ([f">d{mid}:{max(2 * k, _MID_KEEP)}>d{dim}"] if mid else [])
         fixed = [f"p{p}@d{part.scan_dim}:{keep}{end}" for p in probes for keep in keeps for end in ends
                  if end == ends[0] or keep >= _MID_FROM]
-        adaptive = [f"p{least}-{most}~{spread}@d{part.scan_dim}:{keep}{end}"  # per query: lists near the best
-                    for least in sorted({max(1, part.lists // 32), max(1, part.lists // 16)})
-                    for most in sorted({max(2, part.lists // 4), max(2, part.lists // 2)}) if least < most
-                    for spread in _SPREADS for keep in keeps[:2] for end in ends
-                    if end == ends[0] or keep >= _MID_FROM]
+        if part.codec.endswith("x4fs") and metric != "l2":  # our fast scan: per query, stop by the margin
+            least, most = max(1, part.lists // 32), max(2, part.lists // 2)
+            adaptive = [f"p{least}-{most}^{margin}@d{part.scan_dim}:{keep}{end}" for margin in _MARGINS
+                        for keep in keeps[:2] for end in ends if end == ends[0] or keep >= _MID_FROM]
+        else:
+            adaptive = [f"p{least}-{most}~{spread}@d{part.scan_dim}:{keep}{end}"  # per query: lists near the best
+                        for least in sorted({max(1, part.lists // 32), max(1, part.lists // 16)})
+                        for most in sorted({max(2, part.lists // 4), max(2, part.lists // 2)}) if least < most
+                        for spread in _SPREADS for keep in keeps[:2] for end in ends
+                        if end == ends[0] or keep >= _MID_FROM]
         return fixed + adaptive
     if isinstance(part, GraphPart):
         depths = sorted({max(k, 32), max(k, 64)})
