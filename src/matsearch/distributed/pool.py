@@ -53,7 +53,7 @@ class ShardPool:
         self.root, self.shards, self.replicas, self.writable = Path(root), shards, replicas, writable
         self.create = create
         self._turn = itertools.count()
-        self._actors = [[self._start(s, r) for r in range(replicas)] for s in range(shards)]
+        self._actors = [[self._start(s, 0)] for s in range(shards)]  # the other replicas once these are up
 
     def _start(self, shard: int, replica: int):
         writer = self.writable and replica == 0
@@ -65,10 +65,20 @@ class ShardPool:
         return self._actors[shard][replica]
 
     def ready(self) -> None:
-        """Wait until every actor has opened its shard (the writers first: they make new shards)."""
+        """Start the other replicas once replica 0 of every shard has opened it (a writer makes a new shard),
+        and wait until they have opened it too."""
         self.gather({s: "ping" for s in range(self.shards)}, writers=True)
-        if self.replicas > 1:
-            ray.get([a.ping.remote() for row in self._actors for a in row[1:]])
+        for shard, row in enumerate(self._actors):
+            row += [self._start(shard, r) for r in range(1, self.replicas)]
+        for replica in range(1, self.replicas):
+            failed = {}
+            for shard, row in enumerate(self._actors):
+                try:
+                    ray.get(row[replica].ping.remote())
+                except (*_LOST, RayTaskError) as exc:
+                    failed[shard] = exc
+            if failed:
+                raise self._unavailable(failed)
 
     def gather(self, calls: dict, *, writers: bool = False, partial: bool = False,
                timeout: float | None = None) -> dict:
