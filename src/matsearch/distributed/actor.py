@@ -17,19 +17,24 @@ from ..collection import Collection
 from ..collection.manifest import Manifest
 from ..errors import CollectionError
 from ..results import SearchResult
+from ..transform import Transform
 
 _LOCK_WAIT = 10.0  # seconds a restarted writer waits for its dead predecessor's lock to be released
 
 
 class ShardActor:
-    """Serves the collection at `path`. `create`: `Collection.create` settings (with the shared fitted
-    `transform`) for the writer to make the shard with when it is new (or was made but never added to)."""
+    """Serves the collection at `path`. `create`: `Collection.create` settings for the writer to make the shard
+    with when it is new (or was made but never added to), its `transform` the shared one's file, kind and dim
+    (read here: Ray keeps an actor's arguments to restart it with, so they are kept small)."""
 
     def __init__(self, path: str, *, writable: bool, create: dict | None = None):
         self.path = Path(path)
         if writable and create is not None and _unborn(self.path):
             shutil.rmtree(self.path, ignore_errors=True)  # nothing in it: made again with the shared transform
-            self.col = Collection.create(self.path, **create)
+            settings = dict(create)
+            file, kind, dim = settings.pop("transform")
+            self.col = Collection.create(self.path, transform=Transform.load(Path(file), kind=kind, dim=dim),
+                                         **settings)
         else:
             self.col = _open(self.path, writable)
 

@@ -12,11 +12,13 @@ from ..results import Cost, SearchResult
 @dataclass(slots=True)
 class ShardedResult(SearchResult):
     """A `SearchResult` over shards: `shards` searched, `missing` those that did not answer (only when the search
-    allowed partial results: then the result is `partial` and holds the other shards' top-k), and
-    `overhead_seconds`, the wall time beyond the slowest shard's own search (Ray's calls, the merge)."""
+    allowed partial results: then the result is `partial` and holds the other shards' top-k), each answering
+    shard's own search time (`shard_seconds`, in shard order), and `overhead_seconds`, the wall time beyond the
+    slowest shard's (Ray's calls, the merge)."""
 
     shards: int = 1
     missing: tuple[int, ...] = ()
+    shard_seconds: tuple[float, ...] = ()
     overhead_seconds: float = 0.0
 
     @property
@@ -38,7 +40,7 @@ def merge(answers: dict[int, SearchResult | None], k: int, queries: int, shards:
     return ShardedResult(np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1),
                          plans[0] if len(plans) == 1 else " | ".join(plans), cost, mode=results[0].mode,
                          target=targets[0] if len(targets) == 1 else " | ".join(map(str, targets)),
-                         shards=shards, missing=tuple(missing),
+                         shards=shards, missing=tuple(missing), shard_seconds=tuple(r.cost.seconds for r in results),
                          overhead_seconds=max(0.0, seconds - max(r.cost.seconds for r in results)))
 
 

@@ -122,13 +122,13 @@ class ShardedCollection:
                                     f"{self.replicas} replicas")
         return self._pool.actor(shard, replica)
 
-    def _start(self, transform: Transform | None = None) -> None:
-        """Start the shards' actors; a writer gives them what makes a new shard (the shared transform)."""
+    def _start(self) -> None:
+        """Start the shards' actors; a writer gives them what makes a new shard (the shared transform's file)."""
         m = self.manifest
         create = None
         if self.writable:
             create = {"model": m.model, "metric": m.metric, "nesting": m.nesting, "on_disk": m.on_disk,
-                      "transform": transform or self.transform}
+                      "transform": (str(self.path / TRANSFORM), m.transform, m.dim)}
         self._pool = ShardPool(self.path, m.shards, self.replicas, writable=self.writable, create=create)
         self._pool.ready()
 
@@ -194,7 +194,7 @@ class ShardedCollection:
         fitted.save(self.path / TRANSFORM)
         m.transform, m.dim, m.nesting = fitted.fitted_kind, vectors.shape[1], nesting
         m.save(self.path / MANIFEST)
-        self._start(fitted)
+        self._start()
         return fitted
 
     def delete(self, ids) -> int:
