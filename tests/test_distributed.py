@@ -231,3 +231,15 @@ def test_the_server_serves_a_sharded_collection(data, single, tmp_path):
         refused = client.post("/v1/collections/big/search", json={"vector": queries[1].tolist(), "mode": "lexical"})
         assert refused.status_code == 400 and "searches in mode 'dense' only" in refused.json()["detail"]
         assert "/" not in json.dumps(client.get("/v1/collections/big").json()["per_shard"])  # no server paths
+
+
+def test_a_missing_shard_folder_is_an_error_not_an_empty_shard(data, tmp_path):
+    import shutil
+
+    ids, docs, _ = data
+    with ShardedCollection.create(tmp_path / "col", shards=2, model=None, transform="none") as col:
+        col.add(ids[:100], vectors=docs[:100])
+    shutil.rmtree(shard_folder(tmp_path / "col", 1))
+    with pytest.raises(ShardUnavailableError, match=r"shard 1 \(.*shard-001\)"):
+        ShardedCollection.open(tmp_path / "col", writable=True)
+    assert not shard_folder(tmp_path / "col", 1).exists()

@@ -24,14 +24,14 @@ _LOCK_WAIT = 10.0  # seconds a restarted writer waits for its dead predecessor's
 
 class ShardActor:
     """Serves the collection at `path`. `create`: `Collection.create` settings for the writer to make the shard
-    with when it is new (or was made but never added to), its `transform` the shared one's file, kind and dim
-    (read here: Ray keeps an actor's arguments to restart it with, so they are kept small)."""
+    with when it was made but never added to, or — `new` among them — is not there yet; its `transform` the shared
+    one's file, kind and dim (read here: Ray keeps an actor's arguments to restart it with, so they are small)."""
 
     def __init__(self, path: str, *, writable: bool, create: dict | None = None):
         self.path = Path(path)
-        if writable and create is not None and _unborn(self.path):
+        settings = dict(create or {})
+        if writable and create is not None and _unborn(self.path, settings.pop("new")):
             shutil.rmtree(self.path, ignore_errors=True)  # nothing in it: made again with the shared transform
-            settings = dict(create)
             file, kind, dim = settings.pop("transform")
             self.col = Collection.create(self.path, transform=Transform.load(Path(file), kind=kind, dim=dim),
                                          **settings)
@@ -83,12 +83,13 @@ class ShardActor:
         self.col.close()
 
 
-def _unborn(path: Path) -> bool:
-    """No shard there yet, or one made but never added to (its transform would be fitted on its own first add)."""
+def _unborn(path: Path, new: bool) -> bool:
+    """A shard made but never added to (its own first add would fit its own transform), or — for a new
+    sharded collection only — not there yet. A shard of an older one that is missing stays an error."""
     try:
         return Manifest.load(path / "manifest.json").dim is None
     except CollectionError:
-        return not (path / "manifest.json").exists()
+        return new and not (path / "manifest.json").exists()
 
 
 def _open(path: Path, writable: bool) -> Collection:

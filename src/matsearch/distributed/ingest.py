@@ -110,6 +110,8 @@ def embed(texts: list[str], model: str | None, encoders: int) -> np.ndarray:
     """The texts' vectors, embedded by `encoders` Ray Data actors running the collection's model."""
     if model is None:
         raise InvalidInputError("the collection has no model (created with model=None): give precomputed vectors")
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the ingest's own bar says how far it is
     rows = ray.data.from_items([{"at": n, "text": t} for n, t in enumerate(texts)])
     done = rows.map_batches(_Embed, fn_constructor_kwargs={"model": model}, concurrency=encoders,
                             batch_size=_EMBED_BATCH).take_all()

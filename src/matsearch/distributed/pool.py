@@ -149,6 +149,9 @@ class ShardPool:
 
 
 def _reason(exc: Exception) -> str:
+    if isinstance(exc, ActorDiedError) and "creation task" in str(exc):  # its constructor raised: say what
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        return f"its actor failed to open the shard: {lines[-1]}"
     if isinstance(exc, ActorDiedError):
         return "its actor died"
     if isinstance(exc, ActorUnavailableError):

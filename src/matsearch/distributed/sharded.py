@@ -52,7 +52,7 @@ class ShardedCollection:
         try:
             connect("auto")
             if manifest.dim is not None:
-                self._start()
+                self._start(new=False)
         except BaseException:
             self.close()
             raise
@@ -122,13 +122,14 @@ class ShardedCollection:
                                     f"{self.replicas} replicas")
         return self._pool.actor(shard, replica)
 
-    def _start(self) -> None:
-        """Start the shards' actors; a writer gives them what makes a new shard (the shared transform's file)."""
+    def _start(self, *, new: bool) -> None:
+        """Start the shards' actors; a writer gives them what makes a shard (the shared transform's file), `new`:
+        the shards are made now (the first add), so none is there yet."""
         m = self.manifest
         create = None
         if self.writable:
             create = {"model": m.model, "metric": m.metric, "nesting": m.nesting, "on_disk": m.on_disk,
-                      "transform": (str(self.path / TRANSFORM), m.transform, m.dim)}
+                      "transform": (str(self.path / TRANSFORM), m.transform, m.dim), "new": new}
         self._pool = ShardPool(self.path, m.shards, self.replicas, writable=self.writable, create=create)
         self._pool.ready()
 
@@ -194,7 +195,7 @@ class ShardedCollection:
         fitted.save(self.path / TRANSFORM)
         m.transform, m.dim, m.nesting = fitted.fitted_kind, vectors.shape[1], nesting
         m.save(self.path / MANIFEST)
-        self._start()
+        self._start(new=True)
         return fitted
 
     def delete(self, ids) -> int:
