@@ -7,11 +7,15 @@ short prefixes keep as much of the spread as a linear map can. `adapter` starts
 from that rotation and learns a better one (see `adapter`): prefixes that rank
 neighbours as the full vectors do, full-dim cosines still unchanged. Unsupervised,
 it is validated on held-back documents and shrunk toward PCA, or replaced by it,
-where it does not generalise (see `train.validation`).
+where it does not generalise (see `train.validation`). `general` is not fitted on the
+collection: it is a rotation shipped with the package, fitted once on large unlabeled
+text (see `general_rotation`), for all-MiniLM-L6-v2 vectors; checked on held-back
+documents, it falls back to the collection's own PCA where that serves them better.
 """
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +23,9 @@ import numpy as np
 from .errors import CollectionError, InvalidInputError
 from .matryoshka import default_dims
 
-TRANSFORMS = ("pca", "adapter", "none")
+TRANSFORMS = ("pca", "adapter", "general", "none")
 FIT_SAMPLE = 200_000  # vectors a transform is fitted on at most
+GENERAL_DIM = 384  # the general rotation is for all-MiniLM-L6-v2 vectors
 
 
 class Transform:
@@ -35,7 +40,7 @@ class Transform:
 
     @property
     def fitted_kind(self) -> str:
-        """`pca` where the adapter fell back to it on validation, else the kind asked for."""
+        """`pca` where the adapter or the general rotation fell back to it on validation, else the kind asked for."""
         return "pca" if self.validation_ and self.validation_["fell_back"] else self.kind
 
     def fit(self, vectors: np.ndarray, *, nesting: list[int] | None = None,
@@ -43,7 +48,8 @@ class Transform:
         """Learn the map from (a sample of up to 200,000 of) `vectors`; the adapter
         makes the prefixes at each dim of `nesting` good (default: powers of two from 16),
         supervised by (query, relevant document) vector `pairs` when given; unsupervised, it is
-        validated on held-back vectors (`validation_`) and falls back to PCA where it loses."""
+        validated on held-back vectors (`validation_`) and falls back to PCA where it loses.
+        `general` is the shipped rotation, checked the same way against PCA fitted on the rest."""
         dim = vectors.shape[1]
         if pairs is not None and self.kind != "adapter":
             raise InvalidInputError(f"training pairs supervise the adapter only, not transform {self.kind!r}")
@@ -53,13 +59,13 @@ class Transform:
         if len(vectors) > FIT_SAMPLE:
             rows = np.random.default_rng(seed).choice(len(vectors), FIT_SAMPLE, replace=False)
             vectors = vectors[np.sort(rows)]
-        centred = vectors.astype(np.float64) - vectors.mean(axis=0, dtype=np.float64)
-        _, eigenvectors = np.linalg.eigh(centred.T @ centred)
-        matrix = eigenvectors[:, ::-1]
-        # Fix each axis' sign so the same data always gives the same matrix.
-        matrix *= np.where(matrix[np.abs(matrix).argmax(axis=0), np.arange(dim)] < 0, -1.0, 1.0)
-        self.matrix_ = np.ascontiguousarray(matrix, dtype=np.float32)
-        if self.kind == "adapter":
+        self.matrix_ = pca_rotation(vectors)
+        if self.kind == "general":
+            from .train.validation import fit_validated_general
+
+            self.matrix_, self.validation_ = fit_validated_general(vectors, self.matrix_, general_rotation(dim),
+                                                                   nesting or default_dims(dim), seed=seed)
+        elif self.kind == "adapter":
             from .train.adapter import fit_adapter  # torch loads only for training, not in a search process
             from .train.validation import fit_validated_adapter
 
@@ -96,3 +102,25 @@ class Transform:
             raise CollectionError(f"transform file {path} holds shape {matrix.shape}, expected ({dim}, {dim})")
         transform.matrix_ = matrix.astype(np.float32)
         return transform
+
+
+def pca_rotation(vectors: np.ndarray) -> np.ndarray:
+    """The (D, D) float32 rotation onto `vectors`' principal axes, largest variance first, each
+    axis' sign fixed so the same data always gives the same matrix."""
+    centred = vectors.astype(np.float64) - vectors.mean(axis=0, dtype=np.float64)
+    _, eigenvectors = np.linalg.eigh(centred.T @ centred)
+    matrix = eigenvectors[:, ::-1]
+    matrix *= np.where(matrix[np.abs(matrix).argmax(axis=0), np.arange(len(matrix))] < 0, -1.0, 1.0)
+    return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
+def general_rotation(dim: int = GENERAL_DIM) -> np.ndarray:
+    """The shipped (384, 384) rotation for all-MiniLM-L6-v2 vectors (benchmarks/fit_general_rotation.py):
+    principal axes of unlabeled corpora, stored as float16 and made exactly orthogonal again here."""
+    if dim != GENERAL_DIM:
+        raise InvalidInputError(f"the general rotation maps {GENERAL_DIM}-dim all-MiniLM-L6-v2 vectors, got "
+                                f"{dim}-dim vectors; use transform 'pca' or 'adapter'")
+    with resources.files("matsearch.data").joinpath("general_rotation.npy").open("rb") as f:
+        stored = np.load(f, allow_pickle=False).astype(np.float64)
+    left, _, right = np.linalg.svd(stored)  # the nearest orthogonal matrix to the float16 one
+    return np.ascontiguousarray(left @ right, dtype=np.float32)

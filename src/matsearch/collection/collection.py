@@ -133,7 +133,8 @@ class Collection:
         `on_disk`: a store that need not fit in RAM: re-ranks read their rows with direct I/O, a few sectors a
         row, never through the page cache (direct_rows.py); give it a `nesting` whose first block is 128 dims
         or more (e.g. [128, 256, 384]) so that a re-ranked row is one read.
-        `transform`: "pca", "adapter" or "none", fitted on the first add; or a fitted `Transform`, used as it is
+        `transform`: "pca", "adapter", "general" (shipped, for all-MiniLM-L6-v2; own PCA where that does better
+        on held-back documents) or "none", fitted on the first add; or a fitted `Transform`, used as it is
         (the shards of one sharded collection share one: see matsearch.distributed)."""
         path = Path(path)
         if (path / "manifest.json").exists():
@@ -412,7 +413,8 @@ class Collection:
         if fitted is None and m.transform == "pca" and len(vectors) < dim:
             raise InvalidInputError(
                 f"the PCA transform is fitted on the first add, which needs at least {dim} vectors (got "
-                f"{len(vectors)}); add more at once, or create the collection with transform='none'"
+                f"{len(vectors)}); add more at once, or create the collection with transform='general' "
+                "(all-MiniLM-L6-v2 vectors) or 'none'"
             )
         fitted = fitted or Transform(kind=m.transform).fit(vectors, nesting=nesting, progress=progress)
         fitted.save(self.path / "transform.npy")

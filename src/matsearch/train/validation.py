@@ -7,6 +7,10 @@ measured on documents it never saw. The learned rotation PCA · exp(G) is then
 shrunk toward its PCA start (PCA · exp(s·G) for a few strengths s ≤ 1) and the
 strongest-scoring one kept, provided it falls below PCA by no more than a small
 margin at any dim; when none does, the transform falls back to PCA.
+
+The shipped general rotation is checked the same way, against PCA fitted on all but
+the held-back documents: it is kept only where it serves them as well as the
+collection's own PCA. Below 136 documents nothing can be held back, and it is kept.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import scipy.linalg
 
 from ..errors import InvalidInputError
 from ..matryoshka import normalize
+from ..transform import pca_rotation
 from . import adapter, neighbours
 
 HELD_BACK_SHARE = 0.15  # of the documents, kept from fitting to validate on
@@ -29,12 +34,36 @@ MARGIN = 0.03
 _K = 10
 
 
+MIN_VECTORS = 4 * (neighbours.NEIGHBOURS + 2)  # a quarter may be held back, and each must have neighbours
+
+
+def fit_validated_general(vectors: np.ndarray, pca: np.ndarray, general: np.ndarray, nesting: list[int], *,
+                          seed: int = 0) -> tuple[np.ndarray, dict | None]:
+    """`general`, or `pca` (the collection's own, of all `vectors`) where PCA fitted on all but the
+    held-back documents finds their full-dim neighbours better (same margin and criterion as the
+    adapter's), and the report; (`general`, None) when there are too few vectors to hold any back."""
+    if len(vectors) < MIN_VECTORS:
+        return general, None
+    fit_rows, held_rows = held_back_split(len(vectors), seed)
+    dims = [d for d in nesting if d < vectors.shape[1]]
+    unit = normalize(np.asarray(vectors, dtype=np.float32))
+    truth = _top(unit, held_rows)
+    baseline = prefix_recall(unit @ pca_rotation(vectors[fit_rows]), held_rows, truth, dims)
+    scores = prefix_recall(unit @ general, held_rows, truth, dims)
+    strength, _, kept = _choose([(1.0, general, scores)], baseline)
+    report = {"criterion": f"recall@{_K} of held-back documents' full-dim neighbours", "held_back": len(held_rows),
+              "dims": dims, "pca": baseline, "general": scores, "kept": kept,
+              "improved": {d: round(g - p, 4) for d, g, p in zip(dims, scores, baseline) if g > p},
+              "fell_back": strength == 0.0}
+    return (pca if strength == 0.0 else general), report
+
+
 def fit_validated_adapter(vectors: np.ndarray, pca: np.ndarray, nesting: list[int], *, seed: int = 0,
                           progress: bool = False) -> tuple[np.ndarray, dict]:
     """The adapter fitted on all but the held-back documents, shrunk toward `pca` or replaced
     by it as validation on the held-back ones says, and the validation report."""
-    if len(vectors) < 4 * (neighbours.NEIGHBOURS + 2):
-        raise InvalidInputError(f"the adapter needs at least {4 * (neighbours.NEIGHBOURS + 2)} vectors "
+    if len(vectors) < MIN_VECTORS:
+        raise InvalidInputError(f"the adapter needs at least {MIN_VECTORS} vectors "
                                 f"(a quarter may be held back to validate it), got {len(vectors)}")
     fit_rows, held_rows = held_back_split(len(vectors), seed)
     learned = adapter.fit_adapter(vectors[fit_rows], pca, nesting, seed=seed, progress=progress)
