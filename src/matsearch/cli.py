@@ -136,7 +136,9 @@ def index(
     metric: Optional[str] = typer.Option(None, help="cosine (default), ip (inner product) or l2 (Euclidean; scores "
                                                     "are minus the squared distance); new collections only."),
     transform: Optional[str] = typer.Option(None, help="pca (default: elastic prefixes), adapter (PCA refined by a "
-                                            "learned rotation: better short prefixes, slower to fit) or none; "
+                                            "learned rotation: better short prefixes, slower to fit), general (a "
+                                            "rotation shipped for MiniLM, own PCA where that does better; fits a "
+                                            "first batch of any size) or none; "
                                             "new collections only (fitted on the first batch)."),
     recipe: Optional[str] = typer.Option(None, help=f"Indexes to build after adding. {RECIPE_HELP}"),
     nesting: Optional[str] = typer.Option(None, help="A new collection's prefix dims, comma-separated, the last "
