@@ -166,6 +166,7 @@ def test_the_grid_re_ranks_long_shortlists_on_a_middle_prefix_and_the_model_coun
     assert not any("~" in p for p in plans)  # our fast scan stops by the margin instead of a probe's spread
     assert "p8-128~0.3@d192:100>d384" in settings("ivf256@d64:d192/int8", nesting, 100_000, 10)
     assert not any("^" in p for p in settings("ivf256@d64:d192/pq96x4fs", nesting, 100_000, 10, "l2"))
+    assert not any("^" in p for p in settings("ivf256@d64:d192/pq96x4fs", nesting, 100_000, 10, stops=False))
     assert "p48@d192:50>d256:20>d384" not in plans  # a short shortlist goes straight to the full dims
     assert not any(">d256:" in p for p in settings("ivf64@d64:d384/pq96x4fs", nesting, 100_000, 10))
     reads = {"p48@d192:100>d384": [100, 100], "p48@d192:100>d256:20>d384": [100, 100, 20],
@@ -187,3 +188,12 @@ def test_a_collection_of_one_prefix_is_calibrated_on_one_stage_plans(tmp_path):
         col.build("ivf16@d16:d16,hnsw16@d16")
         calibration = col.tune(sample=100, timed=5, pseudo="noise")
     assert calibration.points and all(">" not in p.plan for p in calibration.points)
+
+
+def test_a_span_is_scored_on_the_items_other_than_the_one_it_was_cut_from():
+    from matsearch.collection.tune import _others
+
+    ids = np.array([["a", "b", "c"], ["d", "e", "f"], ["g", "h", "i"]], dtype=object)
+    assert _others(ids, None, 2).tolist() == [["a", "b"], ["d", "e"], ["g", "h"]]
+    excluded = np.array(["b", None, "x"], dtype=object)  # a span of b's text; a noisy vector; a span whose item is not near
+    assert _others(ids, excluded, 2).tolist() == [["a", "c"], ["d", "e"], ["g", "h"]]

@@ -19,19 +19,21 @@ _MARGINS = (0.15, 0.2, 0.25, 0.275, 0.3, 0.325, 0.35, 0.375, 0.4, 0.425, 0.45, 0
 _MID_KEEP, _MID_FROM = 20, 100  # a re-rank on a middle prefix keeps 20 (at least 2k) of shortlists of 100 or more
 
 
-def settings(recipe: str, nesting: list[int], rows: int, k: int, metric: str = "cosine") -> list[str]:
-    """Plan strings worth measuring for a collection of `rows` items with this recipe, nesting and metric."""
+def settings(recipe: str, nesting: list[int], rows: int, k: int, metric: str = "cosine",
+             stops: bool = True) -> list[str]:
+    """Plan strings worth measuring for a collection of `rows` items with this recipe, nesting and metric;
+    `stops`: fast-scan IVF lists adapt per query by the stopping margin (else by the probe's spread)."""
     dim = nesting[-1]
     plans = [f"d{dim}"]
     short = next((d for d in nesting if d >= dim // 8), nesting[0])
     if short < dim:  # a nesting of one prefix has no shorter one to shortlist on
         plans += [f"d{short}:{keep}>d{dim}" for keep in _SHORTLISTS if k < keep < rows]
     for part in Recipe.parse(recipe).parts:
-        plans += _part_settings(part, nesting, rows, k, metric)
+        plans += _part_settings(part, nesting, rows, k, metric, stops)
     return list(dict.fromkeys(plans))
 
 
-def _part_settings(part, nesting: list[int], rows: int, k: int, metric: str) -> list[str]:
+def _part_settings(part, nesting: list[int], rows: int, k: int, metric: str, stops: bool) -> list[str]:
     dim = nesting[-1]
     own_dim = getattr(part, "scan_dim", None) or getattr(part, "dim", None)
     if own_dim == dim:  # the index searches the full dim: nothing longer to re-rank on, its effort knob only
@@ -47,7 +49,7 @@ def _part_settings(part, nesting: list[int], rows: int, k: int, metric: str) -> 
         ends = [f">d{dim}"] + ([f">d{mid}:{max(2 * k, _MID_KEEP)}>d{dim}"] if mid else [])
         fixed = [f"p{p}@d{part.scan_dim}:{keep}{end}" for p in probes for keep in keeps for end in ends
                  if end == ends[0] or keep >= _MID_FROM]
-        if part.codec.endswith("x4fs") and metric != "l2":  # our fast scan: per query, stop by the margin
+        if stops and part.codec.endswith("x4fs") and metric != "l2":  # our fast scan: per query, stop by the margin
             least, most = max(1, part.lists // 32), max(2, part.lists // 2)
             adaptive = [f"p{least}-{most}^{margin}@d{part.scan_dim}:{keep}{end}" for margin in _MARGINS
                         for keep in keeps[:2] for end in ends if end == ends[0] or keep >= _MID_FROM]
