@@ -8,8 +8,9 @@ built on every shard, then searched with one plan — a batch of all the queries
 query per call (latency; Ray's overhead per query is the wall time beyond the slowest shard's own search). At
 S = 1 the shard's folder is also opened as a local `Collection` in this process: the same index, no Ray, one
 thread as each actor has, which gives the overhead of the sharded path per query. Recall@10 is against exact search over all N items.
-The per-shard search time at N/S items for S = 1, 2, 4 is fitted as a power of the shard size; that model's
-prediction for S = 8 is printed beside what S = 8 measured (the scale-out model's check, README).
+A shard's search time at N/S items for S = 1, 2, 4 is fitted as a fixed part plus a part per item held
+(`model_check`); that model's prediction for S = 8 is printed beside what S = 8 measured (the scale-out model's
+check, README). `--refit` refits it on the saved runs.
 Writes benchmarks/results/distributed.json and .md.
 
     .venv/bin/python benchmarks/bench_distributed.py --items 1000000 --shards 1 2 4 8
@@ -125,23 +126,26 @@ def exact_truth(folder: Path, vectors: np.ndarray, queries: np.ndarray) -> np.nd
     return np.char.zfill(best[1].astype(str), 10)
 
 
-def model_check(rows: list[dict]) -> dict:
-    """Fit the per-shard batch time (ms/query) at N/S items for S ≤ 4 as a·(N/S)^b; predict S = 8's batch QPS on
-    this machine's cores (every shard's work runs on them) and compare with the measured one."""
+def model_check(rows: list[dict], cores: int) -> dict:
+    """The scale-out model, fitted on S ≤ 4 and checked on S = 8. A shard's CPU time per query in a batch is
+    a + b·(items per shard): a fixed part (the probe, the code tables, the re-rank of the kept candidates) and a
+    scan that grows with the shard (its wall time measured in the actor, times min(1, cores/S) for S actors
+    sharing the cores); Ray's overhead per query grows with S. On one machine a batch costs
+    S·t(N/S)/min(S, cores) + overhead per query."""
     fit = [r for r in rows if r["shards"] <= 4]
-    test = [r for r in rows if r["shards"] == 8]
+    cpu = np.array([np.mean(r["batch_shard_ms_per_query"]) * min(1.0, cores / r["shards"]) for r in fit])
     sizes = np.array([r["items"] / r["shards"] for r in fit])
-    per_shard = np.array([np.mean(r["batch_shard_ms_per_query"]) for r in fit])
-    b, log_a = np.polyfit(np.log(sizes), np.log(per_shard), 1)
-    overhead = float(np.mean([r["batch_overhead_ms_per_query"] for r in fit]))
-    out = {"exponent": float(b), "ms_at_1M": float(np.exp(log_a) * 1e6 ** b), "overhead_ms_per_query": overhead}
-    if test:
-        r = test[0]
-        shard_ms = float(np.exp(log_a) * (r["items"] / 8) ** b)
-        cores = 2
-        predicted = 1e3 / (8 * shard_ms / cores + overhead)
-        out.update({"predicted_shard_ms": shard_ms, "measured_shard_ms": float(np.mean(r["batch_shard_ms_per_query"])),
-                    "predicted_batch_qps": predicted, "measured_batch_qps": r["batch_qps"]})
+    b, a = np.polyfit(sizes / 1e6, cpu, 1)
+    slope, base = np.polyfit([r["shards"] for r in fit], [r["batch_overhead_ms_per_query"] for r in fit], 1)
+    out = {"fixed_ms": float(a), "ms_per_million_items": float(b), "overhead_ms_base": float(base),
+           "overhead_ms_per_shard": float(slope)}
+    for r in rows:
+        if r["shards"] == 8:
+            shard_ms = a + b * r["items"] / 8e6
+            wall = 8 * shard_ms / min(8, cores) + base + slope * 8
+            out.update({"predicted_shard_cpu_ms": float(shard_ms),
+                        "measured_shard_cpu_ms": float(np.mean(r["batch_shard_ms_per_query"]) * min(1.0, cores / 8)),
+                        "predicted_batch_qps": float(1e3 / wall), "measured_batch_qps": r["batch_qps"]})
     return out
 
 
@@ -167,11 +171,12 @@ def write(rows: list[dict], check: dict, ray_init: float, out: Path) -> None:
                       f"{local['single_ms'] - local['local_single_ms']:.2f} ms to one query and "
                       f"{1e3 / local['batch_qps'] - 1e3 / local['local_batch_qps']:.3f} ms per query in a batch."]
     if "predicted_batch_qps" in check:
-        lines += ["", f"Model (fitted on 1, 2, 4 shards): shard time ∝ (items per shard)^{check['exponent']:.2f}, "
-                      f"{check['overhead_ms_per_query']:.3f} ms Ray overhead per query in a batch. S = 8: predicted "
-                      f"{check['predicted_shard_ms']:.3f} ms per shard per query, measured "
-                      f"{check['measured_shard_ms']:.3f}; predicted {check['predicted_batch_qps']:,.0f} batch QPS, "
-                      f"measured {check['measured_batch_qps']:,.0f}."]
+        lines += ["", f"Model (fitted on 1, 2, 4 shards): a shard's CPU time per query in a batch is "
+                      f"{check['fixed_ms']:.3f} ms + {check['ms_per_million_items']:.3f} ms per million items it "
+                      f"holds; Ray adds {check['overhead_ms_base']:.3f} + {check['overhead_ms_per_shard']:.4f}·S ms "
+                      f"per query. S = 8: predicted {check['predicted_shard_cpu_ms']:.3f} ms per shard, measured "
+                      f"{check['measured_shard_cpu_ms']:.3f}; predicted {check['predicted_batch_qps']:,.0f} batch "
+                      f"QPS, measured {check['measured_batch_qps']:,.0f}."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -184,18 +189,25 @@ def main():
     parser.add_argument("--truth", type=int, default=200, help="queries recall is measured on")
     parser.add_argument("--folder", type=Path, default=Path("/tmp/matsearch-distributed"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "distributed")
+    parser.add_argument("--cores", type=int, default=2, help="CPUs Ray is given (the model divides work by them)")
+    parser.add_argument("--refit", action="store_true", help="only refit the model on the runs in --out's JSON")
     args = parser.parse_args()
+    if args.refit:
+        saved = json.loads(args.out.with_suffix(".json").read_text())
+        write(saved["runs"], model_check(saved["runs"], args.cores), saved["ray_init_seconds"], args.out)
+        print(args.out.with_suffix(".md").read_text())
+        return
     args.folder.mkdir(parents=True, exist_ok=True)
     vectors = replicated(args.folder / f"vectors-{args.items}.npy", args.items)
     queries = load_vectors(PKGSUM, args.queries)[1]
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     truth = exact_truth(args.folder, vectors, queries[: args.truth])
     start = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=args.cores, include_dashboard=False, log_to_driver=False)
     ray_init = time.perf_counter() - start
     rows = [run(args.folder, vectors, s, queries, truth, args.single) for s in args.shards]
     ray.shutdown()
-    check = model_check(rows) if len([r for r in rows if r["shards"] <= 4]) >= 2 else {}
+    check = model_check(rows, args.cores) if len([r for r in rows if r["shards"] <= 4]) >= 2 else {}
     write(rows, check, ray_init, args.out)
     print(args.out.with_suffix(".md").read_text())
 
