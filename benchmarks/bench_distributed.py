@@ -114,7 +114,7 @@ def run(folder: Path, vectors: np.ndarray, shards: int, queries: np.ndarray, tru
     return row
 
 
-def exact_truth(folder: Path, vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
+def exact_truth(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Exact top-10 ids by inner product over every item (the vectors are unit length)."""
     best = np.full((len(queries), 10), -np.inf, dtype=np.float32), np.zeros((len(queries), 10), dtype=np.int64)
     for lo in range(0, len(vectors), _CHUNK):
@@ -201,7 +201,7 @@ def main():
     vectors = replicated(args.folder / f"vectors-{args.items}.npy", args.items)
     queries = load_vectors(PKGSUM, args.queries)[1]
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    truth = exact_truth(args.folder, vectors, queries[: args.truth])
+    truth = exact_truth(vectors, queries[: args.truth])
     start = time.perf_counter()
     ray.init(num_cpus=args.cores, include_dashboard=False, log_to_driver=False)
     ray_init = time.perf_counter() - start
