@@ -243,3 +243,18 @@ def test_a_missing_shard_folder_is_an_error_not_an_empty_shard(data, tmp_path):
     with pytest.raises(ShardUnavailableError, match=r"shard 1 \(.*shard-001\)"):
         ShardedCollection.open(tmp_path / "col", writable=True)
     assert not shard_folder(tmp_path / "col", 1).exists()
+
+
+def test_a_recall_target_is_served_by_every_shard_from_its_own_calibration(data, tmp_path):
+    ids, docs, queries = data
+    with ShardedCollection.create(tmp_path / "col", shards=2, model=None, nesting=NESTING) as col:
+        col.add(ids, vectors=docs)
+        col.build("ivf16@d16:d64")
+        with pytest.raises(InvalidInputError, match="is not calibrated"):
+            col.search(queries, k=10, target_recall=0.9)
+        calibrations = col.tune(sample=100, timed=10)
+        assert sorted(calibrations) == [0, 1] and all(c.points for c in calibrations.values())
+        result = col.search(queries, k=10, target_recall=0.9)
+        assert "target_recall=0.9" in result.target  # each shard chose from its own calibration
+        exact = col.search(queries, k=10, plan="d64").ids
+        assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(result.ids, exact)]) >= 0.85
