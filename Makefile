@@ -100,9 +100,11 @@ bench-filters: $(BIN)/matsearch
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_filters.py
 
 ## Sharded collections on Ray: ingest and query throughput with 1, 2, 4 and 8 shards at 1M items, Ray's overhead
-## per query against a local collection, recall@10 against exact search (about 10 minutes; 7 GB in /tmp).
+## per query against a local collection, recall@10 against exact search; then the scale-out model's single-node
+## inputs, each tier at 1M (about 5 + 6 minutes; 3.5 GB in /tmp).
 bench-distributed: $(BIN)/matsearch
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_distributed.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_distributed_tiers.py
 
 clean:
 	rm -rf $(VENV) demo-collection benchmarks/results
