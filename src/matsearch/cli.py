@@ -275,13 +275,16 @@ def _index_summary(collection: Path, col, report) -> dict:
 def build(
     collection: Path = typer.Argument(..., help="Collection folder."),
     recipe: Optional[str] = typer.Option(None, help=RECIPE_HELP + " Default: repair what `matsearch check` "
-                                         "finds damaged and rebuild the collection's own recipe."),
+                                         "finds damaged and rebuild the collection's own recipe (a sharded "
+                                         "collection: rebuild its recipe, trained again on a sample of every shard)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray", help=RAY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ):
     """Build (or rebuild, after the data drifted or a derived file was damaged) a collection's indexes."""
     start = time.perf_counter()
-    with Collection.open(collection, writable=True) as col:
-        repaired = col.repair(progress=not as_json) if recipe is None else []
+    with _open(collection, ray_address, writable=True) as col:
+        repairable = recipe is None and not _is_sharded(collection, ray_address)
+        repaired = col.repair(progress=not as_json) if repairable else []
         rebuilt_indexes = any(f.startswith(str(col.path / col.manifest.indexes)) for f in repaired)
         built = col.manifest.recipe if rebuilt_indexes else col.build(recipe or col.manifest.recipe,
                                                                       progress=not as_json)
@@ -458,17 +461,23 @@ def tune(
         if queries is not None:
             given = _load_npy(queries, "queries") if queries.suffix == ".npy" else read_corpus_jsonl(queries)[1]
         calibration = col.tune(given, sample=sample, k=k, timed=timed, pseudo=pseudo, progress=not as_json)
+    effort = calibration.notes.get("effort", {})
     if plot is not None:
-        from .tuning.plot import plot_frontier
+        from .tuning.plot import plot_frontier, plot_policy_effort
 
         plot_frontier(calibration, plot)
+        if "0.95" in effort:
+            plot_policy_effort(calibration, plot.with_name(f"{plot.stem}.effort{plot.suffix or '.png'}"))
+    summary = {target: {"plans": e["plans"], **{what: _spread(e[what]) for what in ("multiply_adds", "lists_probed")}}
+               for target, e in effort.items()}
     if as_json:
         _emit_json({"queries": calibration.queries, "k": calibration.k, "rows": calibration.rows,
                     "top1_floor": calibration.top1_floor,
                     "points": [vars(p) for p in calibration.points],
                     "frontier": [p.plan for p in calibration.frontier()],
                     "chosen": {str(t): calibration.choose(target_recall=t).plan for t in (0.8, 0.9, 0.95, 0.99)
-                               if max(p.recall for p in calibration.points) >= t}})
+                               if max(p.recall for p in calibration.points) >= t},
+                    "effort": summary})
         return
     table = Table(title=f"{collection}: the frontier ({calibration.queries})")
     for column in ("plan", f"recall@{calibration.k}", "worst 10%", "ms", "ms p95", "multiply-adds"):
@@ -477,6 +486,19 @@ def tune(
         table.add_row(p.plan, f"{p.recall:.4f}", f"{p.tail_recall:.3f}", f"{p.ms:.3f}", f"{p.ms_p95:.3f}",
                       f"{p.multiply_adds:,.0f}")
     out.print(table)
+    table = Table(title="targets: the plans serving each (queries each takes) and the effort per calibration query")
+    for column in ("target", "plans", "multiply-adds p10 / p50 / p90", "lists probed p10 / p50 / p90"):
+        table.add_column(column, justify="left" if column == "plans" else "right")
+    for target, s in summary.items():
+        table.add_row(target, ", ".join(f"{plan} ({n})" for plan, n in s["plans"].items()),
+                      " / ".join(f"{v:,.0f}" for v in s["multiply_adds"]),
+                      " / ".join(f"{v:.0f}" for v in s["lists_probed"]))
+    out.print(table)
+
+
+def _spread(values: list[float]) -> list[float]:
+    """The 10th, 50th and 90th percentiles of per-query `values`."""
+    return [float(v) for v in np.percentile(values, [10, 50, 90])] if values else []
 
 
 @app.command()

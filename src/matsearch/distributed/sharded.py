@@ -292,7 +292,6 @@ class ShardedCollection:
         shard may take. Dense only — BM25 scores depend on each shard's own texts and do not compare across
         shards — so `fusion` and `parents` (a search by parent document) are refused; `query_vectors`: the text
         queries' vectors, already embedded."""
-        start = time.perf_counter()
         if mode not in (None, "dense") or fusion is not None or parents:
             asked = f"mode {mode!r}" if mode not in (None, "dense") else "fusion" if fusion is not None else "parents"
             raise InvalidInputError(f"a sharded collection searches in mode 'dense' only, not {asked}: lexical "
@@ -305,6 +304,7 @@ class ShardedCollection:
             queries = query_vectors if query_vectors is not None else \
                 self.encoder.encode([queries] if isinstance(queries, str) else list(queries))
         raw = check_vectors(queries, self.manifest.dim, what="queries")
+        start = time.perf_counter()  # the search's wall time, as a collection's: embedding the queries is not in it
         given = dict(zip(_SEARCH_OPTIONS, (plan, target_recall, max_ms, max_cost, filter)))
         options = {name: value for name, value in given.items() if value is not None}
         shared = ray.put(raw) if self.shards > 1 else raw  # sent once, read by every shard
