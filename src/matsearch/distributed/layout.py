@@ -23,7 +23,7 @@ MANIFEST = "sharded.json"
 TRANSFORM = "transform.npy"
 
 
-def _positive(name: str, value) -> int:
+def positive(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
     return value
@@ -46,8 +46,8 @@ class ShardedManifest:
     trained: str | None = None
 
     def check(self) -> "ShardedManifest":
-        _positive("shards", self.shards)
-        _positive("replicas", self.replicas)
+        positive("shards", self.shards)
+        positive("replicas", self.replicas)
         Manifest(model=self.model, metric=self.metric, transform=self.transform, dim=self.dim,
                  nesting=self.nesting, recipe=self.recipe, on_disk=self.on_disk).check()
         return self

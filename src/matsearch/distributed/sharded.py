@@ -11,6 +11,7 @@ shard however many queries it holds: batch queries, each call costs about a mill
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from ..search import check_k
 from ..transform import Transform
 from . import trained as training
 from .cluster import connect
-from .layout import MANIFEST, TRANSFORM, ShardedManifest, shard_folder
+from .layout import MANIFEST, TRANSFORM, ShardedManifest, positive
 from .merge import ShardedResult, merge
 from .pool import ShardPool
 from .routing import shard_of, split
@@ -76,7 +77,7 @@ class ShardedCollection:
     def open(cls, path, *, writable: bool = False, replicas: int | None = None) -> "ShardedCollection":
         """Open a sharded collection (one writer at a time); `replicas`: actors per shard this time."""
         if replicas is not None:
-            ShardedManifest(shards=1, replicas=replicas, model=None, metric="cosine", transform="none").check()
+            positive("replicas", replicas)
         return cls(Path(path), ShardedManifest.load(Path(path) / MANIFEST), writable=writable, replicas=replicas)
 
     @property
@@ -243,7 +244,8 @@ class ShardedCollection:
         self._pool.gather({s: ("build", str(recipe), str(folder)) for s in range(self.shards)}, writers=True)
         m.recipe, m.trained = str(recipe), name
         m.save(self.path / MANIFEST)
-        training.remove(None if old is None else self.path / old)
+        if old is not None:
+            shutil.rmtree(self.path / old, ignore_errors=True)
         return recipe
 
     def tune(self, **options) -> dict:

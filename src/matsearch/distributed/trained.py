@@ -9,7 +9,6 @@ probes the same lists and codes the same way. A graph learns nothing but its lin
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -79,8 +78,3 @@ def _save(path: Path, arrays: dict) -> None:
 
 
 EMPTIED = {"p": _empty_ivf, "h": _empty_codes, "q": _empty_pq}
-
-
-def remove(folder: Path | None) -> None:
-    if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
