@@ -258,3 +258,26 @@ def test_a_recall_target_is_served_by_every_shard_from_its_own_calibration(data,
         assert "target_recall=0.9" in result.target  # each shard chose from its own calibration
         exact = col.search(queries, k=10, plan="d64").ids
         assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(result.ids, exact)]) >= 0.85
+
+
+def test_l2_shards_rank_as_one_collection(data, tmp_path):
+    ids, docs, queries = data
+    with Collection.create(tmp_path / "one", model=None, metric="l2", nesting=NESTING) as one, \
+            ShardedCollection.create(tmp_path / "col", shards=3, model=None, metric="l2", nesting=NESTING) as col:
+        one.add(ids, vectors=docs)
+        col.add(ids, vectors=docs)
+        col.build("ivf16@d16:d64")
+        expected = one.search(queries, k=10)
+        for plan in (None, "p16@d64:4000>d64"):
+            found = col.search(queries, k=10, plan=plan)
+            np.testing.assert_array_equal(found.ids, expected.ids)
+            np.testing.assert_allclose(found.scores, expected.scores, rtol=1e-4, atol=1e-3)
+
+
+def test_matsearch_and_its_cli_import_without_ray():
+    import subprocess
+    import sys
+
+    code = "import sys, matsearch, matsearch.cli, matsearch.service.registry; print('ray' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
