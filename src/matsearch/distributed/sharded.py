@@ -34,6 +34,7 @@ from .pool import ShardPool
 from .routing import shard_of, split
 
 _SEARCH_OPTIONS = ("plan", "target_recall", "max_ms", "max_cost", "filter")
+_INLINE_BYTES = 100_000  # queries up to this size go in each shard's call, as Ray inlines small arguments
 
 
 def is_sharded(path) -> bool:
@@ -309,7 +310,9 @@ class ShardedCollection:
         start = time.perf_counter()  # the search's wall time, as a collection's: embedding the queries is not in it
         given = dict(zip(_SEARCH_OPTIONS, (plan, target_recall, max_ms, max_cost, filter)))
         options = {name: value for name, value in given.items() if value is not None}
-        shared = ray.put(raw) if self.shards > 1 else raw  # sent once, read by every shard
+        # a big batch is put in Ray's object store once and read by every shard; a small one travels in each call,
+        # which costs less than the put (one query over 2 shards: 2.0-2.6 ms a search against 4.1-4.4 with a put)
+        shared = ray.put(raw) if self.shards > 1 and raw.nbytes > _INLINE_BYTES else raw
         answers = self._pool.gather({s: ("search", shared, int(k), options) for s in range(self.shards)},
                                     partial=partial, timeout=timeout)
         if not any(a is not None for a in answers.values()):
