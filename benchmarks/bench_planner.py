@@ -1,12 +1,13 @@
 """Targets instead of knobs (issue 13): calibrate, then ask for a recall and check what real queries get.
 
 pkgsum (100,000 × 384, ivf256@d64:d192/pq96x4fs): the collection is calibrated on 1,000 pseudo-queries
-only (stored items moved by noise); for targets 0.80/0.90/0.95/0.99 the chosen plan runs on the 1,000
+only (spans of its texts, embedded; stored items moved by noise in a second calibration that checks only the
+recall achieved); for targets 0.80/0.90/0.95/0.99 the chosen plan runs on the 1,000
 real queries through `Collection.search`, one at a time, one thread: achieved recall@10 against exact
 search, the worst 10% of queries, ms/query, lists probed per query; FAISS HNSW32,Flat in the same run at
 the smallest efSearch reaching the same achieved recall (a sweep; interpolated between the two efSearch
 values around it), and our own best fixed plan at that recall (the frontier's fixed-probe points on the
-real queries). SciFact (5,183 abstracts, 1,409 claims, ivf64@d64:d192/pq96x4fs): calibrated on
+real queries; its worst 10% also at the same multiply-adds per query as the policy). SciFact (5,183 abstracts, 1,409 claims, ivf64@d64:d192/pq96x4fs): calibrated on
 pseudo-queries of each kind (noise on stored vectors; spans of the texts), then on a query log of half the
 claims, each checked on the other half; the span knobs are chosen on the log half (each setting's recall on
 the pseudo-queries against the claims'). The same two kinds on NPL, Cranfield and pkgsum (all their queries,
@@ -30,6 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from common import PKGSUM, ROOT, load_vectors
 from matsearch import Collection, InvalidInputError, Plan
+from matsearch.collection.tune import _others
 from matsearch.tuning.calibration import recall_at_k, tail
 from matsearch.tuning.plot import plot_effort, plot_frontier
 from matsearch.tuning.pseudo import noisy, spans
@@ -70,6 +72,16 @@ def bracket(curve, recall):
     below = [c for c in curve if c[1] < recall]
     above = [c for c in curve if c[1] >= recall]
     return (max(below, key=lambda c: c[1]) if below else None), (min(above, key=lambda c: c[1]) if above else None)
+
+
+def at_work(points: list[tuple], work: float) -> dict | None:
+    """The (tail, mean recall) of a fixed plan spending `work` multiply-adds a query, interpolated between the
+    two measured `points` (work, tail, mean) around it; None outside them."""
+    for (w0, t0, m0), (w1, t1, m1) in zip(points, points[1:]):
+        if w0 <= work <= w1:
+            share = (work - w0) / (w1 - w0) if w1 > w0 else 0.0
+            return {"tail10": t0 + share * (t1 - t0), "recall": m0 + share * (m1 - m0)}
+    return None
 
 
 def interpolate(lo, hi, recall):
@@ -120,7 +132,7 @@ def pkgsum_run(tmp: Path) -> dict:
     col, _, queries = text_collection(tmp / "pkgsum", PKGSUM, RECIPE)
     corpus = load_vectors(PKGSUM)[0]
     start = time.perf_counter()
-    calibration = col.tune(sample=1000, pseudo="noise", progress=True)
+    calibration = col.tune(sample=1000, pseudo="spans", progress=True)
     tune_seconds = time.perf_counter() - start
     plot_frontier(calibration, RESULTS / "planner_frontier.png")
     truth = col.search(queries, k=10, plan="d384").ids
@@ -132,9 +144,14 @@ def pkgsum_run(tmp: Path) -> dict:
         hnsw.hnsw.efSearch = ef
         found = hnsw.search(unit, 10)[1]
         theirs.append((ef, float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth_rows)]))))
-    fixed_recalls = {p.plan: recall_at_k(col.search(queries, plan=p.plan).ids, truth)
-                     for p in calibration.frontier() if not Plan.parse(p.plan).adaptive and p.plan.startswith("p")}
+    fixed_recalls, fixed_work = {}, {}  # our fixed-probe frontier plans on the real queries
+    for point in calibration.frontier():
+        if not Plan.parse(point.plan).adaptive and point.plan.startswith("p"):
+            result = col.search(queries, plan=point.plan)
+            fixed_recalls[point.plan] = recall_at_k(result.ids, truth)
+            fixed_work[point.plan] = result.cost.per_query()["multiply_adds"]
     fixed = [(plan, float(r.mean())) for plan, r in fixed_recalls.items()]
+    by_work = sorted((fixed_work[plan], tail(r), float(r.mean())) for plan, r in fixed_recalls.items())
 
     def faiss_ms(ef):
         hnsw.hnsw.efSearch = ef
@@ -162,6 +179,8 @@ def pkgsum_run(tmp: Path) -> dict:
         hnsw_ms = interpolate(with_ms(f_lo, "f_lo"), with_ms(f_hi, "f_hi"), achieved)
         fixed_ms = interpolate(with_ms(o_lo, "o_lo"), with_ms(o_hi, "o_hi"), achieved)
         probed = np.array([r.cost.lists_probed for r in found])
+        work = float(np.mean([r.cost.multiply_adds for r in found]))
+        same_work = at_work(by_work, work)  # the best fixed plan spending what the policy spends: its tail, mean
         fixed_tail = None if o_lo is None or o_hi is None else interpolate(
             (o_lo[0], o_lo[1], tail(fixed_recalls[o_lo[0]])), (o_hi[0], o_hi[1], tail(fixed_recalls[o_hi[0]])),
             achieved)  # the worst 10% of our fixed plans at the same mean recall
@@ -170,6 +189,7 @@ def pkgsum_run(tmp: Path) -> dict:
                         title="pkgsum, its 1,000 real queries one at a time, target_recall=0.95 (calibrated on "
                               "pseudo-queries),\nby the plan that served them")
         rows.append({"target": target, "best_fixed_tail10_at_same_recall": fixed_tail, "plan": found[0].target,
+                     "multiply_adds": work, "best_fixed_at_same_multiply_adds": same_work,
                      "plans": sorted({r.plan.split("; ")[0] for r in found}),
                      "drifted": sum("drift: " in r.target for r in found),
                      "achieved": achieved, "tail10": tail(recalls), "ms": best["ours"],
@@ -197,9 +217,9 @@ def pkgsum_run(tmp: Path) -> dict:
                         "p95_ms": float(np.percentile(seconds, 95) * 1e3),
                         "recall": float(recall_at_k(found, truth).mean())})
         print(budgets[-1], flush=True)
-    kinds = {"noise": achieved_recall(col, queries)}
-    col.tune(sample=1000, timed=50, pseudo="spans")
-    kinds["spans"] = achieved_recall(col, queries)
+    kinds = {"spans": achieved_recall(col, queries)}
+    col.tune(sample=1000, timed=50, pseudo="noise")
+    kinds["noise"] = achieved_recall(col, queries)
     print("pkgsum kinds", kinds, flush=True)
     col.close()
     return {"rows": rows, "budgets": budgets, "tune_seconds": tune_seconds, "calibration": calibration.queries,
@@ -218,10 +238,34 @@ def scifact_run(tmp: Path) -> dict:
         out[source] = achieved_recall(col, held)
         print(source, out[source], flush=True)
         if source == "spans":
+            out["tails"] = [tails_at_same_work(col, calibration, held, target) for target in TARGETS]
+            print("tails", out["tails"], flush=True)
             out["drift"] = drift_run(col, calibration, held)
             out["span_grid"] = span_grid(col, texts, [p.plan for p in calibration.points], log)
     col.close()
     return out
+
+
+def tails_at_same_work(col: Collection, calibration, queries: np.ndarray, target: float) -> dict:
+    """At `target`: the worst 10% of `queries` under the policy, and under our fixed-probe frontier plans
+    interpolated to the policy's multiply-adds per query (and to its mean recall)."""
+    truth = col.search(queries, k=10, plan="d384").ids
+    served = col.search(queries, target_recall=target)
+    recalls = recall_at_k(served.ids, truth)
+    work = served.cost.per_query()["multiply_adds"]
+    fixed = []
+    for point in calibration.frontier():
+        if not Plan.parse(point.plan).adaptive and point.plan.startswith("p"):
+            result = col.search(queries, plan=point.plan)
+            r = recall_at_k(result.ids, truth)
+            fixed.append((result.cost.per_query()["multiply_adds"], tail(r), float(r.mean())))
+    fixed.sort()
+    same_recall = bracket([(t, m) for _, t, m in fixed], float(recalls.mean()))
+    return {"target": target, "plan": served.plan, "achieved": float(recalls.mean()), "tail10": tail(recalls),
+            "multiply_adds": work, "best_fixed_at_same_multiply_adds": at_work(fixed, work),
+            "best_fixed_tail10_at_same_recall": None if None in same_recall else interpolate(
+                (None, same_recall[0][1], same_recall[0][0]), (None, same_recall[1][1], same_recall[1][0]),
+                float(recalls.mean()))}
 
 
 def span_grid(col: Collection, texts: list[str], plans: list[str], log: np.ndarray) -> list[dict]:
@@ -229,23 +273,27 @@ def span_grid(col: Collection, texts: list[str], plans: list[str], log: np.ndarr
     calibration's grid): the knob choice, made on the log half only."""
     rows = np.sort(np.random.default_rng(0).choice(len(texts), 1000, replace=False))
     claims = plan_recalls(col, plans, log)
-    variants = {"noise 0.8": col.transform.restore(noisy(col._store.rows(rows), noise=0.8, seed=0))}
-    for low, high, sentences in SPAN_GRID:
+    variants = {"noise 0.8": (col.transform.restore(noisy(col._store.rows(rows), noise=0.8, seed=0)), None)}
+    for low, high, sentences in SPAN_GRID:  # a span is scored on the items other than its own, as tune does
         cut = spans([texts[r] for r in rows], words=(low, high), sentences=sentences, seed=0)
-        variants[f"spans {low}-{high} words, {sentences:.0%} sentences"] = col.encoder.encode(cut)
+        variants[f"spans {low}-{high} words, {sentences:.0%} sentences"] = (col.encoder.encode(cut), rows)
     out = []
-    for name, queries in variants.items():
-        error = np.abs(plan_recalls(col, plans, queries) - claims)
+    for name, (queries, origin) in variants.items():
+        error = np.abs(plan_recalls(col, plans, queries, origin) - claims)
         out.append({"pseudo": name, "mean_error": float(error.mean()), "p90_error": float(np.percentile(error, 90)),
                     "max_error": float(error.max())})
         print(out[-1], flush=True)
     return out
 
 
-def plan_recalls(col: Collection, plans: list[str], queries: np.ndarray) -> np.ndarray:
-    """Mean recall@10 of each plan on `queries`, batched."""
-    truth = col.search(queries, k=10, plan="d384").ids
-    return np.array([recall_at_k(col.search(queries, k=10, plan=plan).ids, truth).mean() for plan in plans])
+def plan_recalls(col: Collection, plans: list[str], queries: np.ndarray, origin=None) -> np.ndarray:
+    """Mean recall@10 of each plan on `queries`, batched; with `origin` (each query's item row), on the
+    items other than its own."""
+    mine = None if origin is None else np.array([str(r) for r in origin], dtype=object)  # ids are row numbers
+    def top(plan):
+        return _others(col.search(queries, k=10 + (mine is not None), plan=plan).ids, mine, 10)
+    truth = top("d384")
+    return np.array([recall_at_k(top(plan), truth).mean() for plan in plans])
 
 
 def drift_run(col: Collection, calibration, held: np.ndarray) -> list[dict]:
@@ -287,17 +335,19 @@ def text_sets_run(tmp: Path) -> dict:
 
 def markdown(report) -> str:
     lines = ["pkgsum (100,000 × 384), `ivf256@d64:d192/pq96x4fs`, calibrated on 1,000 pseudo-queries "
-             f"({report['pkgsum']['tune_seconds']:.0f} s); the 1,000 real queries one at a time through "
-             "`Collection.search(target_recall=…)`, one thread; FAISS HNSW32,Flat and our best fixed plan "
-             "interpolated to the same achieved recall in the same run.", "",
-             "| target | plans served | achieved | worst 10% (best fixed at that recall) | ms/query | lists probed | "
-             "× HNSW32 QPS | × best fixed QPS |", "|---|---|---|---|---|---|---|---|"]
+             f"({report['pkgsum']['calibration']}; {report['pkgsum']['tune_seconds']:.0f} s); the 1,000 real queries "
+             "one at a time through `Collection.search(target_recall=…)`, one thread; FAISS HNSW32,Flat and our "
+             "best fixed plan interpolated to the same achieved recall in the same run; the worst 10% of queries "
+             "against our best fixed plan at the same recall and at the same multiply-adds per query.", "",
+             "| target | plans served | achieved | worst 10% (fixed: same recall / same work) | ms/query | "
+             "lists probed | × HNSW32 QPS | × best fixed QPS |", "|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     fmt3 = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     for r in report["pkgsum"]["rows"]:
         drifted = f" (drift: {r['drifted']} searched again)" if r["drifted"] else ""
         lines.append(f"| {r['target']} | {', '.join(f'`{p}`' for p in r['plans'])}{drifted} | {r['achieved']:.3f} | "
-                     f"{r['tail10']:.3f} ({fmt3(r['best_fixed_tail10_at_same_recall'])}) | {r['ms']:.3f} | "
+                     f"{r['tail10']:.3f} ({fmt3(r['best_fixed_tail10_at_same_recall'])} / "
+                     f"{fmt3((r.get('best_fixed_at_same_multiply_adds') or {}).get('tail10'))}) | {r['ms']:.3f} | "
                      f"{r['lists_probed_mean']:.1f} | {fmt(r['x_hnsw32'])} | "
                      f"{fmt(r['x_best_fixed'])} |")
     lines += ["", "`max_ms` on the same queries (the most accurate plan whose calibrated 95th percentile fits):", "",

@@ -140,6 +140,13 @@ def test_cli_tune_then_search_and_eval_with_a_target(tmp_path):
     bad = run("search", path, "shock", "--target-recall", "1.5", "--mode", "dense")
     assert bad.returncode != 0 and "target_recall must be a positive number up to 1" in bad.stderr + bad.stdout
     assert "text spans" in data["queries"] and 0 < data["top1_floor"] < 1
+    effort = data["effort"]["0.9"]  # the report: who serves the target, and what each query spends
+    assert sum(effort["plans"].values()) == 200 and len(effort["multiply_adds"]) == len(effort["lists_probed"]) == 3
+    assert effort["multiply_adds"] == sorted(effort["multiply_adds"]) and effort["lists_probed"][0] >= 1
+    noisy = run("tune", path, "--sample", "100", "--timed", "2", "--pseudo", "noise", "--plot", tmp_path / "f.png")
+    assert noisy.returncode == 0, noisy.stderr
+    assert "targets:" in noisy.stdout and "0.95" in noisy.stdout  # the table of targets after the frontier's
+    assert (tmp_path / "f.png").stat().st_size > 1000 and (tmp_path / "f.effort.png").stat().st_size > 1000
     noisy = run("tune", path, "--sample", "100", "--timed", "2", "--pseudo", "noise", "--json")
     assert noisy.returncode == 0, noisy.stderr
     assert "moved by noise" in json.loads(noisy.stdout)["queries"]

@@ -78,8 +78,37 @@ def calibrate(col, queries=None, *, sample: int = 1000, k: int = 10, timed: int 
         values[4] = max(values[4], raw)
     points = [Point(*values) for values in measured]
     m = col.manifest
-    return Calibration(points, k, len(live), m.recipe, m.indexes, m.epoch, source,
-                       datetime.now(timezone.utc).isoformat(timespec="seconds"), top1_floor=_top1_floor(exact, origin))
+    calibration = Calibration(points, k, len(live), m.recipe, m.indexes, m.epoch, source,
+                              datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                              top1_floor=_top1_floor(exact, origin))
+    calibration.notes["effort"] = _policy_effort(col, calibration, queries, k)
+    return calibration
+
+
+REPORTED = (0.8, 0.9, 0.95, 0.99)  # the recall targets whose per-query effort a calibration reports
+
+
+def _policy_effort(col, calibration: Calibration, queries: np.ndarray, k: int) -> dict:
+    """Per reachable target of `REPORTED`: the plans that serve it (each with its share of queries) and the
+    effort each calibration query gets from them, one query at a time: multiply-adds, and lists probed where
+    the plans probe IVF lists (the policy's spend on easy and hard queries, for the report and its plot)."""
+    best = max(p.recall for p in calibration.points)
+    out = {}
+    for target in (t for t in REPORTED if t <= best):
+        cheaper, dearer, share = calibration.mix(target)
+        cut = int(round(share * len(queries)))  # as a batch is split: the first share to the dearer plan
+        served = [(dearer.plan, queries[:cut]), (cheaper.plan, queries[cut:])]
+        effort = {"plans": {}, "multiply_adds": [], "lists_probed": []}
+        for plan, part in served:
+            if not len(part):
+                continue
+            effort["plans"][plan] = len(part)
+            for query in part:
+                cost = col.search(query[None], k=k, plan=plan).cost
+                effort["multiply_adds"].append(float(cost.multiply_adds))
+                effort["lists_probed"].append(int(cost.lists_probed))
+        out[str(target)] = effort
+    return out
 
 
 def _others(ids: np.ndarray, excluded: np.ndarray | None, k: int) -> np.ndarray:

@@ -68,3 +68,19 @@ def plot_effort(effort: dict[str, np.ndarray], path: Path, *, what: str, title: 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_policy_effort(calibration: Calibration, path: Path, target: float = 0.95) -> None:
+    """Write a PNG histogram of the effort the policy for `target` gives each calibration query (lists probed
+    where its plans probe IVF lists, multiply-adds otherwise), stacked by the plan that served it."""
+    effort = calibration.notes.get("effort", {}).get(str(target))
+    if effort is None:
+        raise InvalidInputError(f"this calibration holds no per-query effort for target {target} (re-run tune)")
+    lists = any(effort["lists_probed"])
+    counts = np.array(effort["lists_probed"] if lists else effort["multiply_adds"])
+    groups, start = {}, 0
+    for plan, n in effort["plans"].items():
+        groups[f"{plan} ({n} queries)"] = counts[start : start + n]
+        start += n
+    plot_effort(groups, path, what="IVF lists probed per query" if lists else "multiply-adds per query",
+                title=f"target_recall={target}: effort per calibration query ({calibration.queries})")
