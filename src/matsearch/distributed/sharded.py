@@ -30,7 +30,7 @@ from . import trained as training
 from .cluster import connect
 from .layout import MANIFEST, TRANSFORM, ShardedManifest, positive
 from .merge import ShardedResult, merge
-from .pool import ShardPool
+from .pool import ShardPool, ShardUnavailableError
 from .routing import shard_of, split
 
 _SEARCH_OPTIONS = ("plan", "target_recall", "max_ms", "max_cost", "filter")
@@ -236,6 +236,8 @@ class ShardedCollection:
         recipe = (Recipe.parse(recipe) if isinstance(recipe, str) else recipe).check(m.dim, m.nesting)
         counts = self._pool.gather({s: "ping" for s in range(self.shards)}, writers=True)
         total = sum(counts.values())
+        if not total:
+            raise InvalidInputError(f"collection {self.path} is empty: nothing to build indexes over")
         share = {s: math.ceil(sample * n / total) for s, n in counts.items() if n}
         drawn = self._pool.gather({s: ("sample", n, seed + s) for s, n in share.items()})
         old = m.trained
@@ -253,6 +255,8 @@ class ShardedCollection:
         """Calibrate every shard (`Collection.tune`'s options), in parallel: {shard: its Calibration}. A target
         then picks each shard's plan from its own frontier."""
         self._require_writable()
+        if self._pool is None:
+            raise InvalidInputError(f"collection {self.path} is empty: nothing to calibrate")
         return self._pool.gather({s: ("tune", options) for s in range(self.shards)}, writers=True)
 
     def compact(self) -> dict:
@@ -315,10 +319,12 @@ class ShardedCollection:
         shared = ray.put(raw) if self.shards > 1 and raw.nbytes > _INLINE_BYTES else raw
         answers = self._pool.gather({s: ("search", shared, int(k), options) for s in range(self.shards)},
                                     partial=partial, timeout=timeout)
-        if not any(a is not None for a in answers.values()):
-            raise InvalidInputError(f"collection {self.path} is empty: nothing to search" if len(answers) ==
-                                    self.shards else f"no shard of {self.path} answered")
         missing = tuple(s for s in range(self.shards) if s not in answers)
+        if not any(a is not None for a in answers.values()):  # nothing to merge: say why
+            if missing:
+                raise ShardUnavailableError(f"shards {list(missing)} of {self.path} did not answer and the others "
+                                            "hold no items: there is no partial result to give", list(missing))
+            raise InvalidInputError(f"collection {self.path} is empty: nothing to search")
         result = merge(answers, int(k), len(raw), self.shards, time.perf_counter() - start, missing)
         if filter is None and not missing and result.ids.shape[1] < k:
             check_k(k, result.ids.shape[1])  # fewer items than k in all: the error a collection gives
