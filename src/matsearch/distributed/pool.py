@@ -24,7 +24,8 @@ from .layout import shard_folder
 
 log = logging.getLogger(__name__)
 _ACTOR = ray.remote(ShardActor)
-_OPTIONS = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": 0, "max_concurrency": 4}
+_OPTIONS = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": 0, "max_concurrency": 4,
+            "scheduling_strategy": "SPREAD"}  # across the cluster's nodes (which all see the shards' folders)
 _LOST = (RayActorError, ActorUnavailableError, GetTimeoutError)  # a replica that did not answer
 
 
