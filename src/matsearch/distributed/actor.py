@@ -1,6 +1,6 @@
 """One replica of one shard: an ordinary collection in the shard's folder, served by a Ray actor.
 
-The class is plain Python (`pool.py` makes it a Ray actor), so it runs and is tested without Ray too.
+The class is plain Python; `pool.py` makes it a Ray actor.
 Replica 0 opens the shard writable — it creates the folder, with the shared transform, when the shard is
 new — and the others read-only, seeing what it commits as any reader of a collection does.
 """
