@@ -281,3 +281,17 @@ def test_matsearch_and_its_cli_import_without_ray():
     code = "import sys, matsearch, matsearch.cli, matsearch.service.registry; print('ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_reader_follows_what_the_writer_commits(data, tmp_path):
+    from matsearch import CollectionError
+
+    ids, docs, _ = data
+    with ShardedCollection.create(tmp_path / "col", shards=2, model=None, transform="none") as writer:
+        writer.add(ids[:500], vectors=docs[:500])
+        with ShardedCollection.open(tmp_path / "col") as reader:
+            assert len(reader) == 500
+            writer.add(ids[500:600], vectors=docs[500:600])
+            assert len(reader) == 600 and reader.search(docs[550], k=1).ids[0].tolist() == [ids[550]]
+            with pytest.raises(CollectionError, match="is open read-only"):
+                reader.delete(ids[:1])
