@@ -106,6 +106,9 @@ def test_writes_go_to_the_shard_the_id_hashes_to(data, tmp_path):
         assert len(col) == 397 and col.existing(ids[:6]) == [ids[0], ids[1], ids[5]]
         col.update_metadata(ids[5], {"seen": 1}, merge=True)
         assert col.get(ids[5])[0].metadata == {"n": 5, "seen": 1}
+        compacted = col.compact()
+        assert (compacted["removed"], compacted["count"]) == (5, 397)  # 3 deleted, 2 upserted versions
+        assert col.get(ids[5])[0].metadata == {"n": 5, "seen": 1} and len(col) == 397
         with pytest.raises(InvalidInputError, match=r"ids already in the collection: \['doc-0'\]"):
             col.add([ids[0], "fresh"], vectors=docs[:2])
         with pytest.raises(InvalidInputError, match=r"ids not in the collection: \['doc-3'\]"):

@@ -305,11 +305,14 @@ def build(
 @_cli_errors
 def compact(
     collection: Path = typer.Argument(..., help="Collection folder."),
+    ray_address: Optional[str] = typer.Option(None, "--ray", help=RAY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ):
-    """Rewrite the store and indexes without deleted items (crash-safe; readers keep searching)."""
-    with Collection.open(collection, writable=True) as col:
-        summary = {"collection": str(collection), **col.compact(progress=not as_json)}
+    """Rewrite the store and indexes without deleted items (crash-safe; readers keep searching; every shard of a
+    sharded collection, in parallel)."""
+    sharded = _is_sharded(collection, ray_address)
+    with _open(collection, ray_address, writable=True) as col:
+        summary = {"collection": str(collection), **(col.compact() if sharded else col.compact(progress=not as_json))}
     if as_json:
         _emit_json(summary)
     else:

@@ -260,12 +260,13 @@ class ShardedCollection:
         return self._pool.gather({s: ("tune", options) for s in range(self.shards)}, writers=True)
 
     def compact(self) -> dict:
-        """Compact every shard, in parallel: the rows removed and kept in all."""
+        """Compact every shard, in parallel: the rows removed and kept in all, and the seconds it took."""
         self._require_writable()
-        if self._pool is None:
-            return {"removed": 0, "count": 0}
-        done = self._pool.gather({s: "compact" for s in range(self.shards)}, writers=True).values()
-        return {"removed": sum(d["removed"] for d in done), "count": sum(d["count"] for d in done)}
+        start = time.perf_counter()
+        done = [] if self._pool is None else \
+            self._pool.gather({s: "compact" for s in range(self.shards)}, writers=True).values()
+        return {"removed": sum(d["removed"] for d in done), "count": sum(d["count"] for d in done),
+                "seconds": time.perf_counter() - start}
 
     # -- reading -------------------------------------------------------------
 
