@@ -116,7 +116,8 @@ def pca_rotation(vectors: np.ndarray) -> np.ndarray:
 
 def general_rotation(dim: int = GENERAL_DIM) -> np.ndarray:
     """The shipped (384, 384) rotation for all-MiniLM-L6-v2 vectors (benchmarks/fit_general_rotation.py):
-    principal axes of unlabeled corpora, stored as float16 and made exactly orthogonal again here."""
+    principal axes of four unlabeled corpora refined by the adapter on them, stored as float16 and made
+    exactly orthogonal again here."""
     if dim != GENERAL_DIM:
         raise InvalidInputError(f"the general rotation maps {GENERAL_DIM}-dim all-MiniLM-L6-v2 vectors, got "
                                 f"{dim}-dim vectors; use transform 'pca' or 'adapter'")
