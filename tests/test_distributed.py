@@ -17,6 +17,17 @@ RECIPE = "ivf16@d16:d64,bin32/itq+ivf8@d16"
 EXHAUSTIVE = {"ivf": "p16@d64:4000>d64", "binary": "h8@b32:4000>d64"}
 
 
+def kill(actor) -> None:
+    """Kill a shard actor for good and wait until it is dead (ray.kill returns before it is)."""
+    ray.kill(actor, no_restart=True)
+    for _ in range(200):
+        try:
+            ray.get(actor.ping.remote(), timeout=10)
+        except ray.exceptions.RayActorError:
+            return
+    pytest.fail(f"actor {actor} still answers after ray.kill")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -125,13 +136,13 @@ def test_a_killed_shard_is_named_or_left_out_flagged_then_restarted(data, single
     with ShardedCollection.create(tmp_path / "col", shards=3, model=None, nesting=NESTING) as col:
         col.add(ids, vectors=docs)
         expected = single.search(queries, k=10)
-        ray.kill(col.actor(1), no_restart=True)
+        kill(col.actor(1))
         with pytest.raises(ShardUnavailableError, match=r"1 of 3 shards did not answer — shard 1 \(.*shard-001\): "
                                                         r"its actor died.*partial=True") as failure:
             col.search(queries, k=10)
         assert failure.value.shards == [1]
         np.testing.assert_array_equal(col.search(queries, k=10).ids, expected.ids)  # restarted from its folder
-        ray.kill(col.actor(2), no_restart=True)
+        kill(col.actor(2))
         result = col.search(queries, k=10, partial=True)
         assert result.partial and result.missing == (2,)
         held = set(Collection.open(shard_folder(col.path, 2)).existing(ids))
@@ -139,7 +150,7 @@ def test_a_killed_shard_is_named_or_left_out_flagged_then_restarted(data, single
         survivors = [[i for i in row if i not in held][:10] for row in single.search(queries, k=40).ids]
         assert result.ids.tolist() == survivors
         assert not col.search(queries, k=10, partial=True).partial
-        ray.kill(col.actor(0), no_restart=True)  # the writer: writes wait for it too
+        kill(col.actor(0))  # the writer: writes fail while it is down
         with pytest.raises(ShardUnavailableError, match="shard 0"):
             col.upsert([i for i in ids if col.shard_of([i]) == [0]][:1], vectors=docs[:1])
         col.upsert([i for i in ids if col.shard_of([i]) == [0]][:1], vectors=docs[:1])
@@ -150,8 +161,8 @@ def test_with_replicas_a_dead_actor_costs_no_error(data, single, tmp_path):
     expected = single.search(queries, k=10).ids
     with ShardedCollection.create(tmp_path / "col", shards=2, replicas=2, model=None, nesting=NESTING) as col:
         col.add(ids, vectors=docs)
-        ray.kill(col.actor(0, 0), no_restart=True)
-        ray.kill(col.actor(1, 1), no_restart=True)
+        kill(col.actor(0, 0))
+        kill(col.actor(1, 1))
         for _ in range(4):  # each shard's replicas in turn
             np.testing.assert_array_equal(col.search(queries, k=10).ids, expected)
         pid = ray.get(col.actor(1, 0).__ray_call__.remote(lambda actor: os.getpid()))
@@ -298,3 +309,19 @@ def test_a_reader_follows_what_the_writer_commits(data, tmp_path):
             assert len(reader) == 600 and reader.search(docs[550], k=1).ids[0].tolist() == [ids[550]]
             with pytest.raises(CollectionError, match="is open read-only"):
                 reader.delete(ids[:1])
+
+
+def test_ingest_embeds_texts_with_ray_data_as_the_encoder_does(tmp_path):
+    from matsearch import Encoder
+    from matsearch.data.sources import open_source
+    from matsearch.distributed.ingest import ingest
+
+    texts = [f"a note about topic {n % 5}, number {n}" for n in range(24)]
+    source = tmp_path / "notes.jsonl"
+    source.write_text("".join(json.dumps({"_id": f"n{n}", "text": t}) + "\n" for n, t in enumerate(texts)))
+    with ShardedCollection.create(tmp_path / "col", shards=2, transform="none") as col:
+        report = ingest(col, open_source(source), batch_size=24)
+        assert (report.added, len(col)) == (24, 24)
+        stored = np.vstack([r.vector for r in col.get(["n3", "n17"])])
+        agreement = np.sum(stored * Encoder().encode([texts[3], texts[17]]), axis=1)
+        assert agreement.min() > 0.98, agreement  # int8 activations are scaled per batch: close, not equal
