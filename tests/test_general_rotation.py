@@ -5,7 +5,7 @@ import pytest
 from conftest import assert_same_ranking, shared
 
 from matsearch import Collection, InvalidInputError, Plan
-from matsearch.transform import GENERAL_DIM, Transform, general_rotation
+from matsearch.transform import GENERAL_DIM, Transform, general_rotation, pca_rotation
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +36,20 @@ def test_apply_then_restore_gives_the_vectors_back(docs):
     np.testing.assert_allclose(transform.restore(transform.apply(docs)), docs, atol=1e-5)
 
 
-def test_too_few_vectors_to_check_keep_the_general_rotation_unchecked(docs):
+def test_below_136_documents_own_axes_are_kept_and_the_general_rotation_fills_the_rest(docs):
     transform = Transform(kind="general").fit(docs[:100])
     assert transform.fitted_kind == "general" and transform.validation_ is None
-    np.testing.assert_array_equal(transform.matrix_, general_rotation())
+    np.testing.assert_array_equal(transform.matrix_[:, :99], pca_rotation(docs[:100])[:, :99])
+    np.testing.assert_allclose(transform.matrix_.T @ transform.matrix_, np.eye(GENERAL_DIM), atol=1e-5)
+
+
+def test_axes_few_documents_leave_open_are_the_fill_rotations_in_order():
+    general = general_rotation()
+    spanned = np.random.default_rng(0).standard_normal((50, 10)) @ general[:, :10].T  # 10 axes determined
+    matrix = pca_rotation(spanned, fill=general)
+    np.testing.assert_allclose(np.abs(np.sum(matrix[:, 10:] * general[:, 10:], axis=0)), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(general[:, :10].T @ matrix[:, :10], axis=0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(pca_rotation(spanned[:1], fill=general)[:, 0], general[:, 0])
 
 
 def test_kept_where_it_serves_held_back_documents_as_well_as_own_pca():
@@ -66,7 +76,8 @@ def test_a_collection_with_it_searches_exactly_like_one_without(tmp_path, docs, 
         with Collection.open(tmp_path / kind) as col:  # persisted: reopened from its own files
             assert col.manifest.transform == kind
             results[kind] = col.search(queries, k=10, plan=Plan.exact(GENERAL_DIM))
-    np.testing.assert_array_equal(Collection.open(tmp_path / "general").transform.matrix_, general_rotation())
+    np.testing.assert_allclose(Collection.open(tmp_path / "general").transform.matrix_,  # fitted on the unit vectors
+                               Transform(kind="general").fit(docs[:100]).matrix_, atol=1e-3)
     assert_same_ranking(results["general"].ids, results["general"].scores, results["none"].ids,
                         results["none"].scores)
 
@@ -80,3 +91,4 @@ def test_bad_inputs_are_named():
         Transform(kind="general").fit(along_general(200), pairs=(along_general(5), along_general(5, seed=1)))
     with pytest.raises(InvalidInputError, match=r"transform 'generic' is not one of .*'general'"):
         Collection.create("/nonexistent/never-made", transform="generic")
+

@@ -7,10 +7,11 @@ short prefixes keep as much of the spread as a linear map can. `adapter` starts
 from that rotation and learns a better one (see `adapter`): prefixes that rank
 neighbours as the full vectors do, full-dim cosines still unchanged. Unsupervised,
 it is validated on held-back documents and shrunk toward PCA, or replaced by it,
-where it does not generalise (see `train.validation`). `general` is not fitted on the
-collection: it is a rotation shipped with the package, fitted once on large unlabeled
-text (see `general_rotation`), for all-MiniLM-L6-v2 vectors; checked on held-back
-documents, it falls back to the collection's own PCA where that serves them better.
+where it does not generalise (see `train.validation`). `general` is a rotation shipped
+with the package, fitted once on large unlabeled text for all-MiniLM-L6-v2 vectors (see
+`general_rotation`): checked on held-back documents, it gives way to the collection's
+own PCA where that serves them better; and PCA of fewer documents than dims takes the
+axes they do not determine from it (`pca_rotation(fill=)`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class Transform:
         makes the prefixes at each dim of `nesting` good (default: powers of two from 16),
         supervised by (query, relevant document) vector `pairs` when given; unsupervised, it is
         validated on held-back vectors (`validation_`) and falls back to PCA where it loses.
-        `general` is the shipped rotation, checked the same way against PCA fitted on the rest."""
+        `general` is the shipped rotation, checked the same way against PCA fitted on the rest
+        (see `train.validation.fit_validated_general`)."""
         dim = vectors.shape[1]
         if pairs is not None and self.kind != "adapter":
             raise InvalidInputError(f"training pairs supervise the adapter only, not transform {self.kind!r}")
@@ -63,8 +65,9 @@ class Transform:
         if self.kind == "general":
             from .train.validation import fit_validated_general
 
-            self.matrix_, self.validation_ = fit_validated_general(vectors, self.matrix_, general_rotation(dim),
-                                                                   nesting or default_dims(dim), seed=seed)
+            general = general_rotation(dim)
+            self.matrix_, self.validation_ = fit_validated_general(vectors, general, nesting or default_dims(dim),
+                                                                   seed=seed)
         elif self.kind == "adapter":
             from .train.adapter import fit_adapter  # torch loads only for training, not in a search process
             from .train.validation import fit_validated_adapter
@@ -104,14 +107,37 @@ class Transform:
         return transform
 
 
-def pca_rotation(vectors: np.ndarray) -> np.ndarray:
+def pca_rotation(vectors: np.ndarray, *, fill: np.ndarray | None = None) -> np.ndarray:
     """The (D, D) float32 rotation onto `vectors`' principal axes, largest variance first, each
-    axis' sign fixed so the same data always gives the same matrix."""
+    axis' sign fixed so the same data always gives the same matrix. With `fill` (orthogonal, (D, D)),
+    axes the vectors do not determine (fewer than D + 1 of them) are `fill`'s columns in order, each
+    made orthogonal to those before it, instead of an arbitrary basis of what is left."""
     centred = vectors.astype(np.float64) - vectors.mean(axis=0, dtype=np.float64)
-    _, eigenvectors = np.linalg.eigh(centred.T @ centred)
+    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred)
+    dim = len(eigenvectors)
     matrix = eigenvectors[:, ::-1]
-    matrix *= np.where(matrix[np.abs(matrix).argmax(axis=0), np.arange(len(matrix))] < 0, -1.0, 1.0)
+    matrix *= np.where(matrix[np.abs(matrix).argmax(axis=0), np.arange(dim)] < 0, -1.0, 1.0)
+    if fill is not None and len(vectors) <= dim:
+        rank = int(np.sum(eigenvalues > 1e-9 * max(eigenvalues.max(), 1e-300)))
+        matrix = _completed(matrix[:, :rank], fill.astype(np.float64))
     return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
+def _completed(axes: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """`axes` (orthonormal columns) then `fill`'s columns in order, each made orthogonal to all before it
+    (Gram-Schmidt, twice); a column with less than 1e-4 of its length left outside them is skipped."""
+    out = np.zeros((len(fill), len(fill)))
+    out[:, : axes.shape[1]] = axes
+    count = axes.shape[1]
+    for column in fill.T:
+        if count == len(fill):
+            break
+        for _ in range(2):
+            column = column - out[:, :count] @ (out[:, :count].T @ column)
+        length = np.linalg.norm(column)
+        if length > 1e-4:
+            out[:, count], count = column / length, count + 1
+    return out
 
 
 def general_rotation(dim: int = GENERAL_DIM) -> np.ndarray:

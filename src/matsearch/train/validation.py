@@ -10,7 +10,9 @@ margin at any dim; when none does, the transform falls back to PCA.
 
 The shipped general rotation is checked the same way, against PCA fitted on all but
 the held-back documents: it is kept only where it serves them as well as the
-collection's own PCA. Below 136 documents nothing can be held back, and it is kept.
+collection's own PCA. Below 136 documents nothing can be held back: the collection's
+own principal axes (as many as its documents determine) are kept, and the general
+rotation fills in the rest.
 """
 
 from __future__ import annotations
@@ -37,18 +39,20 @@ _K = 10
 MIN_VECTORS = 4 * (neighbours.NEIGHBOURS + 2)  # a quarter may be held back, and each must have neighbours
 
 
-def fit_validated_general(vectors: np.ndarray, pca: np.ndarray, general: np.ndarray, nesting: list[int], *,
+def fit_validated_general(vectors: np.ndarray, general: np.ndarray, nesting: list[int], *,
                           seed: int = 0) -> tuple[np.ndarray, dict | None]:
-    """`general`, or `pca` (the collection's own, of all `vectors`) where PCA fitted on all but the
-    held-back documents finds their full-dim neighbours better (same margin and criterion as the
-    adapter's), and the report; (`general`, None) when there are too few vectors to hold any back."""
+    """`general`, or the collection's own PCA (of all `vectors`, completed by `general` where they are
+    fewer than the dims) where PCA fitted on all but the held-back documents finds their full-dim
+    neighbours better (same margin and criterion as the adapter's), and the report. With fewer
+    than 136 vectors nothing is held back: own PCA completed by `general`, and no report."""
+    pca = pca_rotation(vectors, fill=general)
     if len(vectors) < MIN_VECTORS:
-        return general, None
+        return pca, None
     fit_rows, held_rows = held_back_split(len(vectors), seed)
     dims = [d for d in nesting if d < vectors.shape[1]]
     unit = normalize(np.asarray(vectors, dtype=np.float32))
     truth = _top(unit, held_rows)
-    baseline = prefix_recall(unit @ pca_rotation(vectors[fit_rows]), held_rows, truth, dims)
+    baseline = prefix_recall(unit @ pca_rotation(vectors[fit_rows], fill=general), held_rows, truth, dims)
     scores = prefix_recall(unit @ general, held_rows, truth, dims)
     strength, _, kept = _choose([(1.0, general, scores)], baseline)
     report = {"criterion": f"recall@{_K} of held-back documents' full-dim neighbours", "held_back": len(held_rows),
