@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 from common import PKGSUM, ROOT, load_vectors
 from matsearch import Collection, InvalidInputError, Plan
 from matsearch.collection.tune import _others
-from matsearch.tuning.calibration import recall_at_k, tail
+from matsearch.tuning.calibration import _pareto, recall_at_k, tail
 from matsearch.tuning.plot import plot_effort, plot_frontier
 from matsearch.tuning.pseudo import noisy, spans
 
@@ -145,8 +145,8 @@ def pkgsum_run(tmp: Path) -> dict:
         found = hnsw.search(unit, 10)[1]
         theirs.append((ef, float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth_rows)]))))
     fixed_recalls, fixed_work = {}, {}  # our fixed-probe frontier plans on the real queries
-    for point in calibration.frontier():
-        if not Plan.parse(point.plan).adaptive and point.plan.startswith("p"):
+    for point in fixed_frontier(calibration):
+        if point.plan.startswith("p"):
             result = col.search(queries, plan=point.plan)
             fixed_recalls[point.plan] = recall_at_k(result.ids, truth)
             fixed_work[point.plan] = result.cost.per_query()["multiply_adds"]
@@ -246,6 +246,12 @@ def scifact_run(tmp: Path) -> dict:
     return out
 
 
+def fixed_frontier(calibration) -> list:
+    """The calibration's Pareto frontier among the plans whose work does not vary by query (the adaptive ones
+    left out: where they lead, the full frontier keeps few fixed points to compare them with)."""
+    return _pareto([p for p in calibration.points if not Plan.parse(p.plan).adaptive], "ms")
+
+
 def tails_at_same_work(col: Collection, calibration, queries: np.ndarray, target: float) -> dict:
     """At `target`: the worst 10% of `queries` under the policy, and under our fixed-probe frontier plans
     interpolated to the policy's multiply-adds per query (and to its mean recall)."""
@@ -254,8 +260,8 @@ def tails_at_same_work(col: Collection, calibration, queries: np.ndarray, target
     recalls = recall_at_k(served.ids, truth)
     work = served.cost.per_query()["multiply_adds"]
     fixed = []
-    for point in calibration.frontier():
-        if not Plan.parse(point.plan).adaptive and point.plan.startswith("p"):
+    for point in fixed_frontier(calibration):
+        if point.plan.startswith("p"):
             result = col.search(queries, plan=point.plan)
             r = recall_at_k(result.ids, truth)
             fixed.append((result.cost.per_query()["multiply_adds"], tail(r), float(r.mean())))

@@ -263,24 +263,11 @@ static int take_lists(PyObject *const *args, Lists *in) {
     return 0;
 }
 
-/* Restores the heap order below `at` of h[0, n) whose root is the best item (sort_items' order). */
-static void sift_best(Item *h, Py_ssize_t n, Py_ssize_t at) {
-    for (;;) {
-        Py_ssize_t child = 2 * at + 1;
-        if (child >= n) return;
-        if (child + 1 < n && worse(&h[child], &h[child + 1])) child++;
-        if (!worse(&h[at], &h[child])) return;
-        Item t = h[at];
-        h[at] = h[child];
-        h[child] = t;
-        at = child;
-    }
-}
-
-/* A per-query stopping rule: before opening its `least`+1-th list (and each after), the scan stops when
-   bar − c + depth · (c₁ − c) + spent · ln(lists opened) > margin, where bar is the score the kept items must
-   beat, c the next list's coarse term and c₁ the nearest list's: the shortlist already clears what the next
-   list's items are likely to score. `least` 0: no rule (every probed list is opened). */
+/* A per-query stopping rule over lists given nearest first (by the probe): before opening its `least`+1-th
+   list (and each after), the scan stops when bar − c + depth · (c₁ − c) + spent · ln(lists opened) > margin,
+   where bar is the score the kept items must beat, c the next list's coarse term and c₁ the first list's: the
+   shortlist already clears what the next list's items are likely to score. `least` 0: no rule (every probed
+   list is opened, nearest by coarse term first). */
 typedef struct {
     Py_ssize_t least;
     float margin, depth, spent;
@@ -305,30 +292,27 @@ static Py_ssize_t scan_lists(const Lists *in, BlockSums sums_of, Py_ssize_t keep
     float bias, scale = quantised_tables(query, in->centroids, (int)in->subs, padded, (int)in->sub_dim, table, &bias);
     float unit = 1.0f / scale;
     *scanned = 0;
+    /* nearest first: every list's coarse term, sorted; under a stopping rule, the order given (the probe's,
+       best first), each coarse term computed as its list comes up, so the lists never opened cost nothing */
     for (Py_ssize_t p = 0; p < in->nprobe; p++) {
         int64_t list = in->lists[p];
-        if (list >= 0 && in->sizes[list] > 0) order[n_order++] = (Item){dot(in->means + list * dims, query, dims) + bias, list};
+        if (list >= 0 && in->sizes[list] > 0)
+            order[n_order++] = (Item){stop->least ? 0.0f : dot(in->means + list * dims, query, dims) + bias, list};
     }
-    /* nearest first: sorted, or, where a stopping rule may leave most of many lists unopened, a heap of
-       the best popped one at a time */
-    int lazy = stop->least && n_order > 64;
-    if (lazy)
-        for (Py_ssize_t at = n_order / 2 - 1; at >= 0; at--) sift_best(order, n_order, at);
-    else
-        sort_items(order, n_order);
+    if (!stop->least) sort_items(order, n_order);
     Item bar = {-INFINITY, INT64_MAX}; /* what an item must beat once `keep` are held */
     int16_t sums[BLOCK];
-    float nearest = n_order ? order[0].score : 0.0f;
+    float nearest = 0.0f;
     Py_ssize_t p = 0; /* an order[].score holds the tables' bias: the coarse term alone is order[].score − bias */
     for (; p < n_order; p++) {
-        Item next = lazy ? order[0] : order[p];
-        if (stop->least && p >= stop->least && bar.score > -INFINITY &&
-            bar.score - (next.score - bias) + stop->depth * (nearest - next.score) + stop->spent * logf((float)p) >
-                stop->margin)
-            break;
-        if (lazy) {
-            order[0] = order[n_order - 1 - p];
-            sift_best(order, n_order - 1 - p, 0);
+        Item next = order[p];
+        if (stop->least) {
+            next.score = dot(in->means + next.row * dims, query, dims) + bias;
+            if (p == 0) nearest = next.score;
+            if (p >= stop->least && bar.score > -INFINITY &&
+                bar.score - (next.score - bias) + stop->depth * (nearest - next.score) + stop->spent * logf((float)p) >
+                    stop->margin)
+                break;
         }
         int64_t list = next.row, count = in->sizes[list];
         const uint8_t *codes = (const uint8_t *)(intptr_t)in->codes_at[list];

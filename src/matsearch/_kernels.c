@@ -140,21 +140,24 @@ static int cmp_int64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* probe(centroids, query, nprobe, lists_out, sizes[, least, spread[, bias]]) -> (lists chosen, items in them)
+/* probe(centroids, query, nprobe, lists_out, sizes[, least, spread[, bias[, ranked]]]) -> (lists chosen, items in them)
    The `nprobe` rows of `centroids` (float32, lists × dims) with the largest inner product with the first
    dims of `query` (float32), plus `bias` (float32 per list, or None: 0), ties to the lower list, written to
-   `lists_out` (int64) in ascending order, with the sum of `sizes` (int64 per list, or None: 0) over them.
+   `lists_out` (int64) in ascending order (`ranked` true: best first), with the sum of `sizes` (int64 per
+   list, or None: 0) over them.
    With `spread` (>= 0), only those of them whose score is within spread × ‖query[:dims]‖ of the best (a
    cosine gap), but at least `least`. A bias of −‖c‖²/2 ranks the centroids by distance (l2). */
 static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5 && nargs != 7 && nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "probe takes 5, 7 or 8 arguments");
+    if (nargs != 5 && nargs != 7 && nargs != 8 && nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "probe takes 5, 7, 8 or 9 arguments");
         return NULL;
     }
+    int ranked = nargs == 9 ? PyObject_IsTrue(args[8]) : 0;
+    if (ranked < 0) return NULL;
     Buf bufs[5];
     memset(bufs, 0, sizeof bufs);
     const char *names[] = {"centroids", "query", "lists_out", "sizes", "bias"};
-    PyObject *objs[] = {args[0], args[1], args[3], args[4], nargs == 8 ? args[7] : Py_None};
+    PyObject *objs[] = {args[0], args[1], args[3], args[4], nargs >= 8 ? args[7] : Py_None};
     Py_ssize_t sizes[] = {4, 4, 8, 8, 4};
     for (int i = 0; i < 5; i++) {
         if (get(objs[i], &bufs[i], sizes[i], i == 2, names[i]) < 0) {
@@ -200,14 +203,14 @@ static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         }
     }
     kept = nprobe;
+    if (spread >= 0 || ranked) sort_items(heap, nprobe);
     if (spread >= 0) {
-        sort_items(heap, nprobe);
         float floor = heap[0].score - (float)(spread * sqrt(dot(query, query, dims)));
         for (kept = least; kept < nprobe && heap[kept].score >= floor; kept++) {
         }
     }
     for (Py_ssize_t i = 0; i < kept; i++) lists[i] = heap[i].row;
-    qsort(lists, kept, sizeof(int64_t), cmp_int64);
+    if (!ranked) qsort(lists, kept, sizeof(int64_t), cmp_int64);
     if (bufs[3].held)
         for (Py_ssize_t i = 0; i < kept; i++) total += ((const int64_t *)bufs[3].view.buf)[lists[i]];
     Py_END_ALLOW_THREADS

@@ -12,8 +12,8 @@ nearest the query, on their 64-dim prefix, keeps 400 and ranks them on 384 dims
 (``p16c32@d64:400>d384`` picks those lists with the index's 32-dim centroid set;
 ``p8-64~0.3@d192:100>d384`` probes, per query, the lists whose centroid is within a cosine of
 0.3 of the nearest one's, at least 8 and at most 64: fewer for a query close to one list;
-``p8-128^0.25@d192:100>d384`` opens fast-scan lists nearest first, at least 8 and at most 128, and stops
-when its shortlist already clears the next list by the margin 0.25 (see `IVFIndex`: fewer lists for a query
+``p8-128^0.4@d192:100>d384`` opens the 128 nearest fast-scan lists nearest first, at least 8, and stops
+when its shortlist already clears the next list by the margin 0.4 (see ivf.py: fewer lists for a query
 whose neighbours are found early);
 ``g64@d96:100>d384`` walks a graph built on the 96-dim prefix with a search
 beam (efSearch) of 64, keeps its 100 nearest and ranks them on 384 dims;

@@ -190,7 +190,8 @@ class IVFIndex:
         """The lists `stage` probes for one query, and the items they hold."""
         self._check_adaptive(stage)
         least = None if stage.spread is None else stage.least  # a stopping rule probes `effort` lists, then stops
-        return self._probe(query, stage.effort, stage.probe_dim or self.centroid_dim, least, stage.spread)
+        return self._probe(query, stage.effort, stage.probe_dim or self.centroid_dim, least, stage.spread,
+                           ranked=stage.margin is not None)
 
     def _count_probe(self, cost, stage, n_lists: int, queries: int = 1) -> None:
         """The work of `queries` probes: each query's product with every centroid at the probe dim; `n_lists`
@@ -266,6 +267,8 @@ class IVFIndex:
             return _Lane(*state)  # the general path names the missing centroid set
         nprobe = min(first.effort, self.n_lists)
         adaptive = () if first.spread is None else (min(first.least, nprobe), first.spread)
+        if first.margin is not None:  # the lists best first: the scan opens them in this order until it stops
+            adaptive = (nprobe, -1.0, None, True)
         work = Cost(queries=1)
         self._count_probe(work, first, 0)
         counts = _lane_work(self, plan, keeps, metric, work, keeps[0])
@@ -278,8 +281,10 @@ class IVFIndex:
         in a row, -1 past its own), coded ones by one faiss call for all the queries."""
         probe_dim = stage.probe_dim or self.centroid_dim
         self._check_adaptive(stage)
-        lists = self.probe_batch(queries, stage.effort, probe_dim, None if stage.spread is None else stage.least,
-                                 stage.spread)
+        if stage.margin is None:
+            lists = self.probe_batch(queries, stage.effort, probe_dim, stage.least, stage.spread)
+        else:  # each query's lists best first, as one query at a time ranks them (the scan stops in that order)
+            lists = np.stack([self._stage_probe(query, stage)[0] for query in queries])
         if self.codec == "f32":
             self._count_probe(cost, stage, int(np.count_nonzero(lists >= 0)), len(queries))
             self._check_scan(stage.dim, [hi for _, hi in self.lists_.bounds])
@@ -316,20 +321,20 @@ class IVFIndex:
         return self._probe(query, nprobe, dim or self.centroid_dim)[0]
 
     def _probe(self, query: np.ndarray, nprobe: int, dim: int, least: int | None = None,
-               spread: float | None = None):
+               spread: float | None = None, ranked: bool = False):
         """`probe` (adaptive with `spread`: only the lists whose centroid is within `spread` in cosine of
-        the nearest one, at least `least`), and how many items the lists chosen hold."""
+        the nearest one, at least `least`; `ranked`: best first), and how many items the lists chosen hold."""
         if dim not in self.centroids_:
             raise InvalidInputError(f"this IVF index probes with centroids at d{', d'.join(map(str, self.probe_dims))}"
                                     f", not at d{dim}")
         lists = np.empty(min(nprobe, self.n_lists), dtype=np.int64)  # ascending: scanned in list order
         bias = self.biases_.get(dim)
-        if spread is None and bias is None:
+        if spread is None and bias is None and not ranked:
             kept, in_lists = _kernels.probe(self.centroids_[dim], query, len(lists), lists, self.lists_.list_sizes)
         else:
             least = len(lists) if spread is None else min(least, len(lists))
             kept, in_lists = _kernels.probe(self.centroids_[dim], query, len(lists), lists, self.lists_.list_sizes,
-                                            least, -1.0 if spread is None else spread, bias)
+                                            least, -1.0 if spread is None else spread, bias, ranked)
         return lists[:kept], in_lists
 
     def probe_batch(self, queries: np.ndarray, nprobe: int, dim: int | None = None, least: int | None = None,
@@ -406,7 +411,7 @@ class _Lane:
     stages: tuple | None = None  # None: the plan cannot run this way
     centroids: np.ndarray | None = None
     nprobe: int = 0
-    adaptive: tuple = ()  # (least, spread) for an adaptive probe
+    adaptive: tuple = ()  # the probe's further arguments: (least, spread), or the lists ranked for a stopping rule
     stop: tuple | None = None  # the fast scan's stopping rule (least, margin, depth, spent), if any
     k: int = 0
     counts: list[int] = field(default_factory=list)
