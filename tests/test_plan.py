@@ -61,7 +61,7 @@ def test_stages_built_in_code_are_validated(dim, keep, message):
 
 
 def test_adaptive_ivf_probes_round_trip_and_check_their_bounds():
-    from matsearch.plan import Plan
+    from matsearch.plan import Plan, Stage
     from matsearch.errors import InvalidInputError
 
     plan = Plan.parse("p8-64~.3c32@d192:100>d384")
@@ -80,3 +80,7 @@ def test_adaptive_ivf_probes_round_trip_and_check_their_bounds():
     stop = Plan.parse("p8-128^-.05@d192:100>d256:20>d384")
     assert str(stop) == "p8-128^-0.05@d192:100>d256:20>d384" and Plan.parse(str(stop)) == stop
     assert (stop.stages[0].least, stop.stages[0].effort, stop.stages[0].margin) == (8, 128, -0.05)
+    for whole in (0.0, 1.0, -1.0):  # a whole margin or spread is written without a point: it parses back
+        stage = Stage(192, 100, "p", 64, least=8, margin=whole)
+        assert Plan.parse(f"{stage}>d384").stages[0] == stage
+    assert Plan.parse("p8-64~1@d192:100>d384").stages[0].spread == 1.0

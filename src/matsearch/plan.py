@@ -35,7 +35,7 @@ from .errors import InvalidInputError
 
 INDEX_KINDS = {"p": "an IVF index", "g": "a graph index", "q": "PQ codes", "h": "binary codes"}
 _STAGE = re.compile(r"(?:(?P<index>[pgqh])(?:(?P<least>[1-9][0-9]*)-)?(?P<effort>[1-9][0-9]*)?"
-                    r"(?:~(?P<spread>[0-9]*\.[0-9]+)|\^(?P<margin>-?[0-9]*\.[0-9]+))?(?:c(?P<probe_dim>[1-9][0-9]*))?@)?"
+                    r"(?:~(?P<spread>[0-9]*\.?[0-9]+)|\^(?P<margin>-?[0-9]*\.?[0-9]+))?(?:c(?P<probe_dim>[1-9][0-9]*))?@)?"
                     r"(?P<unit>[db])(?P<dim>[1-9][0-9]*)(?:/(?P<codec>int8|f16))?(?::(?P<keep>[1-9][0-9]*))?")
 COPY_CODECS = ("int8", "f16")
 
