@@ -274,6 +274,18 @@ def test_a_recall_target_is_served_by_every_shard_from_its_own_calibration(data,
         assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(result.ids, exact)]) >= 0.85
 
 
+def test_a_build_retried_after_one_that_failed_trains_again(data, tmp_path):
+    ids, docs, queries = data
+    with ShardedCollection.create(tmp_path / "col", shards=2, model=None, nesting=NESTING) as col:
+        col.add(ids[:600], vectors=docs[:600])
+        (col.path / "trained.1").mkdir()  # as a build that failed after training leaves its folder, never named
+        (col.path / "trained.1" / "ivf.npz").write_bytes(b"half written")
+        col.build("ivf16@d16:d64")
+        assert col.manifest.trained == "trained.1" and col.info()["recipe"] == "ivf16@d16:d64"
+        exact = col.search(queries, k=5, plan="d64").ids
+        np.testing.assert_array_equal(col.search(queries, k=5, plan="p16@d64:600>d64").ids, exact)
+
+
 def test_l2_shards_rank_as_one_collection(data, tmp_path):
     ids, docs, queries = data
     with Collection.create(tmp_path / "one", model=None, metric="l2", nesting=NESTING) as one, \

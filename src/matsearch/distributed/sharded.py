@@ -242,6 +242,7 @@ class ShardedCollection:
         drawn = self._pool.gather({s: ("sample", n, seed + s) for s, n in share.items()})
         old = m.trained
         name = f"trained.{int(old.split('.')[1]) + 1 if old else 1}"
+        shutil.rmtree(self.path / name, ignore_errors=True)  # left by a build that failed: the manifest never named it
         folder = training.train(self.path / name, np.vstack([drawn[s] for s in sorted(drawn)]), recipe, m.nesting,
                                 m.metric, progress=progress)
         self._pool.gather({s: ("build", str(recipe), str(folder)) for s in range(self.shards)}, writers=True)
