@@ -286,6 +286,25 @@ def test_a_build_retried_after_one_that_failed_trains_again(data, tmp_path):
         np.testing.assert_array_equal(col.search(queries, k=5, plan="p16@d64:600>d64").ids, exact)
 
 
+def test_a_timeout_is_each_shards_from_the_start_not_from_its_turn(monkeypatch):
+    import time
+    from pathlib import Path
+
+    from matsearch.distributed.pool import Pending, ShardPool
+
+    def hung(ref, timeout=None):  # no shard answers: each wait runs out the time it is given
+        time.sleep(timeout)
+        raise ray.exceptions.GetTimeoutError("timed out")
+
+    monkeypatch.setattr(ray, "get", hung)
+    shards = ShardPool.__new__(ShardPool)  # no actors: the calls are never made
+    shards.root, shards.shards, shards.replicas = Path("col"), 4, 1
+    pending = Pending({s: ("search",) for s in range(4)}, {s: (0, None) for s in range(4)}, writers=False)
+    start = time.monotonic()
+    assert shards.collect(pending, partial=True, timeout=0.3) == {}
+    assert time.monotonic() - start < 0.6  # was 4 × 0.3: each shard waited for in turn, with the whole timeout
+
+
 def test_l2_shards_rank_as_one_collection(data, tmp_path):
     ids, docs, queries = data
     with Collection.create(tmp_path / "one", model=None, metric="l2", nesting=NESTING) as one, \

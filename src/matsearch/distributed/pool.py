@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,11 +102,12 @@ class ShardPool:
         """The answers to calls `submit` started: see `gather`."""
         tries = {s: 0 for s in pending.calls}
         refs, answers, failed = dict(pending.refs), {}, {}
+        due = {s: _due(timeout) for s in refs}  # every shard's call has `timeout` from now, not from its turn here
         while refs:
             shard, (replica, ref) = next(iter(refs.items()))
             del refs[shard]
             try:
-                answers[shard] = ray.get(ref, timeout=timeout)
+                answers[shard] = ray.get(ref, timeout=_left(due[shard]))
             except RayTaskError as exc:
                 raise exc.cause if isinstance(exc.cause, Exception) else exc
             except _LOST as exc:
@@ -115,6 +117,7 @@ class ShardPool:
                     failed[shard] = exc
                 else:
                     refs[shard] = self._submit(shard, (replica + 1) % self.replicas, pending.calls[shard])
+                    due[shard] = _due(timeout)
         if failed and not partial:
             raise self._unavailable(failed)
         return answers
@@ -147,6 +150,16 @@ class ShardPool:
         for row in self._actors:
             for a in row:
                 ray.kill(a, no_restart=True)
+
+
+def _due(timeout: float | None) -> float | None:
+    """When a call started now must have answered (None: no limit)."""
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _left(due: float | None) -> float | None:
+    """Seconds left until `due` (None: no limit)."""
+    return None if due is None else max(0.0, due - time.monotonic())
 
 
 def _reason(exc: Exception) -> str:
