@@ -356,3 +356,107 @@ def test_ingest_embeds_texts_with_ray_data_as_the_encoder_does(tmp_path):
         stored = np.vstack([r.vector for r in col.get(["n3", "n17"])])
         agreement = np.sum(stored * Encoder().encode([texts[3], texts[17]]), axis=1)
         assert agreement.min() > 0.98, agreement  # int8 activations are scaled per batch: close, not equal
+
+
+def _items(batches) -> tuple:
+    """Every item of some batches, in order: ids, texts, metadata, vectors (None when there are none)."""
+    batches = list(batches)
+    vectors = [b.vectors for b in batches if b.vectors is not None]
+    return ([i for b in batches for i in b.ids], [t for b in batches for t in b.texts],
+            [m for b in batches for m in b.metadata], np.vstack(vectors) if vectors else None)
+
+
+def _assert_same_items(ours: tuple, theirs: tuple) -> None:
+    assert ours[:3] == theirs[:3]
+    if theirs[3] is None:
+        assert ours[3] is None
+    else:
+        np.testing.assert_array_equal(ours[3], theirs[3])
+
+
+def _jsonl_rows(count: int) -> list[str]:
+    rng = np.random.default_rng(5)
+    return [json.dumps({"_id": f"r{n}", "title": f"t{n}", "text": "word " * int(rng.integers(0, 40)), "n": n,
+                        "vector": rng.normal(size=4).round(3).tolist()}) for n in range(count)]
+
+
+def test_a_jsonl_source_cut_at_any_byte_reads_as_the_whole_file(tmp_path):
+    from matsearch.data.sources import Fields, open_source
+
+    lines = _jsonl_rows(12)
+    lines.insert(5, "")  # a blank line is no document, but counts as a line
+    for name, text in (("trailing.jsonl", "\n".join(lines) + "\n"), ("none.jsonl", "\n".join(lines)),
+                       ("crlf.jsonl", "\r\n".join(lines))):
+        path = tmp_path / name
+        path.write_bytes(text.encode())
+        source = open_source(path, Fields(vector="vector"))
+        whole, size = _items(source.batches(5)), path.stat().st_size
+        for cut in range(size + 1):  # every cut: at a line start, inside a line, at a newline, at either end
+            halves = [*source.span_batches(5, 0, cut), *source.span_batches(5, cut, size)]
+            _assert_same_items(_items(halves), whole)
+            assert sum(source.count_span(0, cut)) + sum(source.count_span(cut, size)) == len(lines) + 12
+
+
+@pytest.mark.parametrize("trailing", [True, False])
+def test_a_jsonl_source_read_in_parts_by_ray_tasks_gives_the_same_items(tmp_path, trailing):
+    from matsearch.data.sources import Fields, open_source
+    from matsearch.distributed import parts
+
+    lines = _jsonl_rows(300)
+    lines.insert(101, "")
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\n".join(lines) + ("\n" if trailing else ""))
+    with_field, without = open_source(path, Fields(vector="vector")), open_source(path)
+    plan = parts.plan(with_field, 7)
+    assert len(plan) == 7 and sum(p.rows for p in plan) == 300 and plan[-1].end == path.stat().st_size
+    whole = list(with_field.batches(32))
+    _assert_same_items(_items(parts.read(with_field, plan, 32, readers=3)), _items(whole))
+    array = np.lib.format.open_memmap(tmp_path / "vectors.npy", mode="w+", dtype=np.float16, shape=(300, 4))
+    array[:] = np.vstack([b.vectors for b in whole])
+    array.flush()
+    memmapped = np.load(tmp_path / "vectors.npy", mmap_mode="r")
+    for given in (memmapped, np.asarray(memmapped)):  # a task opens a .npy itself; an array's rows are sent
+        ours = _items(parts.read(without, parts.plan(without, 4), 32, given, readers=2))
+        _assert_same_items(ours, _items(without.batches(32))[:3] + (np.asarray(memmapped, dtype=np.float32),))
+    starts = [(b.start, b.where) for b in parts.read(with_field, plan, 1000, readers=7)]
+    assert starts[2] == (plan[2].first_row, f"{path} lines {plan[2].first_line}-{plan[3].first_line - 1}")
+
+
+def test_a_parquet_source_read_by_row_groups_gives_the_same_items(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from matsearch.data.sources import Fields, open_source
+    from matsearch.distributed import parts
+
+    rows = [json.loads(line) for line in _jsonl_rows(250)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "docs.parquet", row_group_size=40)
+    source = open_source(tmp_path / "docs.parquet", Fields(vector="vector"))
+    plan = parts.plan(source, 3)
+    assert [p.groups for p in plan] == [(0, 1, 2), (3, 4, 5), (6,)] and [p.first_row for p in plan] == [0, 120, 240]
+    _assert_same_items(_items(parts.read(source, plan, 25, readers=2)), _items(source.batches(25)))
+
+
+def test_a_failure_in_one_part_then_a_rerun_leaves_every_row_once(data, single, tmp_path):
+    from matsearch.data.sources import Fields, open_source
+    from matsearch.distributed.ingest import ingest
+
+    ids, docs, queries = data
+    source, fields = tmp_path / "docs.jsonl", Fields(vector="vector")
+
+    def write(bad_line: int | None) -> None:
+        rows = [json.dumps({"_id": i, "text": f"text {i}", "vector": v.tolist()}) if n + 1 != bad_line else "{oops"
+                for n, (i, v) in enumerate(zip(ids, docs))]
+        source.write_text("\n".join(rows) + "\n")
+
+    write(bad_line=2300)  # in the third of four parts
+    with ShardedCollection.create(tmp_path / "col", shards=3, model=None, nesting=NESTING) as col:
+        with pytest.raises(InvalidInputError, match=r"line 2300 is not valid JSON.*running the same ingest again"):
+            ingest(col, open_source(source, fields), batch_size=400, parts=4, readers=2)
+        assert 1500 <= len(col) < 2300
+        write(bad_line=None)
+        report = ingest(col, open_source(source, fields), batch_size=400, parts=4, progress=True)
+        assert (report.added + report.skipped, report.rows, len(col)) == (3000, 3000, 3000)
+        assert sorted(col.existing(ids)) == sorted(ids)
+        np.testing.assert_array_equal(col.search(queries, k=10).ids, single.search(queries, k=10).ids)
+        again = ingest(col, open_source(source, fields), batch_size=400, parts=4, upsert=True)
+        assert (again.added, again.replaced, len(col)) == (3000, 3000, 3000)  # upserts by id: still once each

@@ -229,6 +229,60 @@ class JsonlSource(Source):
         if len(rows):
             yield rows.flush()
 
+    # Reading a part of the file (distributed/parts.py): a byte range [start, end) holds the lines that start
+    # in it; a part that does not start at 0 skips the rest of the line it starts in.
+    def spans(self, parts: int) -> list[tuple[int, int]]:
+        """The file's bytes cut into `parts` ranges of about equal size (uncompressed files only)."""
+        if self._gzipped:
+            raise InvalidInputError(f"{self.path} is compressed: it cannot be read in parts")
+        size = self.path.stat().st_size
+        cuts = sorted({size * n // max(parts, 1) for n in range(max(parts, 1))} | {size})
+        return list(zip(cuts[:-1], cuts[1:])) or [(0, 0)]
+
+    def count_span(self, start: int, end: int) -> tuple[int, int]:
+        """(lines, documents) among the lines that start in bytes [start, end); blank lines are no document."""
+        lines = documents = 0
+        for line in self._span_lines(start, end):
+            lines += 1
+            documents += bool(line.strip())
+        return lines, documents
+
+    def span_batches(self, size: int, start: int, end: int, *, first_row: int = 0,
+                     first_line: int = 1) -> Iterator[Batch]:
+        """`batches` of the lines that start in bytes [start, end): `first_row` and `first_line` are the
+        part's first document's index and its first line's number in the whole file."""
+        size = self._check_size(size)
+        rows = _Rows(self, from_text=False)
+        rows.start = first_row
+        for n, raw in enumerate(self._span_lines(start, end), start=first_line):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidInputError(f"cannot read {self.path} line {n}: {exc}") from None
+            rows.add(json_object(line, self.path, n), n)
+            if len(rows) == size:
+                yield rows.flush()
+        if len(rows):
+            yield rows.flush()
+
+    def _span_lines(self, start: int, end: int) -> Iterator[bytes]:
+        try:
+            with open(self.path, "rb") as f:
+                if start > 0:
+                    f.seek(start - 1)
+                    f.readline()  # the line holding byte start - 1 belongs to the part before
+                at = f.tell()
+                while at < end:
+                    line = f.readline()
+                    if not line:
+                        return
+                    yield line
+                    at += len(line)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read {self.path}: {exc}") from None
+
 
 class CsvSource(Source):
     """A header line naming the columns, then one document per record (csv: quoted fields; tsv: no quoting)."""
@@ -319,13 +373,21 @@ class ParquetSource(Source):
     def _count(self) -> int:
         return self._file.metadata.num_rows
 
-    def batches(self, size: int = 10_000) -> Iterator[Batch]:
+    def row_groups(self) -> list[int]:
+        """The rows of each of the file's row groups, in order: the parts it can be read in."""
+        meta = self._file.metadata
+        return [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+
+    def batches(self, size: int = 10_000, *, row_groups: list[int] | None = None,
+                first_row: int = 0) -> Iterator[Batch]:
+        """Batches of the whole file, or of the row groups `row_groups` (in order; `first_row`: the index of
+        their first row in the whole file)."""
         size = self._check_size(size)
         pa, m = self._pa, self.mapped
         columns = list(dict.fromkeys(c for c in [m["id"], m["text"], m["title"], m["vector"], *m["metadata"]]
                                      if c is not None))
-        start = 0
-        batches = self._file.iter_batches(batch_size=size, columns=columns)
+        start = first_row
+        batches = self._file.iter_batches(batch_size=size, columns=columns, row_groups=row_groups)
         while True:
             try:
                 table = next(batches)

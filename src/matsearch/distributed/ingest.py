@@ -1,13 +1,16 @@
-"""Ingest of a large source into a sharded collection: the shards write in parallel, Ray Data embeds the texts.
+"""Ingest of a large source into a sharded collection: Ray tasks read it in parts, the shards write in parallel,
+Ray Data embeds the texts.
 
-The driver reads the source a batch at a time (any format `open_source` reads, its fields mapped as for a
-single collection), drops the ids the collection already holds (all of them kept with `upsert`), has the
-texts of the rest embedded by Ray Data (`map_batches` over a pool of encoder actors; precomputed vectors pass
-through) and starts each shard's part of the batch as an add on that shard's writer — then reads on while
-the shards write, at most `IN_FLIGHT` batches behind. The first batch fits the shared transform (the sample
-the transform is trained on, as for a single collection); each shard commits its part of a batch whole. A
-run that fails — a bad row, a shard that died — leaves every batch before it committed, and running it
-again skips what is there and adds the rest.
+A large jsonl or parquet source is read in parts (parts.py: jsonl by byte ranges cut at line starts, parquet by
+row groups), each parsed by a streaming Ray task that passes its rows' precomputed vectors along with them; a
+small one, or one that cannot be cut (compressed, csv/tsv), is read by the driver a batch at a time. Either way
+the driver takes the batches in source order, drops the ids the collection already holds (all of them kept with
+`upsert`), has the texts of the rest embedded by Ray Data (`map_batches` over a pool of encoder actors) and
+starts each shard's part of the batch — its ids hashed as the collection routes them — as an add on that shard's
+writer, then takes the next batch while the shards write, at most `IN_FLIGHT` batches behind. The first batch
+fits the shared transform (the sample the transform is trained on, as for a single collection); each shard
+commits its part of a batch whole. A run that fails — a bad row, a shard that died — leaves every batch before
+it committed, and running it again skips what is there (the ids already held) and adds the rest.
 """
 
 from __future__ import annotations
@@ -24,28 +27,42 @@ from ..data.sources import Batch, Source
 from ..encoder import Encoder
 from ..errors import InvalidInputError
 from ..matryoshka import check_vectors
+from . import parts as _parts
 from .pool import ShardUnavailableError
 
 IN_FLIGHT = 2  # batches the shards may still be writing while the next one is read and embedded
+PART_BYTES = 64 << 20  # a jsonl source is read in parts of about this size (parquet: the same in rows, below)
+PART_ROWS = 200_000  # rows of a parquet source per part
 _EMBED_BATCH = 256  # texts per call of an encoder actor
 
 
 def ingest(col, source: Source, *, batch_size: int = BATCH, upsert: bool = False, vectors=None, encoders: int = 1,
-           progress: bool = False) -> IngestReport:
+           parts: int | None = None, readers: int | None = None, progress: bool = False) -> IngestReport:
     """Add every document of `source` to the writable sharded collection `col`; `vectors`: precomputed vectors
-    in source order instead of embedding the texts; `encoders`: encoder actors Ray Data embeds with."""
+    in source order instead of embedding the texts; `encoders`: encoder actors Ray Data embeds with.
+    `parts`: Ray tasks to read the source in (1: the driver reads it; None: one per `PART_BYTES` of a jsonl
+    file, `PART_ROWS` of a parquet one); `readers`: parts read at a time (None: the cluster's CPUs)."""
     if vectors is not None and source.fields.vector is not None:
         raise InvalidInputError(f"vectors are given twice: as an array and as the source's field "
                                 f"{source.fields.vector!r}")
-    if vectors is not None and len(vectors) != source.rows:
-        raise InvalidInputError(f"the vectors have {len(vectors)} rows, {source.path} has {source.rows} documents")
+    for name, value in (("parts", parts), ("readers", readers)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InvalidInputError(f"{name} must be a positive integer or None, got {value!r}")
     report, start, writing = IngestReport(), time.perf_counter(), deque()
-    with tqdm(total=source.rows if progress else None, unit=" rows", desc=f"indexing {source.path.name}",
+    split = _plan(source, parts)
+    total = sum(p.rows for p in split) if split is not None else source.rows if progress or vectors is not None \
+        else None
+    if vectors is not None and len(vectors) != total:
+        raise InvalidInputError(f"the vectors have {len(vectors)} rows, {source.path} has {total} documents")
+    if split is None:
+        batches = _attach(source.batches(batch_size), vectors)
+    else:
+        readers = readers or max(int(ray.cluster_resources().get("CPU", 1)), 1)
+        batches = _parts.read(source, split, batch_size, vectors, readers=readers)
+    with tqdm(total=total, unit=" rows", desc=f"indexing {source.path.name}",
               disable=not progress, smoothing=0.05, dynamic_ncols=True) as bar:
         try:
-            for batch in source.batches(batch_size):
-                if vectors is not None:
-                    batch.vectors = np.asarray(vectors[batch.start : batch.start + len(batch)], dtype=np.float32)
+            for batch in batches:
                 _start_batch(col, batch, upsert, report, writing, encoders)
                 while len(writing) > IN_FLIGHT:
                     report.added += col.committed(writing.popleft())
@@ -62,6 +79,27 @@ def ingest(col, source: Source, *, batch_size: int = BATCH, upsert: bool = False
             raise InvalidInputError(note) from None
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _plan(source: Source, parts: int | None) -> list | None:
+    """The parts to read `source` in, or None to read it in the driver (one part, or a source that cannot be cut)."""
+    if parts is None:
+        if source.kind == "parquet":
+            parts = -(-source.rows // PART_ROWS)
+        elif source.kind == "jsonl" and not source._gzipped:
+            parts = -(-source.path.stat().st_size // PART_BYTES)
+    if parts is None or parts < 2:
+        return None
+    split = _parts.plan(source, parts)
+    return split if split is not None and len(split) > 1 else None
+
+
+def _attach(batches, vectors):
+    """The driver's batches, each with its rows of the precomputed `vectors` (when given)."""
+    for batch in batches:
+        if vectors is not None:
+            batch.vectors = np.asarray(vectors[batch.start : batch.start + len(batch)], dtype=np.float32)
+        yield batch
 
 
 def _drain(col, writing: deque, report: IngestReport) -> bool:
