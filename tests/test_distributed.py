@@ -328,6 +328,16 @@ def test_matsearch_and_its_cli_import_without_ray():
     assert done.stdout.strip() == "False"
 
 
+def test_a_reader_opened_before_the_first_add_follows_it(data, tmp_path):
+    ids, docs, _ = data
+    with ShardedCollection.create(tmp_path / "col", shards=2, model=None, transform="none") as writer, \
+            ShardedCollection.open(tmp_path / "col") as reader:
+        assert len(reader) == 0 and reader.existing(ids[:3]) == []
+        writer.add(ids[:100], vectors=docs[:100])
+        assert len(reader) == 100 and reader.search(docs[50], k=1).ids[0].tolist() == [ids[50]]
+        assert reader.info()["count"] == 100 and reader.dim == 64
+
+
 def test_a_reader_follows_what_the_writer_commits(data, tmp_path):
     from matsearch import CollectionError
 

@@ -117,7 +117,7 @@ class ShardedCollection:
 
     def actor(self, shard: int, replica: int = 0):
         """The Ray actor serving one replica of one shard (replica 0 writes)."""
-        if self._pool is None:
+        if not self._serving():
             raise InvalidInputError(f"collection {self.path} is empty: no shard is served yet")
         if not (0 <= shard < self.shards and 0 <= replica < self.replicas):
             raise InvalidInputError(f"shard {shard}, replica {replica} is out of range: {self.shards} shards of "
@@ -134,6 +134,22 @@ class ShardedCollection:
                       "transform": (str(self.path / TRANSFORM), m.transform, m.dim), "new": new}
         self._pool = ShardPool(self.path, m.shards, self.replicas, writable=self.writable, create=create)
         self._pool.ready()
+
+    def _serving(self) -> bool:
+        """Whether the shards are served. A reader opened before the first add reads the manifest again and
+        starts them once the writer has made them."""
+        if self._pool is None and not self.writable:
+            manifest = ShardedManifest.load(self.path / MANIFEST)
+            if manifest.dim is not None:
+                self.manifest = manifest
+                try:
+                    self._start(new=False)
+                except BaseException:  # the shards are being made: none served, the next call tries again
+                    self._pool, pool = None, self._pool
+                    if pool is not None:
+                        pool.close()
+                    raise
+        return self._pool is not None
 
     # -- writing -------------------------------------------------------------
 
@@ -274,7 +290,7 @@ class ShardedCollection:
     def existing(self, ids) -> list[str]:
         """The ids among `ids` that the collection holds."""
         ids = _check_ids(ids)
-        if self._pool is None:
+        if not self._serving():
             return []
         found = self._pool.gather({s: ("existing", [ids[i] for i in rows])
                                    for s, rows in split(ids, self.shards).items()})
@@ -284,7 +300,7 @@ class ShardedCollection:
     def get(self, ids) -> list[Record]:
         """Stored records for `ids`, in the order asked (vectors as stored: after the shared transform)."""
         ids = _check_ids(ids)
-        if self._pool is None:
+        if not self._serving():
             raise InvalidInputError(f"ids not in the collection: {ids[:5]}")
         parts = self._pool.gather({s: ("get", [ids[i] for i in rows]) for s, rows in split(ids, self.shards).items()})
         found = {r.id: r for records in parts.values() for r in records}
@@ -307,7 +323,7 @@ class ShardedCollection:
                                     "scores (BM25) depend on each shard's own texts and do not compare across shards")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidInputError(f"k={k!r} is out of range: give a positive whole number")
-        if self._pool is None:
+        if not self._serving():
             raise InvalidInputError(f"collection {self.path} is empty: nothing to search")
         if isinstance(queries, str) or (isinstance(queries, (list, tuple)) and queries and isinstance(queries[0], str)):
             queries = query_vectors if query_vectors is not None else \
@@ -333,14 +349,14 @@ class ShardedCollection:
         return result
 
     def __len__(self) -> int:
-        if self._pool is None:
+        if not self._serving():
             return 0
         return sum(self._pool.gather({s: "ping" for s in range(self.shards)}).values())
 
     def info(self, plan: str | None = None) -> dict:
         """The collection's settings and totals, and each shard's figures (`Collection.info` of every shard)."""
         m = self.manifest
-        per_shard = [] if self._pool is None else \
+        per_shard = [] if not self._serving() else \
             [a for _, a in sorted(self._pool.gather({s: ("info", plan) for s in range(self.shards)}).items())]
         count = sum(i["count"] for i in per_shard)
         disk = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
