@@ -11,6 +11,7 @@ part's batches, then the next part's, the same rows in the same order as reading
 
 from __future__ import annotations
 
+import mmap
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,7 @@ def _vectors_of(vectors, part: Part):
     """What a part's task needs to find its rows' vectors: a memory-mapped .npy's file, else its rows."""
     if vectors is None:
         return None
-    if isinstance(vectors, np.memmap) and vectors.filename is not None and vectors.ndim == 2:
+    if isinstance(vectors, np.memmap) and isinstance(vectors.base, mmap.mmap) and vectors.ndim == 2:  # not a view
         return ("file", vectors.filename, vectors.offset, vectors.dtype.str, vectors.shape,
                 bool(vectors.flags.f_contiguous and not vectors.flags.c_contiguous))
     return ray.put(np.asarray(vectors[part.first_row : part.first_row + part.rows], dtype=np.float32))
