@@ -130,3 +130,25 @@ class Encoder:
                 folder = onnx_folder(resolve_model(self.model), int8=self.runtime == "onnx-int8")
                 self._onnx = OnnxEncoder(folder, threads=self.threads)
             return self._onnx
+
+
+class UsesModel:
+    """A collection's `encoder`: its manifest's model, loaded at first use (`manifest`, `path` and `_encoder`
+    are the collection's)."""
+
+    @property
+    def encoder(self) -> Encoder:
+        if self.manifest.model is None:
+            raise InvalidInputError(f"collection {self.path} has no model (created with model=None): "
+                                    "add and search with vectors, not text")
+        if self._encoder is None:
+            self._encoder = Encoder(model=self.manifest.model)
+        return self._encoder
+
+    @encoder.setter
+    def encoder(self, encoder: Encoder) -> None:
+        """Embed texts and queries with `encoder` from now on: the collection's model in another runtime."""
+        if not isinstance(encoder, Encoder) or encoder.model != self.manifest.model:
+            raise InvalidInputError(f"the encoder must be an Encoder of the collection's model "
+                                    f"{self.manifest.model!r}, got {encoder!r}")
+        self._encoder = encoder

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _kernels
-from ..encoder import DEFAULT_MODEL, Encoder, model_dimension
+from ..encoder import DEFAULT_MODEL, UsesModel, model_dimension
 from ..errors import CollectionError, InvalidInputError, MatsearchError
 from ..matryoshka import check_dims, check_nesting, check_vectors, default_dims, default_nesting, normalize
 from ..plan import INDEX_KINDS, Plan, as_plan
@@ -73,7 +73,7 @@ class Record:
     vector: np.ndarray
 
 
-class Collection:
+class Collection(UsesModel):
     """Open with `Collection.create` or `Collection.open`; close (or use `with`) when done.
 
     A reader sees what writers commit: each call compares the collection's commit
@@ -795,23 +795,6 @@ class Collection:
         """The fitted map from raw vectors to stored ones (None before the first add)."""
         self._sync()
         return self._transform
-
-    @property
-    def encoder(self) -> Encoder:
-        if self.manifest.model is None:
-            raise InvalidInputError(f"collection {self.path} has no model (created with model=None): "
-                                    "add and search with vectors, not text")
-        if self._encoder is None:
-            self._encoder = Encoder(model=self.manifest.model)
-        return self._encoder
-
-    @encoder.setter
-    def encoder(self, encoder: Encoder) -> None:
-        """Embed texts and queries with `encoder` from now on: the collection's model in another runtime."""
-        if not isinstance(encoder, Encoder) or encoder.model != self.manifest.model:
-            raise InvalidInputError(f"the encoder must be an Encoder of the collection's model "
-                                    f"{self.manifest.model!r}, got {encoder!r}")
-        self._encoder = encoder
 
     def info(self, plan: Plan | str | None = None) -> dict:
         """Counts, dims and bytes per vector: on disk (all files, and the memory-mapped vector store

@@ -50,26 +50,37 @@ class Manifest:
 
     def save(self, path: Path) -> None:
         """Write atomically: a crash leaves the old manifest or the new one."""
-        tmp = Path(path).with_suffix(".tmp")
-        tmp.write_text(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}, indent=2))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        save_manifest(path, FORMAT, FORMAT_VERSION, asdict(self))
 
     @classmethod
     def load(cls, path: Path) -> "Manifest":
-        path = Path(path)
-        if not path.exists():
-            raise CollectionError(f"{path.parent} is not a matsearch collection: {path.name} is missing")
-        try:
-            data = json.loads(path.read_text())
-            if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
-                raise ValueError("not a matsearch collection manifest")
-            version = data.pop("format_version", None)
-            if version != FORMAT_VERSION:
-                raise CollectionError(f"{path} has format version {version}; this matsearch reads {FORMAT_VERSION}")
-            return cls(**data).check()
-        except CollectionError:
-            raise
-        except (ValueError, TypeError) as exc:
-            raise CollectionError(f"manifest {path} is corrupt: {exc}") from None
+        return load_manifest(path, FORMAT, FORMAT_VERSION, "matsearch collection", lambda **f: cls(**f).check())
+
+
+def save_manifest(path: Path, fmt: str, version: int, fields: dict) -> None:
+    """Write `fields` as a manifest of format `fmt` at `version`, atomically (the old file or the new one)."""
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps({"format": fmt, "format_version": version, **fields}, indent=2))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_manifest(path: Path, fmt: str, version: int, what: str, make):
+    """`make(**fields)` of the manifest at `path`, written as format `fmt` at `version` by a `what`; a
+    CollectionError naming the file where it is missing, of another format or version, or corrupt."""
+    path = Path(path)
+    if not path.exists():
+        raise CollectionError(f"{path.parent} is not a {what}: {path.name} is missing")
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.pop("format", None) != fmt:
+            raise ValueError(f"not a {what} manifest")
+        found = data.pop("format_version", None)
+        if found != version:
+            raise CollectionError(f"{path} has format version {found}; this matsearch reads {version}")
+        return make(**data)
+    except CollectionError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise CollectionError(f"manifest {path} is corrupt: {exc}") from None

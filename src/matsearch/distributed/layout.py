@@ -9,13 +9,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..collection.manifest import Manifest
-from ..errors import CollectionError, InvalidInputError
+from ..collection.manifest import Manifest, load_manifest, save_manifest
+from ..errors import InvalidInputError
 
 FORMAT = "matsearch-sharded"
 FORMAT_VERSION = 1
@@ -54,29 +52,12 @@ class ShardedManifest:
 
     def save(self, path: Path) -> None:
         """Write atomically: a crash leaves the old manifest or the new one."""
-        tmp = Path(path).with_suffix(".tmp")
-        tmp.write_text(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}, indent=2))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        save_manifest(path, FORMAT, FORMAT_VERSION, asdict(self))
 
     @classmethod
     def load(cls, path: Path) -> "ShardedManifest":
-        path = Path(path)
-        if not path.exists():
-            raise CollectionError(f"{path.parent} is not a sharded matsearch collection: {path.name} is missing")
-        try:
-            data = json.loads(path.read_text())
-            if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
-                raise ValueError("not a sharded collection manifest")
-            version = data.pop("format_version", None)
-            if version != FORMAT_VERSION:
-                raise CollectionError(f"{path} has format version {version}; this matsearch reads {FORMAT_VERSION}")
-            return cls(**data).check()
-        except CollectionError:
-            raise
-        except (ValueError, TypeError) as exc:
-            raise CollectionError(f"manifest {path} is corrupt: {exc}") from None
+        return load_manifest(path, FORMAT, FORMAT_VERSION, "sharded matsearch collection",
+                             lambda **f: cls(**f).check())
 
 
 def shard_folder(root: Path, shard: int) -> Path:

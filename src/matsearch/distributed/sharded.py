@@ -19,8 +19,9 @@ import numpy as np
 import ray
 
 from ..collection import Record
+from ..collection.collection import _check_ids, _column  # the checks a plain collection makes of its arguments
 from ..collection.lock import WriterLock
-from ..encoder import DEFAULT_MODEL, Encoder, model_dimension
+from ..encoder import DEFAULT_MODEL, UsesModel, model_dimension
 from ..errors import CollectionError, InvalidInputError
 from ..matryoshka import check_nesting, check_vectors, default_nesting, normalize
 from ..recipe import Recipe
@@ -42,7 +43,7 @@ def is_sharded(path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
-class ShardedCollection:
+class ShardedCollection(UsesModel):
     """Open with `ShardedCollection.create` or `.open`; close (or use `with`) when done. The methods are
     `Collection`'s: add, upsert, delete, update_metadata, get, search, build, tune, compact, info, len."""
 
@@ -93,23 +94,6 @@ class ShardedCollection:
     def transform(self) -> Transform | None:
         m = self.manifest
         return None if m.dim is None else Transform.load(self.path / TRANSFORM, kind=m.transform, dim=m.dim)
-
-    @property
-    def encoder(self) -> Encoder:
-        if self.manifest.model is None:
-            raise InvalidInputError(f"collection {self.path} has no model (created with model=None): "
-                                    "add and search with vectors, not text")
-        if self._encoder is None:
-            self._encoder = Encoder(model=self.manifest.model)
-        return self._encoder
-
-    @encoder.setter
-    def encoder(self, encoder: Encoder) -> None:
-        """Embed texts and queries with `encoder` from now on: the collection's model in another runtime."""
-        if not isinstance(encoder, Encoder) or encoder.model != self.manifest.model:
-            raise InvalidInputError(f"the encoder must be an Encoder of the collection's model "
-                                    f"{self.manifest.model!r}, got {encoder!r}")
-        self._encoder = encoder
 
     def shard_of(self, ids) -> list[int]:
         """The shard each id is routed to."""
@@ -400,33 +384,6 @@ class ShardedCollection:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _check_ids(ids) -> list[str]:
-    """Ids as strings (ints allowed), non-empty, none twice; the shards check the rest."""
-    if isinstance(ids, (str, int, np.integer)):
-        ids = [ids]
-    ids = [str(i) if isinstance(i, (int, np.integer)) and not isinstance(i, bool) else i for i in ids or []]
-    if not ids:
-        raise InvalidInputError("no ids given")
-    bad = [i for i in ids if not isinstance(i, str) or not i]
-    if bad:
-        raise InvalidInputError(f"ids must be non-empty strings, got {bad[0]!r}")
-    if len(set(ids)) != len(ids):
-        seen = set()
-        raise InvalidInputError(f"duplicate ids in one call: {[i for i in ids if i in seen or seen.add(i)][:5]}")
-    return ids
-
-
-def _column(values, n: int, name: str) -> list | None:
-    if values is None:
-        return None
-    if isinstance(values, (str, bytes, dict)):
-        raise InvalidInputError(f"{name} must be a list with one entry per id, got a {type(values).__name__}")
-    values = list(values)
-    if len(values) != n:
-        raise InvalidInputError(f"got {len(values)} {name} for {n} ids")
-    return values
 
 
 def _pick(values: list | None, rows: np.ndarray) -> list | None:
