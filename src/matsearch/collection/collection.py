@@ -319,13 +319,7 @@ class Collection(UsesModel):
         ids = _check_ids(ids)
         texts = _check_texts(texts, len(ids))
         metadata = _metadata_json(metadata, len(ids))
-        if vectors is None:
-            if texts is None:
-                raise InvalidInputError("add needs texts to embed or precomputed vectors")
-            vectors = self.encoder.encode(texts, progress=progress)
-        vectors = check_vectors(vectors, self.manifest.dim)
-        if len(vectors) != len(ids):
-            raise InvalidInputError(f"got {len(vectors)} vectors for {len(ids)} ids")
+        vectors = self.vectors_for(len(ids), texts, vectors, progress=progress)
         taken = [] if upsert else self._docs.existing(ids)
         if taken:
             raise InvalidInputError(f"ids already in the collection: {taken[:5]}; an upsert replaces them "

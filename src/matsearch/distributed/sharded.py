@@ -145,13 +145,7 @@ class ShardedCollection(UsesModel):
         self._require_writable()
         ids = _check_ids(ids)
         texts, metadata = _column(texts, len(ids), "texts"), _column(metadata, len(ids), "metadata")
-        if vectors is None:
-            if texts is None:
-                raise InvalidInputError("add needs texts to embed or precomputed vectors")
-            vectors = self.encoder.encode(texts, progress=progress)
-        vectors = check_vectors(vectors, self.manifest.dim)
-        if len(vectors) != len(ids):
-            raise InvalidInputError(f"got {len(vectors)} vectors for {len(ids)} ids")
+        vectors = self.vectors_for(len(ids), texts, vectors, progress=progress)
         if self._pool is None:
             self.fit_transform(vectors)
         if not upsert:
