@@ -374,6 +374,17 @@ def scifact_markdown(sci: dict) -> list[str]:
     cell = lambda r: f"{r['achieved']:.3f}" + (f" [{r['drifted']}]" if r["drifted"] else "")  # noqa: E731
     for p, q, r in zip(sci["noise"], sci["spans"], sci["query log"]):
         lines.append(f"| {p['target']} | {cell(p)} | {cell(q)} | {cell(r)} |")
+    if "tails" in sci:
+        lines += ["", "The worst 10% of the held-out claims under the span-calibrated policy, against our fixed-probe "
+                  "frontier plans at the same multiply-adds per query and at the same mean recall", "",
+                  "| target | plans served | achieved | worst 10% | fixed, same work: worst 10% (mean) | "
+                  "fixed, same recall: worst 10% |", "|---|---|---|---|---|---|"]
+        for t in sci["tails"]:
+            same = t["best_fixed_at_same_multiply_adds"]
+            fixed = "–" if same is None else f"{same['tail10']:.3f} ({same['recall']:.3f})"
+            at_recall = t["best_fixed_tail10_at_same_recall"]
+            lines.append(f"| {t['target']} | {t['plan'].split(';')[0]} | {t['achieved']:.3f} | {t['tail10']:.3f} | "
+                         f"{fixed} | {'–' if at_recall is None else f'{at_recall:.3f}'} |")
     lines += ["", "Span knobs, chosen on the log half (704 claims) only: each calibration setting's recall@10 on "
               "1,000 pseudo-queries against the claims' (absolute difference over the settings)", "",
               "| pseudo-queries | mean | 90th percentile | max |", "|---|---|---|---|"]
