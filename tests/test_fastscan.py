@@ -106,6 +106,8 @@ def test_bad_arguments_are_refused_by_name(coded):
         _scan(index, queries[0], lists[:1], 10, stop=(0, 0.3, 0.25, 0.03))
     with pytest.raises(TypeError, match="stop must be None or a tuple"):
         _scan(index, queries[0], lists[:1], 10, stop=0.3)
+    with pytest.raises(TypeError, match=r"stop must be None or a tuple \(least, margin, depth, spent\), got \(1, 0"):
+        _scan(index, queries[0], lists[:1], 10, stop=(1, 0.3))
 
 
 def test_a_stopping_margin_opens_lists_nearest_first_until_the_shortlist_clears_the_next(coded):

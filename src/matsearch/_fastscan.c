@@ -351,8 +351,8 @@ static Py_ssize_t scan_lists(const Lists *in, BlockSums sums_of, Py_ssize_t keep
 static int take_stop(PyObject *arg, Stop *stop) {
     memset(stop, 0, sizeof *stop);
     if (arg == Py_None) return 1;
-    if (!PyTuple_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "scan: stop must be None or a tuple (least, margin, depth, spent)");
+    if (!PyTuple_Check(arg) || PyTuple_GET_SIZE(arg) != 4) {
+        PyErr_Format(PyExc_TypeError, "scan: stop must be None or a tuple (least, margin, depth, spent), got %R", arg);
         return 0;
     }
     if (!PyArg_ParseTuple(arg, "nfff", &stop->least, &stop->margin, &stop->depth, &stop->spent)) return 0;
