@@ -50,3 +50,18 @@ def test_probe_with_a_bias_of_minus_half_the_squared_norm_picks_the_nearest_cent
     lists = np.empty(5, dtype=np.int64)
     assert _kernels.probe(centroids, query, 5, lists, None, 5, -1.0, bias) == (5, 0)
     assert lists.tolist() == sorted(np.argsort(np.sum((centroids - query) ** 2, axis=1))[:5].tolist())
+
+
+def test_a_ranked_probe_gives_the_nearest_lists_best_first_ties_to_the_lower_list():
+    rng = np.random.default_rng(0)
+    for n, nprobe in ((256, 128), (64, 64), (100, 1), (300, 200)):
+        centroids = rng.standard_normal((n, 16)).astype(np.float32)
+        centroids[7] = centroids[3]  # a tie: list 3 comes first
+        query = rng.standard_normal(16).astype(np.float32)
+        lists = np.empty(nprobe, np.int64)
+        kept, _ = _kernels.probe(centroids, query, nprobe, lists, None, nprobe, -1.0, None, True)
+        scores = centroids.astype(np.float64) @ query.astype(np.float64)
+        assert kept == nprobe and lists.tolist() == np.lexsort((np.arange(n), -scores))[:nprobe].tolist()
+        ascending = np.empty(nprobe, np.int64)
+        _kernels.probe(centroids, query, nprobe, ascending, None)
+        assert ascending.tolist() == sorted(lists.tolist())  # the same lists, in list order by default
