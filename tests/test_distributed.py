@@ -305,6 +305,28 @@ def test_a_timeout_is_each_shards_from_the_start_not_from_its_turn(monkeypatch):
     assert time.monotonic() - start < 0.6  # was 4 × 0.3: each shard waited for in turn, with the whole timeout
 
 
+def test_a_write_that_one_shard_refuses_raises_once_the_others_are_done(monkeypatch):
+    from pathlib import Path
+
+    from matsearch.distributed.pool import Pending, ShardPool
+
+    waited = []
+
+    def answer(ref, timeout=None):  # shard 0 refuses its part; the others commit theirs
+        waited.append(ref)
+        if ref == 0:
+            raise ray.exceptions.RayTaskError("add", "traceback", InvalidInputError("bad metadata in shard 0"))
+        return 5
+
+    monkeypatch.setattr(ray, "get", answer)
+    shards = ShardPool.__new__(ShardPool)  # no actors: the calls are never made
+    shards.root, shards.shards, shards.replicas = Path("col"), 3, 1
+    pending = Pending({s: ("add",) for s in range(3)}, {s: (0, s) for s in range(3)}, writers=True)
+    with pytest.raises(InvalidInputError, match="bad metadata in shard 0"):
+        shards.collect(pending)
+    assert waited == [0, 1, 2]  # was [0]: the error came back while shards 1 and 2 were still writing
+
+
 def test_l2_shards_rank_as_one_collection(data, tmp_path):
     ids, docs, queries = data
     with Collection.create(tmp_path / "one", model=None, metric="l2", nesting=NESTING) as one, \

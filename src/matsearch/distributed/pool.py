@@ -88,7 +88,7 @@ class ShardPool:
         parallel: {shard: answer}. `writers`: on replica 0 only; else a replica that does not answer is
         replaced by the next one. With `partial`, shards none of whose replicas answered are left out;
         without, they raise ShardUnavailableError naming them. An error the shard itself raised (bad input,
-        a missing id) is raised as it is."""
+        a missing id) is raised as it is — for writes, once every shard's part has committed or failed."""
         return self.collect(self.submit(calls, writers=writers), partial=partial, timeout=timeout)
 
     def submit(self, calls: dict, *, writers: bool = False) -> "Pending":
@@ -103,13 +103,16 @@ class ShardPool:
         tries = {s: 0 for s in pending.calls}
         refs, answers, failed = dict(pending.refs), {}, {}
         due = {s: _due(timeout) for s in refs}  # every shard's call has `timeout` from now, not from its turn here
+        error = None  # a shard's own error; writes raise it once the other shards' parts are done, none running on
         while refs:
             shard, (replica, ref) = next(iter(refs.items()))
             del refs[shard]
             try:
                 answers[shard] = ray.get(ref, timeout=_left(due[shard]))
             except RayTaskError as exc:
-                raise exc.cause if isinstance(exc.cause, Exception) else exc
+                error = error or exc
+                if not pending.writers:
+                    break
             except _LOST as exc:
                 self._lost(shard, replica, exc)
                 tries[shard] += 1
@@ -118,6 +121,8 @@ class ShardPool:
                 else:
                     refs[shard] = self._submit(shard, (replica + 1) % self.replicas, pending.calls[shard])
                     due[shard] = _due(timeout)
+        if error is not None:
+            raise error.cause if isinstance(error.cause, Exception) else error
         if failed and not partial:
             raise self._unavailable(failed)
         return answers
