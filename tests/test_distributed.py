@@ -374,6 +374,26 @@ def test_a_reader_follows_what_the_writer_commits(data, tmp_path):
                 reader.delete(ids[:1])
 
 
+def test_an_id_repeated_in_later_batches_is_added_in_source_order(data, tmp_path):
+    """A shard's writer runs calls side by side: the ingest starts a batch's adds only once the batch before has
+    committed, so a later row of an id replaces an earlier one (upsert), or is skipped as already there."""
+    from matsearch.data.sources import Fields, open_source
+    from matsearch.distributed.ingest import ingest
+
+    ids, docs, _ = data
+    rows = [{"_id": ids[n % 100], "text": f"version {n // 100}", "vector": docs[n % 100].tolist()} for n in range(500)]
+    source = tmp_path / "repeats.jsonl"
+    source.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with ShardedCollection.create(tmp_path / "up", shards=3, model=None, nesting=NESTING) as col:
+        report = ingest(col, open_source(source, Fields(vector="vector")), batch_size=100, upsert=True)
+        assert len(col) == 100 and {r.text for r in col.get(ids[:100])} == {"version 4"}
+        assert report.added == 500
+    with ShardedCollection.create(tmp_path / "add", shards=3, model=None, nesting=NESTING) as col:
+        report = ingest(col, open_source(source, Fields(vector="vector")), batch_size=100)
+        assert len(col) == 100 and {r.text for r in col.get(ids[:100])} == {"version 0"}
+        assert (report.added, report.skipped) == (100, 400)
+
+
 def test_ingest_embeds_texts_with_ray_data_as_the_encoder_does(tmp_path):
     from matsearch import Encoder
     from matsearch.data.sources import open_source

@@ -7,7 +7,8 @@ small one, or one that cannot be cut (compressed, csv/tsv), is read by the drive
 the driver takes the batches in source order, drops the ids the collection already holds (all of them kept with
 `upsert`), has the texts of the rest embedded by Ray Data (`map_batches` over a pool of encoder actors) and
 starts each shard's part of the batch — its ids hashed as the collection routes them — as an add on that shard's
-writer, then takes the next batch while the shards write, at most `IN_FLIGHT` batches behind. The first batch
+writer, then reads and embeds the next batch while the shards write, and starts its adds once the batch before
+has committed (so that a shard adds the batches in source order: a later row of an id wins). The first batch
 fits the shared transform (the sample the transform is trained on, as for a single collection); each shard
 commits its part of a batch whole. A run that fails — a bad row, a shard that died — leaves every batch before
 it committed, and running it again skips what is there (the ids already held) and adds the rest.
@@ -30,7 +31,6 @@ from ..matryoshka import check_vectors
 from . import parts as _parts
 from .pool import ShardUnavailableError
 
-IN_FLIGHT = 2  # batches the shards may still be writing while the next one is read and embedded
 PART_BYTES = 64 << 20  # a jsonl source is read in parts of about this size (parquet: the same in rows, below)
 PART_ROWS = 200_000  # rows of a parquet source per part
 _EMBED_BATCH = 256  # texts per call of an encoder actor
@@ -64,8 +64,6 @@ def ingest(col, source: Source, *, batch_size: int = BATCH, upsert: bool = False
         try:
             for batch in batches:
                 _start_batch(col, batch, upsert, report, writing, encoders)
-                while len(writing) > IN_FLIGHT:
-                    report.added += col.committed(writing.popleft())
                 report.rows += batch.rows
                 bar.update(batch.rows)
             while writing:
@@ -130,7 +128,17 @@ def _start_batch(col, batch: Batch, upsert: bool, report: IngestReport, writing:
         vectors = check_vectors(vectors, col.dim)
     except InvalidInputError as exc:
         raise InvalidInputError(f"{batch.where}: {exc}") from None
-    writing.append(col.submit_add(ids, vectors, texts, [batch.metadata[i] for i in keep], upsert))
+    metadata = [batch.metadata[i] for i in keep]
+    while writing:  # the batch before commits first: a shard's writer runs calls side by side, in no set order
+        report.added += col.committed(writing.popleft())
+    if not upsert and (late := set(col.existing(ids))):  # ids the batch before added after this one was checked
+        report.skipped += len(late)
+        rows = [i for i, doc_id in enumerate(ids) if doc_id not in late]
+        if not rows:
+            return
+        ids, texts, metadata, vectors = ([ids[i] for i in rows], [texts[i] for i in rows],
+                                         [metadata[i] for i in rows], vectors[rows])
+    writing.append(col.submit_add(ids, vectors, texts, metadata, upsert))
     report.replaced += len(there) if upsert else 0
 
 
