@@ -71,7 +71,8 @@ def test_writes_queued_behind_a_long_job_never_starve_searches(tmp_path, monkeyp
     """Found by review: 40-odd writes waiting on a build took every thread of the pool searches run on."""
     (tmp_path / "root").mkdir()
     build = Collection.build
-    monkeypatch.setattr(Collection, "build", lambda self, *a, **kw: (time.sleep(2.0), build(self, *a, **kw))[1])
+    # a build long enough to outlast starting 60 writers on a loaded 2-core machine (2 s did not, once, in CI)
+    monkeypatch.setattr(Collection, "build", lambda self, *a, **kw: (time.sleep(5.0), build(self, *a, **kw))[1])
     with live_server(tmp_path / "root", api_key=KEY) as url, httpx.Client(base_url=url, timeout=30) as http:
         http.post("/v1/collections", json={"name": "vecs", "model": None, "transform": "none"}, headers=AUTH)
         http.post("/v1/collections/vecs/documents", json={"documents": documents(unit_vectors(300))}, headers=AUTH)
