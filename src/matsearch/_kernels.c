@@ -203,15 +203,13 @@ static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         }
     }
     kept = nprobe;
-    if (ranked && spread < 0) /* best first: the min-heap sorted in place, each worst moved to the end */
+    if (spread >= 0 || ranked) /* best first: the min-heap sorted in place, each worst moved to the end */
         for (Py_ssize_t end = nprobe - 1; end > 0; end--) {
             Item t = heap[0];
             heap[0] = heap[end];
             heap[end] = t;
             sift_down(heap, end, 0);
         }
-    else if (spread >= 0 || ranked)
-        sort_items(heap, nprobe);
     if (spread >= 0) {
         float floor = heap[0].score - (float)(spread * sqrt(dot(query, query, dims)));
         for (kept = least; kept < nprobe && heap[kept].score >= floor; kept++) {

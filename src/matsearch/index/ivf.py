@@ -170,7 +170,7 @@ class IVFIndex:
     def candidates(self, store: BlockStore, query: np.ndarray, stage, keep: int, cost):
         """Rows of the `stage.effort` nearest lists and their scores on `stage.dim` dims: exact partial
         products from float32 lists, the best `keep` by approximate scores from coded ones."""
-        lists, in_lists = self._stage_probe(query, stage)
+        lists = self._stage_probe(query, stage)
         if self.codec == "f32":
             self._count_probe(cost, stage, len(lists))
             self._check_scan(stage.dim, [hi for _, hi in self.lists_.bounds])
@@ -182,12 +182,13 @@ class IVFIndex:
         self._check_scan(stage.dim, [self.scan_dim])
         rows, scores, opened, scanned = self.lists_.scan(query, lists, keep, _stop(stage, len(lists)))
         scores = self._distances_scored(query[None, : self.scan_dim], scores)
-        self._count_probe(cost, stage, len(lists) if stage.margin is None else opened)
-        self._count_coded(cost, len(lists) if stage.margin is None else opened, scanned)
+        counted = len(lists) if stage.margin is None else opened  # a stopping rule counts the lists it opened
+        self._count_probe(cost, stage, counted)
+        self._count_coded(cost, counted, scanned)
         return rows, scores, None
 
-    def _stage_probe(self, query: np.ndarray, stage):
-        """The lists `stage` probes for one query, and the items they hold."""
+    def _stage_probe(self, query: np.ndarray, stage) -> np.ndarray:
+        """The lists `stage` probes for one query."""
         self._check_adaptive(stage)
         least = None if stage.spread is None else stage.least  # a stopping rule probes `effort` lists, then stops
         return self._probe(query, stage.effort, stage.probe_dim or self.centroid_dim, least, stage.spread,
@@ -226,7 +227,7 @@ class IVFIndex:
             return None
         start = time.perf_counter()
         lists = np.empty(lane.nprobe, dtype=np.int64)
-        probed, _ = _kernels.probe(lane.centroids, query, lane.nprobe, lists, self.lists_.list_sizes, *lane.adaptive)
+        probed, _ = _kernels.probe(lane.centroids, query, lane.nprobe, lists, None, *lane.adaptive)
         rows, scores = np.empty(lane.k, dtype=np.int64), np.empty(lane.k, dtype=np.float32)
         kept, scanned, opened, seconds = self.lists_.search(query, lists[:probed], keeps[0], lane.stages, rows,
                                                             scores, lane.stop)
@@ -284,7 +285,7 @@ class IVFIndex:
         if stage.margin is None:
             lists = self.probe_batch(queries, stage.effort, probe_dim, stage.least, stage.spread)
         else:  # each query's lists best first, as one query at a time ranks them (the scan stops in that order)
-            lists = np.stack([self._stage_probe(query, stage)[0] for query in queries])
+            lists = np.stack([self._stage_probe(query, stage) for query in queries])
         if self.codec == "f32":
             self._count_probe(cost, stage, int(np.count_nonzero(lists >= 0)), len(queries))
             self._check_scan(stage.dim, [hi for _, hi in self.lists_.bounds])
@@ -297,10 +298,12 @@ class IVFIndex:
         self._check_scan(stage.dim, [self.scan_dim])
         rows, scores, sizes, opened = self.lists_.scan_batch(queries, lists, keep, _stop(stage, lists.shape[1]))
         scores = self._distances_scored(queries[:, : self.scan_dim], scores)
-        self._count_probe(cost, stage, int(np.count_nonzero(lists >= 0)) if stage.margin is None else int(opened.sum()),
-                          len(queries))
-        self._count_coded(cost, lists.size if stage.margin is None else int(opened.sum()), int(sizes.sum()),
-                          len(queries))
+        if stage.margin is None:
+            self._count_probe(cost, stage, int(np.count_nonzero(lists >= 0)), len(queries))
+            self._count_coded(cost, lists.size, int(sizes.sum()), len(queries))
+        else:  # a stopping rule counts the lists it opened
+            self._count_probe(cost, stage, int(opened.sum()), len(queries))
+            self._count_coded(cost, int(opened.sum()), int(sizes.sum()), len(queries))
         return rows, scores, None
 
     def candidate_width(self, stage, keep: int) -> int:
@@ -318,24 +321,24 @@ class IVFIndex:
     def probe(self, query: np.ndarray, nprobe: int, dim: int | None = None) -> np.ndarray:
         """The `nprobe` lists whose centroids are nearest the query's prefix at `dim` (the clustering dim
         by default; any dim the index holds a centroid set for), in ascending order."""
-        return self._probe(query, nprobe, dim or self.centroid_dim)[0]
+        return self._probe(query, nprobe, dim or self.centroid_dim)
 
     def _probe(self, query: np.ndarray, nprobe: int, dim: int, least: int | None = None,
                spread: float | None = None, ranked: bool = False):
         """`probe` (adaptive with `spread`: only the lists whose centroid is within `spread` in cosine of
-        the nearest one, at least `least`; `ranked`: best first), and how many items the lists chosen hold."""
+        the nearest one, at least `least`; `ranked`: best first)."""
         if dim not in self.centroids_:
             raise InvalidInputError(f"this IVF index probes with centroids at d{', d'.join(map(str, self.probe_dims))}"
                                     f", not at d{dim}")
         lists = np.empty(min(nprobe, self.n_lists), dtype=np.int64)  # ascending: scanned in list order
         bias = self.biases_.get(dim)
         if spread is None and bias is None and not ranked:
-            kept, in_lists = _kernels.probe(self.centroids_[dim], query, len(lists), lists, self.lists_.list_sizes)
+            kept, _ = _kernels.probe(self.centroids_[dim], query, len(lists), lists, None)
         else:
             least = len(lists) if spread is None else min(least, len(lists))
-            kept, in_lists = _kernels.probe(self.centroids_[dim], query, len(lists), lists, self.lists_.list_sizes,
-                                            least, -1.0 if spread is None else spread, bias, ranked)
-        return lists[:kept], in_lists
+            kept, _ = _kernels.probe(self.centroids_[dim], query, len(lists), lists, None, least,
+                                     -1.0 if spread is None else spread, bias, ranked)
+        return lists[:kept]
 
     def probe_batch(self, queries: np.ndarray, nprobe: int, dim: int | None = None, least: int | None = None,
                     spread: float | None = None) -> np.ndarray:

@@ -155,11 +155,6 @@ class FlatLists:
     def sizes(self) -> np.ndarray:
         return self._sizes.copy()
 
-    @property
-    def list_sizes(self) -> np.ndarray:
-        """Items per list, int64."""
-        return self._sizes
-
     def state(self) -> dict[str, np.ndarray]:
         return {"list_rows": self.list_rows, "offsets": self.offsets}
 
@@ -247,16 +242,17 @@ class CodedLists:
         """(rows, approximate scores) of the best `keep` items in the probed lists, the lists opened and the
         items scanned. `query`: float32, contiguous, at least scan_dim wide; `lists`: int64, contiguous;
         `stop`: the fast scan's stopping rule (`fused` lists only)."""
+        if self.fused:  # our kernel, which counts what it opens
+            rows, scores = np.empty(keep, dtype=np.int64), np.empty(keep, dtype=np.float32)
+            kept, scanned, opened = _fastscan.scan(query, self._centroids, self.means_, lists, self._codes_at,
+                                                   self._rows_at, self._sizes, keep, rows, scores, None, stop)
+            return rows[:kept], scores[:kept], opened, scanned
         scanned = int(self._sizes[lists[lists >= 0]].sum())
         if self.metric == "l2":  # faiss's scan, given each list's distance to the query
             rows, scores = self._search(query[None, : self.scan_dim], lists[None], keep)
             valid = rows[0] >= 0
             return rows[0][valid], scores[0][valid], len(lists), scanned
         rows, scores = np.empty(keep, dtype=np.int64), np.empty(keep, dtype=np.float32)
-        if self._fast:
-            kept, scanned, opened = _fastscan.scan(query, self._centroids, self.means_, lists, self._codes_at,
-                                                   self._rows_at, self._sizes, keep, rows, scores, None, stop)
-            return rows[:kept], scores[:kept], opened, scanned
         coarse = self._no_coarse(len(lists))
         self.codes.search_preassigned_c(1, swig_ptr(query), keep, swig_ptr(lists), swig_ptr(coarse), swig_ptr(scores),
                                         swig_ptr(rows), False, self._probe_params(len(lists)), None)
@@ -335,11 +331,6 @@ class CodedLists:
 
     def sizes(self) -> np.ndarray:
         return self._sizes.copy()
-
-    @property
-    def list_sizes(self) -> np.ndarray:
-        """Items per list, int64 (the live array: read, don't write)."""
-        return self._sizes
 
     def state(self) -> dict[str, np.ndarray]:
         return {"codes": faiss.serialize_index(self.codes)}
