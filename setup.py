@@ -4,7 +4,7 @@ direct-I/O reader (_direct.c); the rest is in pyproject.toml."""
 from setuptools import Extension, setup
 
 # float sums may be reordered so the dot products vectorise (AVX-512/AVX2 clones are picked at load time)
-FLAGS = ["-O3", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
+FLAGS = ["-O3", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math", "-fno-math-errno"]
 
 SHARED = ["src/matsearch/_rows.h"]
 
