@@ -1,5 +1,6 @@
 """Text → vectors with a sentence-transformers model (the bundled MiniLM by default, offline), run by
-onnxruntime with int8 weights, by onnxruntime in fp32, or by PyTorch (see `RUNTIMES`)."""
+onnxruntime with int8 weights, by onnxruntime in fp32, or by PyTorch (see `RUNTIMES`); for the default model,
+queries may be embedded by its fast student sub-model instead (`variant="fast"`, see `encoder_student`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .encoder_student import check_variant, student_folder
 from .errors import InvalidInputError
 from .matryoshka import check_vectors
 
@@ -66,10 +68,11 @@ class Encoder:
     `runtime` (default: `default_runtime()`): "onnx-int8" or "onnx" run the model exported at first use
     and cached with it (see `encoder_onnx`); "torch" runs it in sentence-transformers, as training does.
     `threads`: onnxruntime's threads per call (default: one per core); PyTorch follows `torch.set_num_threads`.
+    `variant`: "full" (the model) or "fast" (its student, for queries: same space, fewer layers; default model only).
     """
 
     def __init__(self, *, model: str = DEFAULT_MODEL, batch_size: int = 64, runtime: str | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, variant: str = "full"):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         if runtime is not None and runtime not in RUNTIMES:
@@ -77,6 +80,7 @@ class Encoder:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise InvalidInputError(f"threads must be a positive integer, got {threads!r}")
         self.model = model
+        self.variant = check_variant(variant, model)
         self.batch_size = batch_size
         self.runtime = runtime or default_runtime()
         self.threads = threads
@@ -84,7 +88,13 @@ class Encoder:
         self._loading = threading.Lock()  # searches in threads share an encoder: it is loaded (or exported) once
 
     def __repr__(self) -> str:
-        return f"Encoder(model={self.model!r}, runtime={self.runtime!r})"
+        return f"Encoder(model={self.model!r}, runtime={self.runtime!r}, variant={self.variant!r})"
+
+    def _path(self) -> str:
+        """The model's path, or its student's (assembled into the cache at first use)."""
+        if self.variant == "full":
+            return resolve_model(self.model)
+        return str(student_folder(resolve_model(self.model)))
 
     def _load(self):
         """The sentence-transformers model (for the torch runtime, and for its tokenizer)."""
@@ -98,7 +108,7 @@ class Encoder:
 
                 log.info("loading encoder %s", self.model)
                 try:
-                    self._model = SentenceTransformer(resolve_model(self.model), device="cpu")
+                    self._model = SentenceTransformer(self._path(), device="cpu")
                 except (OSError, ValueError) as exc:
                     raise InvalidInputError(f"cannot load encoder model {self.model!r}: {exc}") from None
             return self._model
@@ -128,7 +138,7 @@ class Encoder:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # an export loads the model from its files only
                 from .encoder_onnx import OnnxEncoder, onnx_folder
 
-                folder = onnx_folder(resolve_model(self.model), int8=self.runtime == "onnx-int8")
+                folder = onnx_folder(self._path(), int8=self.runtime == "onnx-int8")
                 self._onnx = OnnxEncoder(folder, threads=self.threads)
             return self._onnx
 
@@ -149,10 +159,23 @@ class UsesModel:
     @encoder.setter
     def encoder(self, encoder: Encoder) -> None:
         """Embed texts and queries with `encoder` from now on: the collection's model in another runtime."""
-        if not isinstance(encoder, Encoder) or encoder.model != self.manifest.model:
+        if not isinstance(encoder, Encoder) or encoder.model != self.manifest.model or encoder.variant != "full":
             raise InvalidInputError(f"the encoder must be an Encoder of the collection's model "
-                                    f"{self.manifest.model!r}, got {encoder!r}")
+                                    f"{self.manifest.model!r}, variant 'full' (it embeds documents), got {encoder!r}")
         self._encoder = encoder
+
+    def encoder_for(self, variant: str) -> Encoder:
+        """The encoder of text queries for `variant`: the collection's encoder ("full"), or the student of its model
+        ("fast") in the same runtime and threads."""
+        check_variant(variant, self.manifest.model)
+        if variant == "full":
+            return self.encoder
+        full = self.encoder
+        made = getattr(self, "_student", None)  # (the full encoder it copies, the student)
+        if made is None or made[0] is not full:
+            made = self._student = (full, Encoder(model=full.model, batch_size=full.batch_size, runtime=full.runtime,
+                                                  threads=full.threads, variant=variant))
+        return made[1]
 
     def vectors_for(self, n: int, texts, vectors, *, progress: bool = False):
         """The vectors of `n` items being added: `vectors` as given, else `texts` embedded; checked against the

@@ -96,7 +96,8 @@ def damage(entry: Path) -> str | None:
 
 
 def _write_manifest(folder: Path) -> None:
-    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(folder.iterdir())}
+    files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file()}  # a saved model has subfolders
     (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
 
 

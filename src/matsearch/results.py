@@ -63,7 +63,8 @@ class SearchResult:
     """Top-k ids and scores per query (best first), the plan run, its cost, the search mode
     ("dense", "lexical" or "hybrid"; a lexical row ends in None ids, scored -inf, where fewer than k match)
     and the target that chose the plan, if one did (with what calibration measured for it); for a search by
-    parent document (`parents=True`), `passages` holds the id of the best passage behind each parent id."""
+    parent document (`parents=True`), `passages` holds the id of the best passage behind each parent id; `encoder`
+    names the sub-model that embedded text queries ("full", or "fast": the model's student)."""
 
     ids: np.ndarray
     scores: np.ndarray
@@ -72,6 +73,7 @@ class SearchResult:
     mode: str = "dense"
     target: str | None = None
     passages: np.ndarray | None = None
+    encoder: str = "full"
 
     def __len__(self) -> int:
         return len(self.ids)

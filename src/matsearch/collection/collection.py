@@ -40,7 +40,7 @@ from ..store import BlockStore
 from ..transform import FIT_SAMPLE, Transform
 from ..tuning import DEFAULT_TARGET, Calibration
 from . import compact as compaction
-from . import drift, filters, hybrid, passages
+from . import drift, filters, hybrid, passages, query_encoder
 from .check import check_collection
 from .commits import CommitCounter
 from .docstore import DocStore
@@ -619,7 +619,7 @@ class Collection(UsesModel):
 
     def search(self, queries, *, k: int = 10, plan: Plan | str | None = None, mode: str | None = None,
                fusion=None, query_vectors=None, target_recall: float | None = None, max_ms: float | None = None,
-               max_cost: float | None = None, filter=None, parents: bool = False) -> SearchResult:
+               max_cost: float | None = None, filter=None, parents: bool = False, encoder: str = "full") -> SearchResult:
         """Top-k ids per query. `queries`: a text, a list of texts, or vectors (1-D or 2-D).
 
         `mode`: "dense" (the plan over the vectors), "lexical" (BM25 over the items' texts) or "hybrid"
@@ -638,7 +638,15 @@ class Collection(UsesModel):
 
         `parents`: for a collection of passages (ingested with chunking), each parent document once, ranked and
         scored by its best passage (passages.py).
+
+        `encoder`: the sub-model that embeds text queries: "full" (the collection's model) or "fast" (its student,
+        about 2x quicker, for the default model only; see README "Query encoding speed"); documents are always the
+        full model's, and vector queries ignore it.
         """
+        if encoder != "full":
+            return query_encoder.search(self, queries, encoder, k=k, plan=plan, mode=mode, fusion=fusion,
+                                        query_vectors=query_vectors, target_recall=target_recall, max_ms=max_ms,
+                                        max_cost=max_cost, filter=filter, parents=parents)
         if parents:
             return passages.search_parents(self, queries, k=k, plan=plan, mode=mode, fusion=fusion,
                                            query_vectors=query_vectors, target_recall=target_recall, max_ms=max_ms,
