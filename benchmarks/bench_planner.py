@@ -405,7 +405,8 @@ def oracle_markdown(report: dict) -> list[str]:
     p = oracle["own_best_percentiles"]
     return lines + ["", f"Lists a query needs to reach its own best recall: median {p['50']:.0f}, 75th percentile "
                     f"{p['75']:.0f}, 90th {p['90']:.0f}, mean {oracle['own_best_mean']:.1f}. The oracle meets the mean "
-                    "by giving few lists to the queries that need many: no rule that serves every query can."]
+                    "by giving few lists to the queries that need many, which a rule that leaves no query behind "
+                    "must not do."]
 
 
 def markdown(report) -> str:
