@@ -358,8 +358,9 @@ def search(
     parents: bool = typer.Option(False, "--parents", help="For a collection of passages (--chunk-tokens): each "
                                                           "document once, ranked by its best passage."),
     encoder_runtime: Optional[str] = typer.Option(None, help=RUNTIME_HELP),
-    encoder: str = typer.Option("full", help="The sub-model that embeds the query: full, or fast (the default "
-                                             "model's student, about 2x quicker; see README, Query encoding speed)."),
+    encoder: str = typer.Option("auto", help="The sub-model that embeds the query: full, fast (the default "
+                                             "model's student, about 2x quicker; see README, Query encoding speed) "
+                                             "or auto (full, unless --max-ms fits only with fast)."),
     ray_address: Optional[str] = typer.Option(None, "--ray", help=RAY_HELP),
     partial: bool = typer.Option(False, "--partial", help="A sharded collection: if a shard does not answer, show "
                                  "the other shards' results, flagged partial, instead of an error naming it."),
@@ -369,7 +370,7 @@ def search(
     if not query.strip():
         raise InvalidInputError("query text is empty")
     sharded = _is_sharded(collection, ray_address)
-    if sharded and (fusion is not None or parents or encoder != "full"):
+    if sharded and (fusion is not None or parents or encoder not in ("auto", "full")):
         raise InvalidInputError("a sharded collection searches dense only with the full encoder: --fusion, --parents "
                                 "and --encoder do not apply")
     if partial and not sharded:
@@ -479,7 +480,7 @@ def tune(
                for target, e in effort.items()}
     if as_json:
         _emit_json({"queries": calibration.queries, "k": calibration.k, "rows": calibration.rows,
-                    "top1_floor": calibration.top1_floor,
+                    "top1_floor": calibration.top1_floor, "encoder_ms": calibration.encoder_ms,
                     "points": [vars(p) for p in calibration.points],
                     "frontier": [p.plan for p in calibration.frontier()],
                     "chosen": {str(t): calibration.choose(target_recall=t).plan for t in (0.8, 0.9, 0.95, 0.99)
@@ -501,6 +502,9 @@ def tune(
                       " / ".join(f"{v:,.0f}" for v in s["multiply_adds"]),
                       " / ".join(f"{v:.0f}" for v in s["lists_probed"]))
     out.print(table)
+    if calibration.encoder_ms:  # a text query's max_ms counts its encoder
+        out.print("encoder, ms per text query (p95): " + ", ".join(f"{name} {ms:.2f}"
+                                                                  for name, ms in calibration.encoder_ms.items()))
 
 
 def _spread(values: list[float]) -> list[float]:

@@ -619,7 +619,7 @@ class Collection(UsesModel):
 
     def search(self, queries, *, k: int = 10, plan: Plan | str | None = None, mode: str | None = None,
                fusion=None, query_vectors=None, target_recall: float | None = None, max_ms: float | None = None,
-               max_cost: float | None = None, filter=None, parents: bool = False, encoder: str = "full") -> SearchResult:
+               max_cost: float | None = None, filter=None, parents: bool = False, encoder: str = "auto") -> SearchResult:
         """Top-k ids per query. `queries`: a text, a list of texts, or vectors (1-D or 2-D).
 
         `mode`: "dense" (the plan over the vectors), "lexical" (BM25 over the items' texts) or "hybrid"
@@ -639,11 +639,13 @@ class Collection(UsesModel):
         `parents`: for a collection of passages (ingested with chunking), each parent document once, ranked and
         scored by its best passage (passages.py).
 
-        `encoder`: the sub-model that embeds text queries: "full" (the collection's model) or "fast" (its student,
-        about 2x quicker, for the default model only; see README "Query encoding speed"); documents are always the
-        full model's, and vector queries ignore it.
+        `encoder`: the sub-model that embeds text queries: "full" (the collection's model), "fast" (its student,
+        about 2x quicker, for the default model only; see README "Query encoding speed") or "auto" (the full model,
+        unless a `max_ms` budget fits only with the fast one); documents are always the full model's, and vector
+        queries ignore it. A text query's `max_ms` counts its encoder's calibrated time.
         """
-        if encoder != "full":
+        if encoder not in ("auto", "full") or (max_ms is not None and type(queries) is not np.ndarray
+                                              and query_vectors is None and mode != "lexical"):  # texts to embed
             return query_encoder.search(self, queries, encoder, k=k, plan=plan, mode=mode, fusion=fusion,
                                         query_vectors=query_vectors, target_recall=target_recall, max_ms=max_ms,
                                         max_cost=max_cost, filter=filter, parents=parents)

@@ -1,17 +1,29 @@
-"""`Collection.search(..., encoder="fast")`: text queries embedded by the model's fast student (encoder_student.py),
-then searched as vectors against the full model's documents; vector and lexical queries need no encoder."""
+"""`Collection.search(..., encoder="fast"|"auto")`: text queries embedded by the model's fast student
+(encoder_student.py) or by the full model, then searched as vectors against the full model's documents; vector and
+lexical queries need no encoder. Under a latency budget the encoder's calibrated time is part of the query's."""
 
 from __future__ import annotations
 
-from ..encoder_student import check_variant
+from ..encoder_student import VARIANTS, check_variant
+from ..errors import InvalidInputError
 from . import hybrid
+
+ENCODERS = ("auto", *VARIANTS)
 
 
 def search(col, queries, encoder: str, **options):
-    """`col.search(queries, **options)` with text queries embedded by sub-model `encoder`; the result's `encoder`
-    says which one did."""
-    check_variant(encoder, col.manifest.model)
+    """`col.search(queries, **options)` with text queries embedded by sub-model `encoder` ("auto": see `chosen`);
+    a text query's `max_ms` leaves the search what the encoder's calibrated time does not take. The result's
+    `encoder` says which sub-model embedded the queries."""
+    if encoder not in ENCODERS:
+        raise InvalidInputError(f"encoder {encoder!r} is not one of {ENCODERS}")
     embedded = hybrid.is_text(queries) and options["mode"] != "lexical" and options["query_vectors"] is None
+    budget, calibration = options["max_ms"], col.calibration() if options["max_ms"] is not None else None
+    if encoder == "auto":
+        encoder = chosen(col, calibration, budget) if embedded else "full"
+    check_variant(encoder, col.manifest.model)
+    if embedded and calibration is not None:
+        options["max_ms"] = calibration.encoder_for(budget, (encoder,))[1]
     if embedded:
         texts = hybrid._check_texts(queries)
         vectors = col.encoder_for(encoder).encode(texts)
@@ -20,7 +32,18 @@ def search(col, queries, encoder: str, **options):
             queries = vectors
         else:
             options["query_vectors"] = vectors
-    result = col.search(queries, **options)
+    result = col.search(queries, encoder="full", **options)
     if embedded:
         result.encoder = encoder
+        if options["max_ms"] != budget:
+            result.target = f"max_ms={budget}: the {encoder} encoder, then {result.target}"
     return result
+
+
+def chosen(col, calibration, max_ms: float | None) -> str:
+    """"auto" for a text query: the full model, unless a `max_ms` budget fits a plan only after the fast student
+    (calibrated collections time each sub-model: `Calibration.encoder_ms`)."""
+    if max_ms is None or calibration is None or not calibration.encoder_ms:
+        return "full"
+    variants = tuple(v for v in VARIANTS if v in calibration.encoder_ms)
+    return calibration.encoder_for(max_ms, variants)[0]

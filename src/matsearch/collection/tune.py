@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import numpy as np
 from tqdm import tqdm
 
+from ..encoder_student import VARIANTS as ENCODERS
 from ..errors import InvalidInputError
 from ..plan import Plan
 from ..tuning.calibration import Calibration, Point, recall_at_k, tail
@@ -24,6 +25,7 @@ PSEUDO = ("auto", "spans", "noise")
 log = logging.getLogger(__name__)
 DRIFT_PERCENTILE = 1  # a query whose top-1 score is below this percentile of the calibration queries' has drifted
 _ROUNDS = 2  # timing passes per setting; the faster one counts (this VM's speed drifts)
+ENCODER_TIMED = 50  # query texts each encoder sub-model embeds, one at a time, to time it
 
 
 def calibrate(col, queries=None, *, sample: int = 1000, k: int = 10, timed: int = 200, seed: int = 0,
@@ -43,9 +45,10 @@ def calibrate(col, queries=None, *, sample: int = 1000, k: int = 10, timed: int 
         raise InvalidInputError(f"collection {col.path} is empty: nothing to calibrate")
     if queries is None:
         rows = np.sort(np.random.default_rng(seed).choice(live, min(sample, len(live)), replace=False))
-        queries, source, spanned = _pseudo_queries(col, rows, pseudo, seed)
+        queries, source, spanned, texts = _pseudo_queries(col, rows, pseudo, seed)
         origin = col._ids.lookup(rows)
     else:
+        texts = [queries] if isinstance(queries, str) else list(queries) if isinstance(queries, (list, tuple)) else []
         queries, origin, spanned = col._encoded(queries), None, None
         source = f"given: {len(queries)} queries"
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -82,7 +85,34 @@ def calibrate(col, queries=None, *, sample: int = 1000, k: int = 10, timed: int 
                               datetime.now(timezone.utc).isoformat(timespec="seconds"),
                               top1_floor=_top1_floor(exact, origin))
     calibration.notes["effort"] = _policy_effort(col, calibration, queries, k)
+    calibration.encoder_ms = _encoder_ms(col, [t for t in texts if isinstance(t, str)][:ENCODER_TIMED])
     return calibration
+
+
+def _encoder_ms(col, texts: list[str]) -> dict | None:
+    """Per encoder sub-model the collection's model has: the 95th percentile of ms to embed one of `texts` (query-like
+    texts), one at a time, the faster of `_ROUNDS` passes; None without texts (a text query's `max_ms` then budgets
+    the search alone)."""
+    if not texts or col.manifest.model is None:
+        return None
+    spent = {}
+    for variant in ENCODERS:
+        try:
+            encoder = col.encoder_for(variant)
+            encoder.encode(texts[:2])  # loaded (or exported) before the clock runs
+        except (InvalidInputError, OSError) as exc:  # no student for this model, or it cannot load here
+            log.info("encoder %s not timed: %s", variant, exc)
+            continue
+        best = None
+        for _ in range(_ROUNDS):
+            seconds = np.empty(len(texts))
+            for i, text in enumerate(texts):
+                start = time.perf_counter()
+                encoder.encode([text])
+                seconds[i] = time.perf_counter() - start
+            best = seconds if best is None or seconds.sum() < best.sum() else best
+        spent[variant] = float(np.percentile(best, 95) * 1e3)
+    return spent or None
 
 
 REPORTED = (0.8, 0.9, 0.95, 0.99)  # the recall targets whose per-query effort a calibration reports
@@ -132,9 +162,9 @@ def _top1_floor(exact, origin: np.ndarray | None) -> float:
     return float(np.percentile(top, DRIFT_PERCENTILE))
 
 
-def _pseudo_queries(col, rows: np.ndarray, kind: str, seed: int) -> tuple[np.ndarray, str, np.ndarray]:
-    """Raw query vectors drawn from the items in `rows` (see `calibrate`), a line saying how, and which of
-    them are spans of the item's text (the rest: its vector moved by noise)."""
+def _pseudo_queries(col, rows: np.ndarray, kind: str, seed: int) -> tuple[np.ndarray, str, np.ndarray, list[str]]:
+    """Raw query vectors drawn from the items in `rows` (see `calibrate`), a line saying how, which of them are
+    spans of the item's text (the rest: its vector moved by noise), and the spans."""
     records = col.get(list(col._ids.lookup(rows)))
     texts = [r.text if r.text and r.text.split() else None for r in records]
     if kind == "noise" or (kind == "auto" and (col.manifest.model is None or not any(texts))):
@@ -142,7 +172,7 @@ def _pseudo_queries(col, rows: np.ndarray, kind: str, seed: int) -> tuple[np.nda
     elif col.manifest.model is None or not any(texts):
         raise InvalidInputError(f"pseudo='spans' needs texts and a model; collection {col.path} has "
                                 f"{'no model' if col.manifest.model is None else 'no texts in the items sampled'}")
-    has = np.array([t is not None for t in texts])
+    has, cut = np.array([t is not None for t in texts]), []
     stored = np.stack([r.vector for r in records]).astype(np.float32)
     queries = col._transform.restore(noisy(stored, noise=NOISE, seed=seed))
     if has.any():
@@ -160,7 +190,7 @@ def _pseudo_queries(col, rows: np.ndarray, kind: str, seed: int) -> tuple[np.nda
         said.append(f"{has.sum()} text spans ({SPAN_SENTENCES:.0%} sentences, else {low}-{high} words)")
     if not has.all():
         said.append(f"{(~has).sum()} stored items moved by noise {NOISE}× their norm")
-    return queries, f"pseudo: {', '.join(said)} (seed {seed})", has
+    return queries, f"pseudo: {', '.join(said)} (seed {seed})", has, cut if has.any() else []
 
 
 def _blocks_reread(plan: Plan, nesting: list[int], candidates: list) -> float:

@@ -56,6 +56,7 @@ class Calibration:
     created: str  # ISO date and time
     notes: dict = field(default_factory=dict)
     top1_floor: float | None = None  # the 1st percentile of the calibration queries' top-1 scores (drift below it)
+    encoder_ms: dict | None = None  # per encoder sub-model ("full", "fast"): 95th percentile ms to embed one query
     _chosen: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # target → point, made once
 
     def frontier(self, cost: str = "ms") -> list[Point]:
@@ -92,6 +93,26 @@ class Calibration:
             self._chosen[key] = (point.plan, f"{name}={value} (calibrated: recall {point.recall:.3f}, "
                                              f"{point.ms:.3f} ms)", split, guard)
         return self._chosen[key]
+
+    def encoder_for(self, max_ms: float, encoders: tuple[str, ...]) -> tuple[str, float]:
+        """For a text query under `max_ms`: the first of `encoders` (most accurate first) after which some plan
+        fits, and what the budget leaves the search (all of it for an encoder calibration did not time)."""
+        spent = {}
+        for encoder in encoders:
+            spent[encoder] = (self.encoder_ms or {}).get(encoder, 0.0)
+            left = max_ms - spent[encoder]
+            try:
+                if left > 0:
+                    self.choose(max_ms=left)
+                    return encoder, left
+            except InvalidInputError:
+                pass
+        cheapest = min((p for p in self.points if not Plan.parse(p.plan).adaptive), key=lambda p: p.ms_p95)
+        quickest = min(spent, key=spent.get)
+        raise InvalidInputError(f"max_ms {max_ms} is out of reach for a text query: the {quickest} encoder takes "
+                                f"{spent[quickest]:.3g} ms and the cheapest calibrated plan, {cheapest.plan}, "
+                                f"{cheapest.ms_p95:.3g} ms for 95% of queries, and a budget keeps "
+                                f"{1 - LATENCY_HEADROOM:.0%} of headroom")
 
     def guard(self, target_recall: float) -> Point:
         """The plan for a query unlike the calibration queries (top-1 score below `top1_floor`): the cheapest
