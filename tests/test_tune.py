@@ -166,6 +166,20 @@ def test_a_recall_target_between_frontier_points_is_met_by_mixing_them():
     assert calibration.mix(0.9) == (points[1], points[1], 1.0) and calibration.mix(0.5)[2] == 1.0
 
 
+def test_a_mix_never_takes_a_frontier_point_under_the_line_between_two_others():
+    # SciFact's shape at 0.95: a fixed probe just under the target, between two stopping margins, is on the Pareto
+    # frontier (more recall than the cheaper margin) but under their line: sharing queries between the margins
+    # gives more recall at its time
+    low, fixed, high = (Point("p2-32^0.275@d192:50>d384", 0.945, 0.754, 0.0707, 0.08, 1e5, 1e5),
+                        Point("p14@d192:50>d384", 0.946, 0.728, 0.0720, 0.08, 1.4e5, 1e5),
+                        Point("p2-32^0.3@d192:50>d384", 0.959, 0.792, 0.0726, 0.08, 1.5e5, 1e5))
+    calibration = Calibration([low, fixed, high], 10, 1000, "r", "indexes.1", 0, "test", "2026-11-30")
+    assert calibration.frontier() == [low, fixed, high]
+    cheaper, dearer, share = calibration.mix(0.95)
+    assert (cheaper, dearer) == (low, high) and share == pytest.approx((0.95 - 0.945) / (0.959 - 0.945))
+    assert calibration.serve(target_recall=0.95)[0] == high.plan
+
+
 def test_the_grid_re_ranks_long_shortlists_on_a_middle_prefix_and_the_model_counts_block_reads():
     from matsearch import Plan
     from matsearch.collection.tune import _blocks_reread
