@@ -628,7 +628,7 @@ class Collection(UsesModel):
         the texts' vectors, already embedded, for the dense half of a hybrid search.
 
         Instead of a plan, a calibrated collection (`tune`) takes a target: `target_recall` (mean
-        recall@k against exact search: queries are shared between the two frontier plans around it, in the
+        recall@k against exact search: queries are shared between the two frontier hull plans around it, in the
         proportion that meets it), `max_ms` (95% of queries within it) or `max_cost` (multiply-adds per query);
         with neither plan nor target it serves recall 0.95 (exact search until calibrated). Under a recall target a
         dense query scoring its top-1 below what calibration saw is searched again with more effort (drift.py).
