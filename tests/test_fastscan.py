@@ -53,7 +53,7 @@ def test_every_kernel_sums_the_same(coded):
     store, index, queries = coded
     for query in queries[:20]:
         lists = np.empty(8, np.int64)
-        _kernels.probe(index.centroids_[32], query, 8, lists, None)
+        _kernels.probe(index.centroids_[32], query, 8, lists)
         results = [_scan(index, query, lists, 50, kernel) for kernel in kernels_here()]
         for rows, scores, scanned in results[1:]:
             np.testing.assert_array_equal(rows, results[0][0])
@@ -67,7 +67,7 @@ def test_the_ranking_follows_faiss_scanning_the_same_lists(coded):
     overlap, gaps = [], []
     for query in queries[:50]:
         lists = np.empty(8, np.int64)
-        _kernels.probe(index.centroids_[32], query, 8, lists, None)
+        _kernels.probe(index.centroids_[32], query, 8, lists)
         rows, scores, _ = _scan(index, query, lists, 50)
         coarse = np.ascontiguousarray(index.lists_.means_[lists] @ query[: index.scan_dim])
         theirs, their_scores = np.empty(50, np.int64), np.empty(50, np.float32)

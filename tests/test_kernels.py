@@ -26,21 +26,21 @@ def test_all_finite_finds_nan_and_inf_and_refuses_other_arrays():
         _kernels.all_finite(np.zeros(3))
 
 
-def test_probe_picks_the_nearest_lists_in_order_and_counts_their_items():
+def test_probe_picks_the_nearest_lists_in_order():
     centroids = np.eye(4, dtype=np.float32)
     query = np.array([0.1, 0.9, 0.5, 0.0], dtype=np.float32)
     lists = np.empty(2, dtype=np.int64)
-    assert _kernels.probe(centroids, query, 2, lists, np.array([5, 6, 7, 8], dtype=np.int64)) == (2, 13)
+    assert _kernels.probe(centroids, query, 2, lists) == 2
     assert lists.tolist() == [1, 2]
     spread = np.empty(4, dtype=np.int64)  # cosines 0.87, 0.48, 0.10, 0: within 0.5 of the best, at least 1
-    assert _kernels.probe(centroids, query, 4, spread, None, 1, 0.5) == (2, 0) and spread[:2].tolist() == [1, 2]
-    assert _kernels.probe(centroids, query, 4, spread, None, 3, 0.5)[0] == 3  # at least 3
-    assert _kernels.probe(centroids, query, 4, spread, None, 1, 0.01) == (1, 0) and spread[0] == 1
+    assert _kernels.probe(centroids, query, 4, spread, 1, 0.5) == 2 and spread[:2].tolist() == [1, 2]
+    assert _kernels.probe(centroids, query, 4, spread, 3, 0.5) == 3  # at least 3
+    assert _kernels.probe(centroids, query, 4, spread, 1, 0.01) == 1 and spread[0] == 1
     ties = np.empty(3, dtype=np.int64)
-    _kernels.probe(np.zeros((5, 4), dtype=np.float32), query, 3, ties, None)  # all tied: the lowest lists
+    _kernels.probe(np.zeros((5, 4), dtype=np.float32), query, 3, ties)  # all tied: the lowest lists
     assert ties.tolist() == [0, 1, 2]
     with pytest.raises(ValueError, match="nprobe 6 of 5 lists"):
-        _kernels.probe(np.zeros((5, 4), dtype=np.float32), query, 6, np.empty(6, dtype=np.int64), None)
+        _kernels.probe(np.zeros((5, 4), dtype=np.float32), query, 6, np.empty(6, dtype=np.int64))
 
 
 def test_probe_with_a_bias_of_minus_half_the_squared_norm_picks_the_nearest_centroids():
@@ -48,7 +48,7 @@ def test_probe_with_a_bias_of_minus_half_the_squared_norm_picks_the_nearest_cent
     query = np.random.default_rng(1).normal(size=8).astype(np.float32) * 10
     bias = (-0.5 * np.sum(centroids**2, axis=1)).astype(np.float32)
     lists = np.empty(5, dtype=np.int64)
-    assert _kernels.probe(centroids, query, 5, lists, None, 5, -1.0, bias) == (5, 0)
+    assert _kernels.probe(centroids, query, 5, lists, 5, -1.0, bias) == 5
     assert lists.tolist() == sorted(np.argsort(np.sum((centroids - query) ** 2, axis=1))[:5].tolist())
 
 
@@ -59,9 +59,9 @@ def test_a_ranked_probe_gives_the_nearest_lists_best_first_ties_to_the_lower_lis
         centroids[7] = centroids[3]  # a tie: list 3 comes first
         query = rng.standard_normal(16).astype(np.float32)
         lists = np.empty(nprobe, np.int64)
-        kept, _ = _kernels.probe(centroids, query, nprobe, lists, None, nprobe, -1.0, None, True)
+        kept = _kernels.probe(centroids, query, nprobe, lists, nprobe, -1.0, None, True)
         scores = centroids.astype(np.float64) @ query.astype(np.float64)
         assert kept == nprobe and lists.tolist() == np.lexsort((np.arange(n), -scores))[:nprobe].tolist()
         ascending = np.empty(nprobe, np.int64)
-        _kernels.probe(centroids, query, nprobe, ascending, None)
+        _kernels.probe(centroids, query, nprobe, ascending)
         assert ascending.tolist() == sorted(lists.tolist())  # the same lists, in list order by default

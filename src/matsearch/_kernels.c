@@ -140,54 +140,53 @@ static int cmp_int64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* probe(centroids, query, nprobe, lists_out, sizes[, least, spread[, bias[, ranked]]]) -> (lists chosen, items in them)
+/* probe(centroids, query, nprobe, lists_out[, least, spread[, bias[, ranked]]]) -> lists chosen
    The `nprobe` rows of `centroids` (float32, lists × dims) with the largest inner product with the first
    dims of `query` (float32), plus `bias` (float32 per list, or None: 0), ties to the lower list, written to
-   `lists_out` (int64) in ascending order (`ranked` true: best first), with the sum of `sizes` (int64 per
-   list, or None: 0) over them.
+   `lists_out` (int64) in ascending order (`ranked` true: best first).
    With `spread` (>= 0), only those of them whose score is within spread × ‖query[:dims]‖ of the best (a
    cosine gap), but at least `least`. A bias of −‖c‖²/2 ranks the centroids by distance (l2). */
 static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5 && nargs != 7 && nargs != 8 && nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "probe takes 5, 7, 8 or 9 arguments");
+    if (nargs != 4 && nargs != 6 && nargs != 7 && nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "probe takes 4, 6, 7 or 8 arguments");
         return NULL;
     }
-    int ranked = nargs == 9 ? PyObject_IsTrue(args[8]) : 0;
+    int ranked = nargs == 8 ? PyObject_IsTrue(args[7]) : 0;
     if (ranked < 0) return NULL;
-    Buf bufs[5];
+    Buf bufs[4];
     memset(bufs, 0, sizeof bufs);
-    const char *names[] = {"centroids", "query", "lists_out", "sizes", "bias"};
-    PyObject *objs[] = {args[0], args[1], args[3], args[4], nargs >= 8 ? args[7] : Py_None};
-    Py_ssize_t sizes[] = {4, 4, 8, 8, 4};
-    for (int i = 0; i < 5; i++) {
-        if (get(objs[i], &bufs[i], sizes[i], i == 2, names[i]) < 0) {
-            release(bufs, 5);
+    const char *names[] = {"centroids", "query", "lists_out", "bias"};
+    PyObject *objs[] = {args[0], args[1], args[3], nargs >= 7 ? args[6] : Py_None};
+    Py_ssize_t widths[] = {4, 4, 8, 4};
+    for (int i = 0; i < 4; i++) {
+        if (get(objs[i], &bufs[i], widths[i], i == 2, names[i]) < 0) {
+            release(bufs, 4);
             return NULL;
         }
     }
     Py_ssize_t nprobe = PyLong_AsSsize_t(args[2]);
-    Py_ssize_t least = nargs >= 7 ? PyLong_AsSsize_t(args[5]) : nprobe;
-    double spread = nargs >= 7 ? PyFloat_AsDouble(args[6]) : -1.0;
+    Py_ssize_t least = nargs >= 6 ? PyLong_AsSsize_t(args[4]) : nprobe;
+    double spread = nargs >= 6 ? PyFloat_AsDouble(args[5]) : -1.0;
     if (PyErr_Occurred() || !bufs[0].held || !bufs[1].held || !bufs[2].held || bufs[0].view.ndim != 2) {
-        release(bufs, 5);
+        release(bufs, 4);
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "probe: centroids (2-D), query and lists_out are required");
         return NULL;
     }
     Py_ssize_t n = bufs[0].view.shape[0], dims = bufs[0].view.shape[1];
     if (nprobe < 1 || nprobe > n || least < 1 || least > nprobe || bufs[2].view.len / 8 < nprobe || bufs[1].view.len / 4 < dims ||
-        (bufs[3].held && bufs[3].view.len / 8 < n) || (bufs[4].held && bufs[4].view.len / 4 < n)) {
-        release(bufs, 5);
+        (bufs[3].held && bufs[3].view.len / 4 < n)) {
+        release(bufs, 4);
         PyErr_Format(PyExc_ValueError, "probe: nprobe %zd of %zd lists, or a buffer too short", nprobe, n);
         return NULL;
     }
     Item *heap = PyMem_Malloc(nprobe * sizeof(Item));
     if (!heap) {
-        release(bufs, 5);
+        release(bufs, 4);
         return PyErr_NoMemory();
     }
     const float *centroids = bufs[0].view.buf, *query = bufs[1].view.buf;
-    const float *bias = bufs[4].held ? bufs[4].view.buf : NULL;
-    int64_t *lists = bufs[2].view.buf, total = 0;
+    const float *bias = bufs[3].held ? bufs[3].view.buf : NULL;
+    int64_t *lists = bufs[2].view.buf;
     Py_ssize_t kept;
     Py_BEGIN_ALLOW_THREADS
     Py_ssize_t size = 0;
@@ -217,12 +216,10 @@ static PyObject *probe(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     }
     for (Py_ssize_t i = 0; i < kept; i++) lists[i] = heap[i].row;
     if (!ranked) qsort(lists, kept, sizeof(int64_t), cmp_int64);
-    if (bufs[3].held)
-        for (Py_ssize_t i = 0; i < kept; i++) total += ((const int64_t *)bufs[3].view.buf)[lists[i]];
     Py_END_ALLOW_THREADS
     PyMem_Free(heap);
-    release(bufs, 5);
-    return Py_BuildValue("(nL)", kept, (long long)total);
+    release(bufs, 4);
+    return PyLong_FromSsize_t(kept);
 }
 
 /* A float32 C-contiguous buffer's values, or NULL (no error set) for anything else. */

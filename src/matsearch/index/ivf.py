@@ -227,7 +227,7 @@ class IVFIndex:
             return None
         start = time.perf_counter()
         lists = np.empty(lane.nprobe, dtype=np.int64)
-        probed, _ = _kernels.probe(lane.centroids, query, lane.nprobe, lists, None, *lane.adaptive)
+        probed = _kernels.probe(lane.centroids, query, lane.nprobe, lists, *lane.adaptive)
         rows, scores = np.empty(lane.k, dtype=np.int64), np.empty(lane.k, dtype=np.float32)
         kept, scanned, opened, seconds = self.lists_.search(query, lists[:probed], keeps[0], lane.stages, rows,
                                                             scores, lane.stop)
@@ -333,10 +333,10 @@ class IVFIndex:
         lists = np.empty(min(nprobe, self.n_lists), dtype=np.int64)  # ascending: scanned in list order
         bias = self.biases_.get(dim)
         if spread is None and bias is None and not ranked:
-            kept, _ = _kernels.probe(self.centroids_[dim], query, len(lists), lists, None)
+            kept = _kernels.probe(self.centroids_[dim], query, len(lists), lists)
         else:
             least = len(lists) if spread is None else min(least, len(lists))
-            kept, _ = _kernels.probe(self.centroids_[dim], query, len(lists), lists, None, least,
+            kept = _kernels.probe(self.centroids_[dim], query, len(lists), lists, least,
                                      -1.0 if spread is None else spread, bias, ranked)
         return lists[:kept]
 
