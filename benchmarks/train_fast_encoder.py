@@ -9,8 +9,12 @@ the 100k pkgsum corpus summaries (their teacher vectors are the shared ones), `-
 SciFact's train claims (never a query of any `qrels/test.tsv`). Teacher vectors of new texts are computed once
 with the full model (onnx fp32) and kept under `--cache`. One thread; seeded.
 
-    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/train_fast_encoder.py --layers 2 --texts 160000 \
-        --epochs 1 --out src/matsearch/data/fast_encoder.npz
+The shipped parts (README, "Fast query encoder"): a first run, then a second going on from it (`--init`):
+
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/train_fast_encoder.py --rank 128 --lr 2e-3 \
+        --texts 100000 --out /tmp/fe/C.npz
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/train_fast_encoder.py --rank 128 --lr 1e-3 \
+        --init /tmp/fe/C.npz --seed 1 --texts 140000 --out src/matsearch/data/fast_encoder.npz
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ import torch
 from tqdm import tqdm
 
 from matsearch.encoder import DEFAULT_MODEL, Encoder, resolve_model
-from matsearch.encoder_student import LINEARS, NORMS, cut
+from matsearch.encoder_student import LINEARS, NORMS, cut, load_parts
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MAX_TOKENS = 64
 PREFIXES = (64, 128, 256)
+POOL_SEED = 0  # the pool of texts and the 2,000 held back are the same whatever `--seed` (which orders training)
 
 
 def main():
@@ -48,6 +53,7 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", type=Path, help="parts to go on training (instead of a fresh LoRA and map)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/fast_encoder"), help="teacher vectors")
     parser.add_argument("--out", type=Path, required=True, help="the parts, fp16 .npz")
     args = parser.parse_args()
@@ -59,14 +65,17 @@ def main():
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
     texts, targets = pool(args, tokenizer)
-    order = np.random.default_rng(args.seed).permutation(len(texts))
+    order = np.random.default_rng(POOL_SEED).permutation(len(texts))
     held, train = order[:2000], order[2000 : 2000 + args.texts]
     print(f"pool {len(texts):,} texts; training on {len(train):,}, {len(held):,} held back", flush=True)
 
     student = Student(args.layers, args.ffn, args.rank)
     batches = lambda rows, shuffle: list(batched(tokenizer, texts, rows, args.batch, shuffle, args.seed))
-    student.fit_map(batches(train[:5000], False), targets)
-    print(f"held-back cosine with the least-squares map only: {evaluate(student, batches(held, False), targets):.4f}")
+    if args.init:
+        student.load(load_parts(args.init))
+    else:
+        student.fit_map(batches(train[:5000], False), targets)
+    print(f"held-back cosine before training: {evaluate(student, batches(held, False), targets):.4f}")
     start = time.perf_counter()
     train_loop(student, batches, train, targets, args)
     minutes = (time.perf_counter() - start) / 60
@@ -140,17 +149,28 @@ class Student(torch.nn.Module):
         self.map.weight.copy_(solution[:-1].T)
         self.map.bias.copy_(solution[-1])
 
-    def parts(self) -> dict[str, np.ndarray]:
-        """The trained parameters, fp16, named as `encoder_student.assemble` reads them."""
-        out = {"layers": np.array(self.layers), "ffn": np.array(self.ffn)}
+    def tensors(self):
+        """(name as `encoder_student.assemble` reads it, tensor) for each trained parameter."""
         for name, module in self.trained.items():
             if isinstance(module, LoRA):
-                out[f"{name}.lora_a"], out[f"{name}.lora_b"] = module.a, module.b
-                out[f"{name}.bias"] = module.linear.bias
+                yield from ((f"{name}.lora_a", module.a), (f"{name}.lora_b", module.b),
+                            (f"{name}.bias", module.linear.bias))
             else:
-                out[f"{name}.weight"], out[f"{name}.bias"] = module.weight, module.bias
-        out["map.weight"], out["map.bias"] = self.map.weight, self.map.bias
-        return {k: v.detach().numpy().astype(np.float16) if isinstance(v, torch.Tensor) else v for k, v in out.items()}
+                yield from ((f"{name}.weight", module.weight), (f"{name}.bias", module.bias))
+        yield from (("map.weight", self.map.weight), ("map.bias", self.map.bias))
+
+    def parts(self) -> dict[str, np.ndarray]:
+        """The trained parameters, fp16, and the student's shape."""
+        out = {name: tensor.detach().numpy().astype(np.float16) for name, tensor in self.tensors()}
+        return {"layers": np.array(self.layers), "ffn": np.array(self.ffn), **out}
+
+    @torch.no_grad()
+    def load(self, parts: dict[str, np.ndarray]) -> None:
+        """Take the values of saved parts (of a student of the same shape)."""
+        if (int(parts["layers"]), int(parts["ffn"])) != (self.layers, self.ffn):
+            raise ValueError(f"the parts are for {int(parts['layers'])} layers of {int(parts['ffn'])} units")
+        for name, tensor in self.tensors():
+            tensor.copy_(torch.from_numpy(parts[name]))
 
 
 def loss_fn(out, target):
@@ -216,7 +236,7 @@ def pool(args, tokenizer) -> tuple[list[str], np.ndarray]:
     claims, claim_vectors = scifact_train_claims()
     texts += claims
     targets.append(claim_vectors)
-    new = spans(args.spans, tokenizer, args.seed) + extra_pypi(args.extra_pypi, set(pkgsum), args.seed)
+    new = spans(args.spans, tokenizer, POOL_SEED) + extra_pypi(args.extra_pypi, set(pkgsum), POOL_SEED)
     texts += new
     targets.append(teacher(new, args.cache))
     return texts, np.concatenate(targets).astype(np.float32)

@@ -27,9 +27,9 @@ PARTS = "fast_encoder.npz"
 LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
            "intermediate.dense", "output.dense")
 NORMS = ("attention.output.LayerNorm", "output.LayerNorm")
-# Measured ms per query, text in -> ids out through Collection.search, one thread, onnx-int8, SciFact
-# (benchmarks/results/fast_encoder.md), for a planner to weigh the encoder against the search.
-MS_PER_QUERY = {"full": 2.6, "fast": 1.3}
+# Measured ms per text query, text in -> ids out through Collection.search (exact search included), one thread,
+# onnx-int8, mean over SciFact, NPL and Cranfield (benchmarks/results/fast_encoder.md): for a planner.
+MS_PER_QUERY = {"full": 2.64, "fast": 1.50}
 log = logging.getLogger(__name__)
 
 
