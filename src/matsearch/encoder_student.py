@@ -29,7 +29,7 @@ LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value",
 NORMS = ("attention.output.LayerNorm", "output.LayerNorm")
 # Measured ms per text query, text in -> ids out through Collection.search (exact search included), one thread,
 # onnx-int8, mean over SciFact, NPL and Cranfield (benchmarks/results/fast_encoder.md): for a planner.
-MS_PER_QUERY = {"full": 2.64, "fast": 1.50}
+MS_PER_QUERY = {"full": 2.55, "fast": 1.47}
 log = logging.getLogger(__name__)
 
 
