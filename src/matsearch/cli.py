@@ -392,7 +392,7 @@ def search(
               "overhead_ms": result.overhead_seconds * 1e3} if sharded else {}
     if as_json:
         _emit_json({"query": query, "mode": result.mode, "plan": result.plan, "target": result.target, "k": k,
-                    **({"encoder": "fast"} if encoder == "fast" else {}),  # the documented keys otherwise
+                    **({"encoder": "fast"} if getattr(result, "encoder", "full") == "fast" else {}),  # asked, or auto
                     "results": hits,
                     "cost": result.cost.per_query(), **shards})
         return
