@@ -27,9 +27,6 @@ PARTS = "fast_encoder.npz"
 LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
            "intermediate.dense", "output.dense")
 NORMS = ("attention.output.LayerNorm", "output.LayerNorm")
-# Measured ms per text query, text in -> ids out through Collection.search (exact search included), one thread,
-# onnx-int8, mean over SciFact, NPL and Cranfield (benchmarks/results/fast_encoder.md): for a planner.
-MS_PER_QUERY = {"full": 2.55, "fast": 1.47}
 log = logging.getLogger(__name__)
 
 
