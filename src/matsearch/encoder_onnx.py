@@ -99,6 +99,8 @@ class OnnxEncoder:
         self.dimension = json.loads((folder / "settings.json").read_text())["dimension"]
 
     def encode(self, texts: list[str], *, batch_size: int, progress: bool = False) -> np.ndarray:
+        if 0 < len(texts) <= min(RUN_TEXTS, batch_size) and not progress:  # a query: one call, nothing to arrange
+            return _unit(np.array(self._run(texts), dtype=np.float32))
         from tqdm.auto import tqdm
 
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
@@ -107,14 +109,19 @@ class OnnxEncoder:
             for run in range(start, min(start + batch_size, len(texts)), RUN_TEXTS):
                 rows = order[run : min(run + RUN_TEXTS, start + batch_size)]
                 vectors[rows] = self._run([texts[r] for r in rows])
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return vectors
+        return _unit(vectors)
 
     def _run(self, texts: list[str]) -> np.ndarray:
         encodings = [self.tokenizer.encode(texts[0])] if len(texts) == 1 else self.tokenizer.encode_batch(texts)
         fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
         feeds = {name: np.array([getattr(e, fields[name]) for e in encodings], dtype=np.int64) for name in self.inputs}
         return self.session.run(None, feeds)[0]
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    """`vectors` (float32, rows) scaled to unit length in place (a zero row stays zero)."""
+    vectors /= np.maximum(np.sqrt(np.einsum("ij,ij->i", vectors, vectors))[:, None], 1e-12)
+    return vectors
 
 
 class _QuantiserNotes(logging.Filter):
