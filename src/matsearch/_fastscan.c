@@ -280,11 +280,10 @@ typedef struct {
     float margin, depth, spent;
 } Stop;
 
-/* Asks the caches for the first block of `count` items at `codes` (a list's pages, read one by one, each
-   start the hardware prefetcher anew: prefetching a block ahead took ~10% off pkgsum's scan). */
-static inline void prefetch_codes(const uint8_t *codes, int64_t count, int padded) {
-    if (count > 0)
-        for (int line = 0; line < 16 * padded; line += 64) __builtin_prefetch(codes + line);
+/* Asks the caches for the block of codes at `codes` (a list's pages, read one by one, each start the hardware
+   prefetcher anew: prefetching a block ahead took ~10% off pkgsum's scan). */
+static inline void prefetch_block(const uint8_t *codes, int padded) {
+    for (int line = 0; line < 16 * padded; line += 64) __builtin_prefetch(codes + line);
 }
 
 /* The best `keep` items of the probed lists into `kept` (room for 2 · keep), best first if `sorted` (in no
@@ -333,12 +332,12 @@ static Py_ssize_t scan_lists(const Lists *in, BlockSums sums_of, Py_ssize_t keep
         const int64_t *rows = (const int64_t *)(intptr_t)in->ids_at[list];
         float base = next.score;
         *scanned += count;
-        if (p + 1 < n_order) /* the next list's first blocks, and this list's second, while the first is scanned */
-            prefetch_codes((const uint8_t *)(intptr_t)in->codes_at[order[p + 1].row], in->sizes[order[p + 1].row], padded);
-        if (count > BLOCK) prefetch_codes(codes + 16 * padded, 1, padded);
+        if (p + 1 < n_order) /* the next list's first block (every list in order holds items), and this list's second */
+            prefetch_block((const uint8_t *)(intptr_t)in->codes_at[order[p + 1].row], padded);
+        if (count > BLOCK) prefetch_block(codes + 16 * padded, padded);
         int16_t thr = threshold(bar.score, base, scale);
         for (int64_t start = 0; start < count; start += BLOCK, codes += 16 * padded) {
-            if (start + 2 * BLOCK < count) prefetch_codes(codes + 32 * padded, 1, padded); /* the block after next */
+            if (start + 2 * BLOCK < count) prefetch_block(codes + 32 * padded, padded); /* the block after next */
             uint32_t mask = sums_of(codes, table, padded, thr, sums);
             if (count - start < BLOCK) mask &= (1u << (count - start)) - 1;
             while (mask) {
