@@ -103,15 +103,8 @@ def _encoder_ms(col, texts: list[str]) -> dict | None:
         except (InvalidInputError, OSError) as exc:  # no student for this model, or it cannot load here
             log.info("encoder %s not timed: %s", variant, exc)
             continue
-        best = None
-        for _ in range(_ROUNDS):
-            seconds = np.empty(len(texts))
-            for i, text in enumerate(texts):
-                start = time.perf_counter()
-                encoder.encode([text])
-                seconds[i] = time.perf_counter() - start
-            best = seconds if best is None or seconds.sum() < best.sum() else best
-        spent[variant] = float(np.percentile(best, 95) * 1e3)
+        seconds = _best_pass(lambda text: encoder.encode([text]), texts)
+        spent[variant] = float(np.percentile(seconds, 95) * 1e3)
     return spent or None
 
 
@@ -245,12 +238,17 @@ def _nonnegative_fit(work: np.ndarray, ms: np.ndarray, use: np.ndarray | None = 
 
 def _one_at_a_time(col, queries: np.ndarray, k: int, plan: str) -> np.ndarray:
     """Seconds per query through `col.search`, one query at a time: the faster of `_ROUNDS` passes."""
+    return _best_pass(lambda query: col.search(query[None], k=k, plan=plan), queries)
+
+
+def _best_pass(call, items) -> np.ndarray:
+    """Seconds of `call(item)` for each of `items`, one at a time: the faster of `_ROUNDS` passes."""
     best = None
     for _ in range(_ROUNDS):
-        seconds = np.empty(len(queries))
-        for i in range(len(queries)):
+        seconds = np.empty(len(items))
+        for i, item in enumerate(items):
             start = time.perf_counter()
-            col.search(queries[i : i + 1], k=k, plan=plan)
+            call(item)
             seconds[i] = time.perf_counter() - start
         best = seconds if best is None or seconds.sum() < best.sum() else best
     return best
