@@ -12,18 +12,22 @@ ENCODERS = ("auto", *VARIANTS)
 
 
 def search(col, queries, encoder: str, **options):
-    """`col.search(queries, **options)` with text queries embedded by sub-model `encoder` ("auto": see `chosen`);
-    a text query's `max_ms` leaves the search what the encoder's calibrated time does not take. The result's
+    """`col.search(queries, **options)` with text queries embedded by sub-model `encoder` ("auto": the full model,
+    unless a `max_ms` budget fits a plan only after the fast student, as `Calibration.encoder_ms` timed them); a
+    text query's `max_ms` leaves the search what the encoder's calibrated time does not take. The result's
     `encoder` says which sub-model embedded the queries."""
     if encoder not in ENCODERS:
         raise InvalidInputError(f"encoder {encoder!r} is not one of {ENCODERS}")
+    if encoder != "auto":
+        check_variant(encoder, col.manifest.model)
     embedded = hybrid.is_text(queries) and options["mode"] != "lexical" and options["query_vectors"] is None
-    budget, calibration = options["max_ms"], col.calibration() if options["max_ms"] is not None else None
-    if encoder == "auto":
-        encoder = chosen(col, calibration, budget) if embedded else "full"
-    check_variant(encoder, col.manifest.model)
-    if embedded and calibration is not None:
-        options["max_ms"] = calibration.encoder_for(budget, (encoder,))[1]
+    budget = options["max_ms"]
+    calibration = col.calibration() if embedded and budget is not None else None
+    if calibration is not None:  # "auto": the first sub-model, most accurate first, after which a plan fits
+        timed = tuple(v for v in VARIANTS if v in (calibration.encoder_ms or {})) or ("full",)
+        encoder, options["max_ms"] = calibration.encoder_for(budget, timed if encoder == "auto" else (encoder,))
+    elif encoder == "auto":
+        encoder = "full"
     if embedded:
         texts = hybrid._check_texts(queries)
         vectors = col.encoder_for(encoder).encode(texts)
@@ -38,12 +42,3 @@ def search(col, queries, encoder: str, **options):
         if options["max_ms"] != budget:
             result.target = f"max_ms={budget}: the {encoder} encoder, then {result.target}"
     return result
-
-
-def chosen(col, calibration, max_ms: float | None) -> str:
-    """"auto" for a text query: the full model, unless a `max_ms` budget fits a plan only after the fast student
-    (calibrated collections time each sub-model: `Calibration.encoder_ms`)."""
-    if max_ms is None or calibration is None or not calibration.encoder_ms:
-        return "full"
-    variants = tuple(v for v in VARIANTS if v in calibration.encoder_ms)
-    return calibration.encoder_for(max_ms, variants)[0]

@@ -107,12 +107,16 @@ class Calibration:
                     return encoder, left
             except InvalidInputError:
                 pass
-        cheapest = min((p for p in self.points if not Plan.parse(p.plan).adaptive), key=lambda p: p.ms_p95)
+        cheapest = min(self._steady(), key=lambda p: p.ms_p95)
         quickest = min(spent, key=spent.get)
         raise InvalidInputError(f"max_ms {max_ms} is out of reach for a text query: the {quickest} encoder takes "
                                 f"{spent[quickest]:.3g} ms and the cheapest calibrated plan, {cheapest.plan}, "
                                 f"{cheapest.ms_p95:.3g} ms for 95% of queries, and a budget keeps "
                                 f"{1 - LATENCY_HEADROOM:.0%} of headroom")
+
+    def _steady(self) -> list[Point]:
+        """The points whose work does not vary by query (no adaptive probe): the ones a latency budget takes."""
+        return [p for p in self.points if not Plan.parse(p.plan).adaptive]
 
     def guard(self, target_recall: float) -> Point:
         """The plan for a query unlike the calibration queries (top-1 score below `top1_floor`): the cheapest
@@ -167,7 +171,7 @@ class Calibration:
         cost = "ms_p95" if name == "max_ms" else "multiply_adds"
         # a latency budget holds per query, so it takes plans whose work does not vary by query: an adaptive
         # probe spends more on hard queries, and real queries are harder than pseudo-queries more often than not
-        pool = [p for p in self.points if name != "max_ms" or not Plan.parse(p.plan).adaptive]
+        pool = self._steady() if name == "max_ms" else self.points
         limit = value * LATENCY_HEADROOM if name == "max_ms" else value
         within = [p for p in _pareto(pool, cost) if getattr(p, cost) <= limit]
         if not within:
