@@ -3,7 +3,11 @@
 The student is the bundled MiniLM's first `--layers` layers with each feed-forward block cut to `--ffn` units;
 trained: LoRA updates (rank `--rank`) of every linear layer, every bias and LayerNorm, and a 384×384 map after
 mean pooling (initialised by least squares). Loss: 1 - cosine to the teacher's normalised embedding, plus the
-same on the normalised 64/128/256-d prefixes (Matryoshka-style). Texts, each cut to ≤ 64 tokens, are unlabeled:
+same on the normalised 64/128/256-d prefixes (Matryoshka-style); with `--rank-weight`, plus a ranking loss:
+the KL divergence between the teacher's and the student's softmax (temperature `--tau`) of query scores against
+the teacher's own document vectors (the shared vectors of the pkgsum, SciFact, NPL and Cranfield corpora, never a
+query), over each batch's `--neighbours` teacher-nearest documents per text and as many random ones — the
+student is judged by how it ranks documents, which a cosine to the teacher's vector measures only loosely. Texts, each cut to ≤ 64 tokens, are unlabeled:
 the 100k pkgsum corpus summaries (their teacher vectors are the shared ones), `--extra-pypi` more PyPI summaries
 (never one of pkgsum's queries), `--spans` random word spans of the SciFact/NPL/Cranfield documents, and
 SciFact's train claims (never a query of any `qrels/test.tsv`). Teacher vectors of new texts are computed once
@@ -53,6 +57,11 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rank-weight", type=float, default=0.0,
+                        help="weight of the ranking loss (KL between the teacher's and the student's scores over "
+                             "each batch's teacher-nearest documents and random ones); 0: cosine loss only")
+    parser.add_argument("--neighbours", type=int, default=32, help="teacher-nearest documents per text")
+    parser.add_argument("--tau", type=float, default=0.05, help="temperature of the ranking loss")
     parser.add_argument("--init", type=Path, help="parts to go on training (instead of a fresh LoRA and map)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/fast_encoder"), help="teacher vectors")
     parser.add_argument("--out", type=Path, required=True, help="the parts, fp16 .npz")
@@ -77,7 +86,8 @@ def main():
         student.fit_map(batches(train[:5000], False), targets)
     print(f"held-back cosine before training: {evaluate(student, batches(held, False), targets):.4f}")
     start = time.perf_counter()
-    train_loop(student, batches, train, targets, args)
+    ranking = Ranking(targets, args) if args.rank_weight else None
+    train_loop(student, batches, train, targets, args, ranking)
     minutes = (time.perf_counter() - start) / 60
     cosine = evaluate(student, batches(held, False), targets)
     print(f"held-back cosine {cosine:.4f} after {minutes:.1f} min", flush=True)
@@ -180,7 +190,45 @@ def loss_fn(out, target):
     return loss
 
 
-def train_loop(student, batches, train, targets, args):
+class Ranking:
+    """The ranking loss: the student's query scores against the teacher's document vectors should order them
+    as the teacher's do. Documents: the unlabeled corpora's shared vectors (pkgsum's and the three BEIR
+    collections'); per batch, each text's teacher-nearest `--neighbours` plus as many random ones."""
+
+    def __init__(self, targets: np.ndarray, args):
+        self.docs = torch.from_numpy(np.concatenate(
+            [np.load(DATA / name / "corpus.minilm.f16.npy") for name in ("pkgsum", "scifact", "npl", "cranfield")]
+        ).astype(np.float32))
+        self.nearest = nearest_documents(targets, self.docs.numpy(), args.neighbours, args.cache)
+        self.weight, self.tau, self.rng = args.rank_weight, args.tau, np.random.default_rng(args.seed)
+
+    def __call__(self, out, target, rows):
+        near = np.unique(self.nearest[rows])
+        candidates = torch.from_numpy(np.union1d(near, self.rng.integers(0, len(self.docs), len(near))))
+        docs = self.docs[candidates]
+        teacher = torch.log_softmax(target @ docs.T / self.tau, 1)
+        student = torch.log_softmax(torch.nn.functional.normalize(out, dim=1) @ docs.T / self.tau, 1)
+        return self.weight * torch.nn.functional.kl_div(student, teacher, log_target=True, reduction="batchmean")
+
+
+def nearest_documents(targets: np.ndarray, docs: np.ndarray, k: int, cache: Path) -> np.ndarray:
+    """Each target's `k` nearest documents by inner product (exact, faiss), kept in `cache`."""
+    import hashlib
+
+    import faiss
+
+    key = hashlib.sha256(targets.tobytes() + docs[:1000].tobytes()).hexdigest()[:16]
+    path = cache / f"nearest-{key}-{k}.npy"
+    if not path.exists():
+        index = faiss.IndexFlatIP(docs.shape[1])
+        index.add(docs)
+        chunks = [index.search(targets[i : i + 4096], k)[1] for i in tqdm(range(0, len(targets), 4096),
+                                                                           desc="teacher-nearest documents")]
+        np.save(path, np.concatenate(chunks).astype(np.int32))
+    return np.load(path)
+
+
+def train_loop(student, batches, train, targets, args, ranking=None):
     params = [p for p in student.parameters() if p.requires_grad]
     print(f"trained parameters: {sum(p.numel() for p in params):,}", flush=True)
     optimiser = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
@@ -195,7 +243,8 @@ def train_loop(student, batches, train, targets, args):
         for batch, rows in batches(np.random.default_rng(args.seed + epoch).permutation(train), True):
             if bar.n >= steps:
                 break
-            loss = loss_fn(student(batch), torch.from_numpy(targets[rows]))
+            out, target = student(batch), torch.from_numpy(targets[rows])
+            loss = loss_fn(out, target) + (ranking(out, target, rows) if ranking else 0)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
