@@ -13,12 +13,16 @@ the 100k pkgsum corpus summaries (their teacher vectors are the shared ones), `-
 SciFact's train claims (never a query of any `qrels/test.tsv`). Teacher vectors of new texts are computed once
 with the full model (onnx fp32) and kept under `--cache`. One thread; seeded.
 
-The shipped parts (README, "Fast query encoder"): a first run, then a second going on from it (`--init`):
+The shipped parts (README, "Fast query encoder"): four runs, each going on from the one before (`--init`):
 
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/train_fast_encoder.py --rank 128 --lr 2e-3 \
         --texts 100000 --out /tmp/fe/C.npz
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/train_fast_encoder.py --rank 128 --lr 1e-3 \
-        --init /tmp/fe/C.npz --seed 1 --texts 140000 --out src/matsearch/data/fast_encoder.npz
+        --init /tmp/fe/C.npz --seed 1 --texts 140000 --out /tmp/fe/D.npz
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/train_fast_encoder.py --rank 128 --lr 7e-4 \
+        --init /tmp/fe/D.npz --seed 3 --texts 120000 --rank-weight 1 --out /tmp/fe/F.npz
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/train_fast_encoder.py --rank 128 --lr 5e-4 \
+        --init /tmp/fe/F.npz --seed 4 --texts 120000 --rank-weight 2 --out src/matsearch/data/fast_encoder.npz
 """
 
 from __future__ import annotations
